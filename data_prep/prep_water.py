@@ -1,0 +1,166 @@
+"""``mpnn-prep-water``: water-cluster structures -> sharded graph TFRecords + manifest.
+
+Inputs are files, directories or glob patterns of anything ASE reads (XYZ with the energy
+on the comment line, extended XYZ, ASE ``.db``) and files in the ExaLearn tutorial's
+TFRecord format (``*.proto.gz``, ``*.tfrecord[.gz]``). Example::
+
+    mpnn-prep-water data/samples/water/water_clusters.proto.gz -o work/water --test-every 10
+    mpnn-prep-water data/samples/water/minima -o work/minima --fractions 0 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from data_prep import records
+from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs, read_structures
+from data_prep.tutorial_records import count_records, is_tutorial_file, read_tutorial_graphs
+from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
+
+log = logging.getLogger("mpnn-prep-water")
+
+# Records per task when a tutorial file is split across workers.
+TUTORIAL_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class WaterTask:
+    """One unit of conversion work: a structure file, or a record range of a tutorial file."""
+
+    path: str
+    features: tuple[str, ...]
+    energy_unit: str = "kcal/mol"
+    start: int = 0
+    stop: int = -1
+
+
+def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skipped]:
+    """Convert one task into serialised records and skip entries (runs in pool workers)."""
+    from mpnn.schema import graph_to_example
+
+    out: list[records.Converted | records.Skipped] = []
+
+    def add(index: int, graph: dict) -> None:
+        counts = np.bincount(graph["atom"], minlength=len(ATOM_VOCAB))
+        example = graph_to_example(graph, task.features).SerializeToString()
+        out.append(
+            records.Converted(task.path, index, example, float(graph["energy"]), counts, int(graph["n_waters"]))
+        )
+
+    if is_tutorial_file(task.path):
+        for index, graph in read_tutorial_graphs(task.path, task.start, task.stop):
+            if isinstance(graph, str):
+                out.append(records.Skipped(task.path, index, graph))
+            else:
+                add(index, graph)
+        return out
+
+    for structure in read_structures(task.path, task.energy_unit):
+        if structure.error:
+            out.append(records.Skipped(task.path, structure.index, structure.error))
+            continue
+        try:
+            add(structure.index, water_graph(structure.atoms, structure.energy, structure.record_id))
+        except WaterGraphError as exc:
+            out.append(records.Skipped(task.path, structure.index, str(exc)))
+    return out
+
+
+def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool) -> list[WaterTask]:
+    """One task per structure file; tutorial files in chunks of `TUTORIAL_CHUNK` records.
+
+    Records from tutorial files carry no coordinates, so a dataset that includes one (or
+    `with_distance` False) is written without the ``distance`` feature.
+    """
+    if any(is_tutorial_file(f) for f in files):
+        with_distance = False
+    features = tuple(f for f in FEATURES if with_distance or f != "distance")
+    tasks = []
+    for path in files:
+        if is_tutorial_file(path):
+            total = count_records(path)
+            for start in range(0, max(total, 1), TUTORIAL_CHUNK):
+                tasks.append(WaterTask(path, features, energy_unit, start, min(start + TUTORIAL_CHUNK, total)))
+        else:
+            tasks.append(WaterTask(path, features, energy_unit))
+    return tasks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpnn-prep-water", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="+", help="structure files, directories, globs or tutorial TFRecords")
+    parser.add_argument("-o", "--output", required=True, help="output directory (shards + manifest.json)")
+    parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4)")
+    parser.add_argument("--compression", choices=list(records.COMPRESSIONS), default="GZIP")
+    parser.add_argument(
+        "--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST")
+    )
+    parser.add_argument(
+        "--test-every",
+        type=int,
+        metavar="K",
+        help="records 0, K, 2K, ... (input order) form the test set; the rest is split by --fractions",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="conversion processes (default 1)")
+    parser.add_argument(
+        "--energy-unit", choices=list(KCAL_PER_MOL_PER), default="kcal/mol", help="unit of energies in the inputs"
+    )
+    parser.add_argument("--no-distance", action="store_true", help="leave out the edge distance feature")
+    parser.add_argument("--strict", action="store_true", help="stop at the first input that cannot be converted")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def prepare_water(args: argparse.Namespace) -> dict:
+    """Convert, split and write; returns the manifest."""
+    files = expand_inputs(args.inputs)
+    tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance)
+    converted, skipped = records.convert_all(
+        tasks, convert_water_task, workers=args.workers, strict=args.strict, show_progress=not args.quiet
+    )
+    if not converted:
+        raise records.NothingConvertedError(f"nothing converted from {len(files)} file(s); {len(skipped)} skipped")
+    splits = records.assign_splits(len(converted), tuple(args.fractions), args.seed, args.test_every)
+    section = records.write_splits(converted, splits, args.output, args.shards, args.compression, args.workers)
+    spec = records.DatasetSpec(
+        kind="water",
+        target="energy",
+        target_units="kcal/mol",
+        extensive=True,
+        features=tasks[0].features,
+        vocab={"atom": list(ATOM_VOCAB), "bond": list(BOND_VOCAB)},
+        extra={"group": {"name": "n_waters", "description": "number of water molecules"}},
+    )
+    options = {k: v for k, v in vars(args).items() if k not in ("inputs", "quiet")}
+    manifest = records.build_manifest(spec, converted, skipped, splits, section, files, args.compression, options)
+    records.write_manifest(args.output, manifest)
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        manifest = prepare_water(args)
+    except (records.StrictModeError, records.NothingConvertedError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 1
+    counts = ", ".join(f"{s} {manifest['splits'][s]['records']}" for s in records.SPLITS)
+    print(
+        f"converted {manifest['summary']['converted']}, skipped {manifest['summary']['skipped']} "
+        f"({counts}) -> {args.output}/{records.MANIFEST_NAME}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

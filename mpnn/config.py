@@ -1,0 +1,162 @@
+"""Training configuration: one dataclass, filled from defaults < ``--config`` file < flags.
+
+The same `TrainConfig` drives `mpnn-train`, the job scripts (through the CLI) and the
+notebooks (which build it directly and call `mpnn.train.train`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Sequence
+
+import yaml
+
+from mpnn.models.mpnn import MPNNConfig
+
+BATCH_STRATEGIES = ("dbs", "gbs")
+LR_SCALING_RULES = ("linear", "sqrt", "none")
+LR_DECAYS = ("cosine", "plateau", "none")
+LOSSES = ("mae", "mse", "huber")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (see ``mpnn-train --help`` for each field)."""
+
+    data: str = ""
+    run_dir: str = ""
+    model: str = "mpnn"
+    mpnn: MPNNConfig = field(default_factory=MPNNConfig)
+    epochs: int = 48
+    batch_size: int = 64
+    batch_strategy: str = "dbs"
+    learning_rate: float = 1e-3
+    lr_scaling: str = "linear"
+    warmup_epochs: int = 2
+    lr_decay: str = "cosine"
+    min_lr_fraction: float = 0.01
+    loss: str = "mae"
+    early_stopping_patience: int = 0
+    max_train_seconds: float = 0.0
+    seed: int = 0
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    parallel_calls: int = -1
+    shuffle_buffer: int = 100_000
+    cache: bool = True
+    verbose: int = 2
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting."""
+        if not self.data:
+            raise ValueError("no data: pass --data path/to/manifest.json")
+        choices = {
+            "batch_strategy": BATCH_STRATEGIES,
+            "lr_scaling": LR_SCALING_RULES,
+            "lr_decay": LR_DECAYS,
+            "loss": LOSSES,
+            "model": ("mpnn",),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a (possibly partial) dict, e.g. a ``--config`` file or ``config.json``."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown configuration keys {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(values)
+        if isinstance(values.get("mpnn"), dict):
+            mpnn_known = {f.name for f in fields(MPNNConfig)}
+            bad = set(values["mpnn"]) - mpnn_known
+            if bad:
+                raise ValueError(f"unknown mpnn keys {sorted(bad)}; known: {sorted(mpnn_known)}")
+            values["mpnn"] = MPNNConfig(**values["mpnn"])
+        return cls(**values)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a JSON or YAML configuration file into a dict."""
+    with open(path) as handle:
+        text = handle.read()
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    return values
+
+
+# Flags: (name, type, help). Model flags map into the nested MPNNConfig.
+_FLAGS: list[tuple[str, type, str]] = [
+    ("data", str, "manifest.json of a prepared data set (or its directory)"),
+    ("run_dir", str, "run directory (default: runs/<job id or time stamp>)"),
+    ("model", str, "model family: mpnn"),
+    ("epochs", int, "training epochs"),
+    ("batch_size", int, "graphs per batch: per rank (dbs) or in total (gbs)"),
+    ("batch_strategy", str, "dbs: constant per-device batch; gbs: constant global batch, split across ranks"),
+    ("learning_rate", float, "base learning rate (before scaling by the rank count)"),
+    ("lr_scaling", str, "how the learning rate grows with the global batch: linear, sqrt or none"),
+    ("warmup_epochs", int, "epochs of linear warm-up to the scaled learning rate"),
+    ("lr_decay", str, "cosine (to min_lr_fraction over the epochs), plateau (halve on a flat val_loss) or none"),
+    ("min_lr_fraction", float, "final learning rate of the cosine decay, as a fraction of the initial one"),
+    ("loss", str, "training loss: mae, mse or huber"),
+    ("early_stopping_patience", int, "stop after this many epochs without a better val_loss (0: off)"),
+    ("max_train_seconds", float, "stop after the epoch that passes this many seconds of training (0: off)"),
+    ("seed", int, "seed of weights initialisation and shuffling"),
+    ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: cores / local ranks)"),
+    ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 under Horovod, else TF's default)"),
+    ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
+    ("shuffle_buffer", int, "records in the shuffle buffer"),
+    ("verbose", int, "Keras verbosity on rank 0 (0 silent, 1 progress bar, 2 one line per epoch)"),
+]
+_MODEL_FLAGS: list[tuple[str, type, str]] = [
+    ("width", int, "features per atom and bond"),
+    ("message_steps", int, "message-passing steps"),
+    ("activation", str, "activation of the update MLPs"),
+    ("dropout", float, "dropout rate of the updates"),
+]
+
+
+def build_parser(prog: str = "mpnn-train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train an MPNN on prepared graph records, single process or under horovodrun/mpirun.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", help="JSON or YAML file of settings; flags override it")
+    for name, kind, help_text in _FLAGS + _MODEL_FLAGS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
+    parser.add_argument("--cache", dest="cache", action="store_true", help="cache records in memory (default)")
+    parser.add_argument("--no-cache", dest="cache", action="store_false", help="read records from disk each epoch")
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse `argv` into a validated `TrainConfig` (defaults < --config file < flags)."""
+    given = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = load_config_file(given.pop("config")) if "config" in given else {}
+    model_values = dict(values.pop("mpnn", {}) or {})
+    for name, *_ in _MODEL_FLAGS:
+        if name in given:
+            model_values[name] = given.pop(name)
+    values.update(given)
+    values["mpnn"] = model_values
+    config = TrainConfig.from_dict(values)
+    config.validate()
+    return config

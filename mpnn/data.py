@@ -1,0 +1,286 @@
+"""The `tf.data` input pipeline: graph records -> one disjoint graph per batch.
+
+Pipeline per rank::
+
+    shard files (or records) across ranks -> parallel interleave over shard files
+    -> [cache] -> shuffle serialised records -> batch -> vectorised parse_example
+    -> merge the batch into one disjoint graph -> prefetch
+
+Every record is seen by exactly one rank per epoch, and every rank runs the same number of
+steps (a Horovod allreduce would otherwise wait forever for the rank that finished early):
+see `balanced_steps`.
+
+A merged batch is a dict of model inputs (shapes for a batch of B graphs with N atoms and
+E directed edges in total):
+
+- ``atom [N] int32``, ``bond [E] int32`` type indices;
+- ``connectivity [E, 2] int32`` (receiver, sender), offset into the batch's node range and
+  still sorted by receiver;
+- ``node_graph_indices [N] int32``, the graph each node belongs to (sorted);
+- ``distance [E] float32`` when the records have it;
+
+and the target ``[B] float32``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import tensorflow as tf
+
+from mpnn.schema import FEATURES, SCHEMA_VERSION, parse_spec
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Features the loader passes on to the model (when present in the records).
+MODEL_NODE_EDGE_FEATURES = ("atom", "bond", "distance")
+# Graph-level features kept beside the model inputs for evaluation and reporting.
+REPORT_FEATURES = ("record_id", "n_waters")
+# Largest relative difference of per-rank record counts accepted for by-file sharding.
+FILE_SHARDING_IMBALANCE = 0.05
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used (the message names the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A prepared data set: ``manifest.json`` and the directory of its shards."""
+
+    path: str
+    content: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str) -> "Manifest":
+        """Load ``manifest.json`` (or the directory holding it)."""
+        if os.path.isdir(path):
+            path = os.path.join(path, "manifest.json")
+        try:
+            with open(path) as handle:
+                content = json.load(handle)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
+        version = content.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ManifestError(f"{path}: schema version {version}, this mpnn reads {SCHEMA_VERSION}")
+        for key in ("features", "splits", "target", "vocab"):
+            if key not in content:
+                raise ManifestError(f"{path}: manifest has no {key!r} section")
+        return cls(path, content)
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.content["features"])
+
+    @property
+    def target(self) -> str:
+        return self.content["target"]["name"]
+
+    @property
+    def compression(self) -> str:
+        return self.content.get("compression", "GZIP")
+
+    def split(self, name: str) -> tuple[list[str], list[int]]:
+        """Shard paths and their record counts of split `name`."""
+        if name not in self.content["splits"]:
+            raise ManifestError(f"{self.path}: no split {name!r} (has {list(self.content['splits'])})")
+        shards = self.content["splits"][name]["shards"]
+        return [os.path.join(self.directory, s["file"]) for s in shards], [int(s["records"]) for s in shards]
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Parallelism and buffering of the pipeline; `AUTOTUNE` (-1) lets tf.data decide."""
+
+    interleave_cycle: int = 4
+    parallel_reads: int = AUTOTUNE
+    parallel_calls: int = AUTOTUNE
+    prefetch: int = AUTOTUNE
+    shuffle_buffer: int = 100_000
+    cache: bool = False
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """What one rank reads: its files, and whether it further takes every size-th record."""
+
+    files: list[str]
+    record_shard: tuple[int, int] | None  # (num_shards, index) for by-record sharding
+    records: int  # records this rank sees per epoch
+    steps: int  # batches per epoch, the same on every rank
+
+
+def plan_rank(counts: Sequence[int], files: Sequence[str], batch_size: int, rank: int, size: int) -> RankPlan:
+    """Decide how rank `rank` of `size` reads `files` (with `counts` records each).
+
+    By file (round-robin) when there are at least as many files as ranks and that leaves
+    the ranks' record counts within `FILE_SHARDING_IMBALANCE` of each other; otherwise by
+    record (every rank reads all files and keeps every size-th record), which balances
+    exactly. Write a shard count divisible by the rank count to get by-file sharding.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    total = sum(counts)
+    if total < size:
+        raise ValueError(f"{total} records cannot be shared across {size} ranks")
+    by_file = [sum(counts[r::size]) for r in range(size)]
+    if len(files) >= size and min(by_file) >= (1 - FILE_SHARDING_IMBALANCE) * max(by_file):
+        per_rank, plan_files, record_shard = by_file, list(files[rank::size]), None
+    else:
+        per_rank = [total // size + (r < total % size) for r in range(size)]
+        plan_files, record_shard = list(files), (size, rank)
+    steps = balanced_steps(per_rank, batch_size)
+    return RankPlan(plan_files, record_shard, per_rank[rank], steps)
+
+
+def balanced_steps(records_per_rank: Sequence[int], batch_size: int) -> int:
+    """Batches per epoch that every rank can run: ``ceil(min(records) / batch_size)``.
+
+    A rank holding more records spreads them over the same number of batches (see
+    `_batch_into_steps`), so no record is dropped and no rank waits.
+    """
+    return max(1, math.ceil(min(records_per_rank) / batch_size))
+
+
+def make_dataset(
+    files: Sequence[str],
+    counts: Sequence[int],
+    features: Sequence[str],
+    target: str,
+    batch_size: int,
+    *,
+    compression: str = "GZIP",
+    shuffle: bool = False,
+    seed: int | None = None,
+    rank: int = 0,
+    size: int = 1,
+    options: LoaderOptions = LoaderOptions(),
+    with_report_features: bool = False,
+) -> tuple[tf.data.Dataset, int]:
+    """Build the pipeline for one rank.
+
+    Args:
+        files, counts: shard files and the number of records in each.
+        features: features stored in the records (the manifest's list).
+        target: name of the target feature.
+        batch_size: graphs per batch on this rank (per-rank batch size).
+        shuffle, seed: shuffle the records each epoch (seeded: reproducible order).
+        rank, size: this rank and the number of ranks.
+        with_report_features: also yield ``record_id`` and ``n_waters`` (if present).
+
+    Returns:
+        the dataset of ``(inputs, target [B])`` (or ``(inputs, target, report)``) and the
+        number of batches it yields per epoch.
+    """
+    plan = plan_rank(counts, files, batch_size, rank, size)
+    compression_type = "GZIP" if compression == "GZIP" else ""
+    dataset = tf.data.Dataset.from_tensor_slices(plan.files)
+    if shuffle and plan.record_shard is None:
+        dataset = dataset.shuffle(len(plan.files), seed=seed)
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression_type),
+        cycle_length=min(options.interleave_cycle, len(plan.files)),
+        num_parallel_calls=options.parallel_reads,
+        # By-record sharding needs the same interleaved order on every rank.
+        deterministic=plan.record_shard is not None or options.deterministic,
+    )
+    if plan.record_shard is not None:
+        dataset = dataset.shard(*plan.record_shard)
+    if options.cache:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(min(options.shuffle_buffer, plan.records), seed=seed, reshuffle_each_iteration=True)
+    dataset = _batch_into_steps(dataset, plan.records, batch_size, plan.steps)
+
+    spec = parse_spec(features)
+    keep_report = [f for f in REPORT_FEATURES if f in features] if with_report_features else []
+
+    def parse_and_merge(serialized: tf.Tensor):
+        parsed = tf.io.parse_example(serialized, spec)
+        inputs = merge_batch(parsed)
+        target_values = tf.cast(parsed[target], tf.float32)
+        if keep_report:
+            return inputs, target_values, {name: parsed[name] for name in keep_report}
+        return inputs, target_values
+
+    dataset = dataset.map(parse_and_merge, num_parallel_calls=options.parallel_calls, deterministic=True)
+    return dataset.prefetch(options.prefetch), plan.steps
+
+
+def _batch_into_steps(dataset: tf.data.Dataset, records: int, batch_size: int, steps: int) -> tf.data.Dataset:
+    """Batch `records` serialised records into exactly `steps` batches.
+
+    When plain batching gives `steps` batches it is used; otherwise (this rank holds more
+    records than ``steps * batch_size``) consecutive records are grouped so that batch k
+    holds records ``[ceil(k * records / steps), ceil((k + 1) * records / steps))``:
+    sizes differ by at most one and every record is kept.
+    """
+    if math.ceil(records / batch_size) == steps:
+        return dataset.batch(batch_size)
+    records_t = tf.constant(records, tf.int64)
+    steps_t = tf.constant(steps, tf.int64)
+
+    def batch_of(index: tf.Tensor) -> tf.Tensor:
+        return index * steps_t // records_t
+
+    def size_of(key: tf.Tensor) -> tf.Tensor:
+        start = (key * records_t + steps_t - 1) // steps_t
+        stop = ((key + 1) * records_t + steps_t - 1) // steps_t
+        return stop - start
+
+    return (
+        dataset.enumerate()
+        .group_by_window(
+            key_func=lambda index, _: batch_of(index),
+            reduce_func=lambda _, window: window.map(lambda index, record: record).batch(records),
+            window_size_func=size_of,
+        )
+    )
+
+
+def merge_batch(parsed: dict[str, tf.Tensor | tf.RaggedTensor]) -> dict[str, tf.Tensor]:
+    """Merge a parsed batch of B graphs into one disjoint graph (see the module docstring).
+
+    Args:
+        parsed: output of `tf.io.parse_example` with `mpnn.schema.parse_spec`: ragged
+            ``[B, None]`` node/edge features (flattened rows), dense ``[B]`` graph features.
+    """
+    atom = parsed["atom"]
+    node_offsets = atom.row_splits[:-1]  # [B] first node of each graph
+    edge_graph = parsed["bond"].value_rowids()  # [E] graph of each edge
+    local = tf.reshape(parsed["connectivity"].flat_values, [-1, 2])
+    connectivity = local + tf.gather(node_offsets, edge_graph)[:, tf.newaxis]
+    inputs = {
+        "atom": tf.cast(atom.flat_values, tf.int32),
+        "bond": tf.cast(parsed["bond"].flat_values, tf.int32),
+        "connectivity": tf.cast(connectivity, tf.int32),
+        "node_graph_indices": tf.cast(atom.value_rowids(), tf.int32),
+    }
+    for name in MODEL_NODE_EDGE_FEATURES:
+        if name in parsed and name not in inputs:
+            inputs[name] = tf.reshape(parsed[name].flat_values, [-1, *FEATURES[name].inner_shape])
+    return inputs
+
+
+def manifest_dataset(
+    manifest: Manifest, split: str, batch_size: int, **kwargs: Any
+) -> tuple[tf.data.Dataset, int]:
+    """`make_dataset` for one split of a prepared data set."""
+    files, counts = manifest.split(split)
+    if not files:
+        raise ManifestError(f"{manifest.path}: split {split!r} is empty")
+    return make_dataset(
+        files, counts, manifest.features, manifest.target, batch_size, compression=manifest.compression, **kwargs
+    )

@@ -1,0 +1,106 @@
+"""Horovod glue: start-up, device and thread placement, batch and learning-rate policy.
+
+Works the same single-process (``python -m mpnn.train``: one rank) and under
+``horovodrun -np K`` or ``mpirun``/``srun`` (K ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import horovod.tensorflow as hvd_tf
+import horovod.tensorflow.keras as hvd
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+def init(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
+    """Start Horovod, pin one GPU per local rank, and share the CPU between local ranks.
+
+    Must run before TensorFlow creates its runtime (before the first op). With
+    ``intra_op_threads=0`` each rank gets ``cores / local ranks`` threads, so K ranks on
+    one node do not oversubscribe its cores.
+    """
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        # One GPU per local rank; memory growth so that TF does not grab all of it.
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if intra_op_threads or hvd.local_size() > 1:
+        tf.config.threading.set_intra_op_parallelism_threads(
+            intra_op_threads or max(1, cores // hvd.local_size())
+        )
+    if inter_op_threads or hvd.local_size() > 1:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads or 1)
+
+
+def rank() -> int:
+    return hvd.rank()
+
+
+def size() -> int:
+    return hvd.size()
+
+
+def is_root() -> bool:
+    """True on the rank that writes files and shows progress (rank 0)."""
+    return hvd.rank() == 0
+
+
+def broadcast_object(value: Any, name: str) -> Any:
+    """Rank 0's `value` on every rank (any picklable object)."""
+    return hvd_tf.broadcast_object(value, root_rank=0, name=name)
+
+
+def allgather_object(value: Any, name: str) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    return hvd_tf.allgather_object(value, name=name)
+
+
+def broadcast_variables(variables: list[tf.Variable]) -> None:
+    """Overwrite `variables` on every rank with rank 0's values."""
+    hvd_tf.broadcast_variables(variables, root_rank=0)
+
+
+def per_rank_batch_size(batch_size: int, strategy: str, ranks: int) -> int:
+    """Graphs per batch on each rank.
+
+    ``dbs`` (constant device batch size): every rank takes `batch_size` graphs, so the
+    global batch grows with the rank count. ``gbs`` (constant global batch size): the
+    `batch_size` graphs of a step are split evenly across the ranks.
+    """
+    if strategy == "dbs":
+        return batch_size
+    if strategy == "gbs":
+        if batch_size % ranks:
+            raise ValueError(
+                f"--batch-strategy gbs: --batch-size {batch_size} is not divisible by {ranks} ranks"
+            )
+        return batch_size // ranks
+    raise ValueError(f"unknown batch strategy {strategy!r} (dbs or gbs)")
+
+
+def scaled_learning_rate(base_lr: float, global_batch: int, reference_batch: int, rule: str) -> float:
+    """Learning rate for a global batch of `global_batch` graphs.
+
+    `base_lr` is tuned for `reference_batch` (the batch of one rank, i.e. ``--batch-size``).
+    ``linear``: multiply by ``global_batch / reference_batch`` (Goyal et al., 2017, used with
+    warm-up); ``sqrt``: by its square root (Krizhevsky, 2014; gentler for adaptive
+    optimisers); ``none``: keep `base_lr`. With ``gbs`` the global batch does not change,
+    so every rule keeps `base_lr`.
+    """
+    ratio = global_batch / reference_batch
+    if rule == "linear":
+        return base_lr * ratio
+    if rule == "sqrt":
+        return base_lr * math.sqrt(ratio)
+    if rule == "none":
+        return base_lr
+    raise ValueError(f"unknown learning-rate scaling rule {rule!r} (linear, sqrt or none)")

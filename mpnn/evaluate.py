@@ -1,0 +1,123 @@
+"""Evaluate a model on a whole split, exactly once whatever the rank count.
+
+Each rank predicts its share of the split's records; the shares are gathered on every rank
+(`hvd.allgather_object`), so the metrics come from the complete set of predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from mpnn import distributed
+from mpnn.data import Manifest, manifest_dataset
+from mpnn.metrics import mae_by_group, regression_metrics
+from mpnn.models import load_model
+
+
+@dataclass
+class Predictions:
+    """Predictions for a set of records (arrays of equal length, target units)."""
+
+    record_id: np.ndarray
+    group: np.ndarray
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: list["Predictions"]) -> "Predictions":
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.__dataclass_fields__))
+
+
+def predict_split(model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int) -> Predictions:
+    """Predict every record of `split`; call on all ranks (it gathers across them)."""
+    dataset, _ = manifest_dataset(
+        manifest, split, batch_size, rank=distributed.rank(), size=distributed.size(), with_report_features=True
+    )
+    names = set(model.input_names)  # records may carry features this model does not use
+    forward = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    parts = []
+    for inputs, target, report in dataset:
+        prediction = forward({k: v for k, v in inputs.items() if k in names}).numpy()
+        parts.append(_predictions(report, target.numpy(), prediction))
+    local = Predictions.concatenate(parts)
+    return Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))
+
+
+def _predictions(report: dict[str, tf.Tensor], y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:
+    """Bundle one batch; records without ids or groups get empty ids and group 0."""
+    ids = report["record_id"].numpy().astype(str) if "record_id" in report else np.full(len(y_true), "")
+    groups = report["n_waters"].numpy() if "n_waters" in report else np.zeros(len(y_true), np.int64)
+    return Predictions(ids, groups, y_true, y_pred)
+
+
+def split_targets(manifest: Manifest, split: str, batch_size: int = 1024) -> Predictions:
+    """Targets and groups of every record of `split`, read on this rank alone
+    (``y_pred`` is NaN)."""
+    dataset, _ = manifest_dataset(manifest, split, batch_size, with_report_features=True)
+    parts = [_predictions(report, target.numpy(), np.full(len(target), np.nan)) for _, target, report in dataset]
+    return Predictions.concatenate(parts)
+
+
+def split_report(predictions: Predictions) -> dict:
+    """Metrics of one split, with the MAE per group (e.g. per cluster size)."""
+    report = regression_metrics(predictions.y_true, predictions.y_pred)
+    report["by_group"] = mae_by_group(predictions.y_true, predictions.y_pred, predictions.group)
+    return report
+
+
+def group_mean_baseline_mae(train: Predictions, test: Predictions) -> float:
+    """Test MAE of predicting the mean training target of the record's group (for water:
+    the mean energy of clusters of the same size); the bar the model has to beat."""
+    means = {g: train.y_true[train.group == g].mean() for g in np.unique(train.group)}
+    fallback = train.y_true.mean()
+    guess = np.array([means.get(g, fallback) for g in test.group])
+    return float(np.mean(np.abs(guess - test.y_true)))
+
+
+def write_predictions_csv(path: str, predictions: Predictions, group_name: str) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["record_id", group_name, "true", "predicted", "error"])
+        for rid, group, true, pred in zip(
+            predictions.record_id, predictions.group, predictions.y_true, predictions.y_pred
+        ):
+            writer.writerow([rid, int(group), f"{true:.6g}", f"{pred:.6g}", f"{pred - true:.6g}"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mpnn-evaluate``: metrics of a saved model on one split of a prepared data set."""
+    parser = argparse.ArgumentParser(prog="mpnn-evaluate", description=main.__doc__)
+    parser.add_argument("--model", required=True, help="saved model (model.keras in a run directory)")
+    parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--output", help="write the predictions to this CSV file")
+    args = parser.parse_args(argv)
+    distributed.init()
+    manifest = Manifest.load(args.data)
+    predictions = predict_split(load_model(args.model), manifest, args.split, args.batch_size)
+    if not distributed.is_root():
+        return 0
+    report = split_report(predictions)
+    units = manifest.content["target"]["units"]
+    print(
+        f"{args.split}: n {report['count']}  MAE {report['mae']:.4f}  RMSE {report['rmse']:.4f}  "
+        f"R^2 {report['r2']:.4f}  Pearson {report['pearson_r']:.4f}  ({units})"
+    )
+    group_name = manifest.content.get("group", {}).get("name", "group")
+    for group, row in report["by_group"].items():
+        print(f"  {group_name} {group:>3}: n {row['count']:>5}  MAE {row['mae']:.4f}")
+    if args.output:
+        write_predictions_csv(args.output, predictions, group_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The graph record schema: the one place that names, types and shapes every feature.
+
+`data_prep` writes records with :func:`graph_to_example`; the `tf.data` loader reads them
+with :func:`parse_spec`. Both import the specs below, so the writer and reader cannot
+drift apart.
+
+A *graph dict* (what the converters produce, one per molecule or cluster) maps feature
+names to numpy arrays:
+
+- graph-level features are scalars (``n_atom``, ``energy``, ...);
+- node-level features have shape ``[n_atom, *inner_shape]``;
+- edge-level features have shape ``[n_bond, *inner_shape]``.
+
+Edges are directed and stored in both directions, sorted by receiver;
+``connectivity[k] = (receiver, sender)``, node indices local to the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Literal, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+SCHEMA_VERSION = 1
+
+Level = Literal["graph", "node", "edge"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature of a graph record.
+
+    Attributes:
+        name: key in the `tf.train.Example`.
+        dtype: ``"int64"``, ``"float32"`` or ``"string"``.
+        level: ``"graph"`` (one value per graph), ``"node"`` (one row per atom) or
+            ``"edge"`` (one row per directed bond).
+        inner_shape: trailing shape of one row; ``()`` for a scalar per node/edge.
+        description: meaning and units.
+    """
+
+    name: str
+    dtype: Literal["int64", "float32", "string"]
+    level: Level
+    inner_shape: tuple[int, ...] = ()
+    description: str = ""
+
+    @property
+    def row_size(self) -> int:
+        """Number of scalars per node/edge (product of `inner_shape`)."""
+        return int(np.prod(self.inner_shape, dtype=np.int64))
+
+    def to_json(self) -> dict:
+        return {
+            "dtype": self.dtype,
+            "level": self.level,
+            "inner_shape": list(self.inner_shape),
+            "description": self.description,
+        }
+
+
+FEATURES: dict[str, FeatureSpec] = {
+    s.name: s
+    for s in [
+        FeatureSpec("record_id", "string", "graph", description="source of the record, e.g. 'w10_lowest.xyz:0'"),
+        FeatureSpec("n_atom", "int64", "graph", description="number of nodes (atoms)"),
+        FeatureSpec("n_bond", "int64", "graph", description="number of directed edges"),
+        FeatureSpec("n_waters", "int64", "graph", description="water clusters: number of water molecules"),
+        FeatureSpec("atom", "int64", "node", description="atom type index into the manifest's atom vocabulary"),
+        FeatureSpec("bond", "int64", "edge", description="edge type index into the manifest's bond vocabulary"),
+        FeatureSpec(
+            "connectivity",
+            "int64",
+            "edge",
+            (2,),
+            "(receiver, sender) node indices, local to the graph, sorted by receiver",
+        ),
+        FeatureSpec("distance", "float32", "edge", description="receiver-sender distance, Angstrom (optional)"),
+        FeatureSpec("energy", "float32", "graph", description="water clusters: total energy, kcal/mol"),
+    ]
+}
+
+# Features every record has, whatever the data source.
+REQUIRED = ("n_atom", "n_bond", "atom", "bond", "connectivity")
+
+
+def feature_specs(names: Iterable[str]) -> dict[str, FeatureSpec]:
+    """Look up the specs of `names`, raising ``KeyError`` with the known names."""
+    specs = {}
+    for name in names:
+        if name not in FEATURES:
+            raise KeyError(f"unknown record feature {name!r}; the schema knows {sorted(FEATURES)}")
+        specs[name] = FEATURES[name]
+    missing = [n for n in REQUIRED if n not in specs]
+    if missing:
+        raise KeyError(f"a record needs the features {list(REQUIRED)}; missing {missing}")
+    return specs
+
+
+def validate_graph(graph: Mapping[str, np.ndarray], names: Iterable[str]) -> None:
+    """Check that `graph` has every feature in `names` with the schema's shape.
+
+    Raises:
+        ValueError: naming the first feature whose shape or values are wrong.
+    """
+    n_atom, n_bond = int(graph["n_atom"]), int(graph["n_bond"])
+    for name, spec in feature_specs(names).items():
+        if name not in graph:
+            raise ValueError(f"graph has no feature {name!r}")
+        value = np.asarray(graph[name])
+        if spec.level == "graph":
+            expected: tuple[int, ...] = ()
+        else:
+            rows = n_atom if spec.level == "node" else n_bond
+            expected = (rows, *spec.inner_shape)
+        if value.shape != expected:
+            raise ValueError(f"feature {name!r} has shape {value.shape}, expected {expected}")
+        if spec.dtype == "float32" and not np.all(np.isfinite(value)):
+            raise ValueError(f"feature {name!r} has non-finite values")
+    connectivity = np.asarray(graph["connectivity"])
+    if n_bond and (connectivity.min() < 0 or connectivity.max() >= n_atom):
+        raise ValueError("connectivity refers to atoms outside the graph")
+    if n_bond and np.any(np.diff(connectivity[:, 0]) < 0):
+        raise ValueError("edges are not sorted by receiver")
+
+
+def graph_to_example(graph: Mapping[str, np.ndarray], names: Iterable[str]) -> tf.train.Example:
+    """Serialise the features `names` of one graph dict into a `tf.train.Example`.
+
+    Node and edge features are flattened row-major (``[n_rows * row_size]``).
+    """
+    feature = {}
+    for name, spec in feature_specs(names).items():
+        value = np.asarray(graph[name])
+        if spec.dtype == "int64":
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=value.reshape(-1)))
+        elif spec.dtype == "float32":
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=value.reshape(-1)))
+        else:
+            data = value.item() if value.shape == () else value
+            data = data.encode() if isinstance(data, str) else data
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+_TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
+
+
+def parse_spec(names: Iterable[str]) -> dict[str, tf.io.FixedLenFeature | tf.io.RaggedFeature]:
+    """Feature spec for `tf.io.parse_example` on a *batch* of serialised records.
+
+    Graph-level features parse to dense ``[batch]`` tensors; node and edge features to
+    ragged ``[batch, None]`` tensors of the flattened rows (see :func:`graph_to_example`).
+    """
+    spec = {}
+    for name, feature in feature_specs(names).items():
+        dtype = _TF_DTYPES[feature.dtype]
+        if feature.level == "graph":
+            spec[name] = tf.io.FixedLenFeature([], dtype)
+        else:
+            spec[name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+    return spec
+
+
+def features_to_json(names: Iterable[str]) -> dict[str, dict]:
+    """The manifest's description of the features `names`."""
+    return {name: spec.to_json() for name, spec in feature_specs(names).items()}

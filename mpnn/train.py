@@ -1,0 +1,252 @@
+"""``mpnn-train``: train a model on prepared graph records, single process or with Horovod.
+
+Runs unchanged as one process (``mpnn-train --data ...``) and as K data-parallel ranks
+(``horovodrun -np K mpnn-train ...``, ``mpirun``, ``srun``). The shape follows Horovod's
+Keras example: init and device pinning, learning rate scaled by the global batch with
+warm-up, `hvd.DistributedOptimizer`, broadcast of rank 0's initial weights, averaged
+metrics, and only rank 0 writing files and showing progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import sys
+import time
+from typing import Sequence
+
+import horovod.tensorflow.keras as hvd
+import numpy as np
+import tensorflow as tf
+
+from mpnn import distributed, rundir
+from mpnn.callbacks import EpochLog, TimeBudget, cosine_multiplier
+from mpnn.config import TrainConfig, config_from_args
+from mpnn.data import LoaderOptions, Manifest, manifest_dataset
+from mpnn.evaluate import (
+    group_mean_baseline_mae,
+    predict_split,
+    split_report,
+    split_targets,
+    write_predictions_csv,
+)
+from mpnn.models.mpnn import build_mpnn
+
+log = logging.getLogger("mpnn-train")
+
+LOSSES = {
+    "mae": tf.keras.losses.MeanAbsoluteError,
+    "mse": tf.keras.losses.MeanSquaredError,
+    "huber": tf.keras.losses.Huber,
+}
+
+
+def build_model(config: TrainConfig, manifest: Manifest) -> tf.keras.Model:
+    """The model named by `config.model`, sized and initialised from the manifest."""
+    stats = manifest.content["target_stats"]
+    atom_vocab = manifest.content["vocab"]["atom"]
+    output_scale = stats["residual_std"] / math.sqrt(max(stats["atoms_per_graph_mean"], 1.0))
+    return build_mpnn(
+        config.mpnn,
+        n_atom_types=len(atom_vocab),
+        n_bond_types=len(manifest.content["vocab"]["bond"]),
+        atom_type_means=[stats["per_atom_type_mean"][t] for t in atom_vocab],
+        output_scale=max(output_scale, 1e-3),
+        with_distance="distance" in manifest.features,
+    )
+
+
+def make_callbacks(
+    config: TrainConfig, run_dir: str, scaled_lr: float, steps: int, graphs_per_epoch: int
+) -> list[tf.keras.callbacks.Callback]:
+    """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
+    stopping rules, then rank 0's logging and checkpoints."""
+    callbacks: list[tf.keras.callbacks.Callback] = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),
+    ]
+    if config.warmup_epochs > 0:
+        callbacks.append(
+            hvd.callbacks.LearningRateWarmupCallback(
+                initial_lr=scaled_lr, warmup_epochs=config.warmup_epochs, steps_per_epoch=steps
+            )
+        )
+    if config.lr_decay == "cosine":
+        callbacks.append(
+            hvd.callbacks.LearningRateScheduleCallback(
+                initial_lr=scaled_lr,
+                multiplier=cosine_multiplier(config.epochs, config.warmup_epochs, config.min_lr_fraction),
+                start_epoch=config.warmup_epochs,
+                staircase=False,
+                steps_per_epoch=steps,
+            )
+        )
+    elif config.lr_decay == "plateau":
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=5))
+    callbacks.append(tf.keras.callbacks.TerminateOnNaN())
+    if config.early_stopping_patience > 0:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+    if config.max_train_seconds > 0:
+        callbacks.append(TimeBudget(config.max_train_seconds))
+    if distributed.is_root():
+        checkpoints = os.path.join(run_dir, "checkpoints")
+        callbacks += [
+            EpochLog(graphs_per_epoch),
+            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv")),
+            tf.keras.callbacks.ModelCheckpoint(
+                os.path.join(checkpoints, "best.weights.h5"),
+                monitor="val_loss",
+                save_best_only=True,
+                save_weights_only=True,
+            ),
+            tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+        ]
+    return callbacks
+
+
+def train(config: TrainConfig) -> dict | None:
+    """Train and evaluate; returns the metrics on rank 0 (None on other ranks).
+
+    Writes the run directory (see `mpnn.rundir`) on rank 0.
+    """
+    config.validate()
+    distributed.init(config.intra_op_threads, config.inter_op_threads)
+    tf.keras.utils.set_random_seed(config.seed)
+    manifest = Manifest.load(config.data)
+    ranks, rank = distributed.size(), distributed.rank()
+    run_dir = distributed.broadcast_object(config.run_dir or rundir.default_run_dir(), "run_dir")
+    config.run_dir = run_dir
+    if distributed.is_root():
+        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        rundir.write_json(os.path.join(run_dir, "config.json"), config.to_json())
+        rundir.write_json(os.path.join(run_dir, "host_info.json"), rundir.host_info(ranks, hvd.local_size()))
+
+    batch = distributed.per_rank_batch_size(config.batch_size, config.batch_strategy, ranks)
+    loader = LoaderOptions(
+        parallel_calls=config.parallel_calls, shuffle_buffer=config.shuffle_buffer, cache=config.cache
+    )
+    common = dict(rank=rank, size=ranks, options=loader)
+    # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
+    train_data, train_steps = manifest_dataset(
+        manifest, "train", batch, shuffle=True, seed=config.seed + rank, **common
+    )
+    valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
+    train_data, valid_data = train_data.repeat(), valid_data.repeat()
+
+    scaled_lr = distributed.scaled_learning_rate(
+        config.learning_rate, batch * ranks, config.batch_size, config.lr_scaling
+    )
+    model = build_model(config, manifest)
+    optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(scaled_lr))
+    model.compile(optimizer=optimizer, loss=LOSSES[config.loss](), metrics=["mae"])
+    graphs_per_epoch = manifest.content["splits"]["train"]["records"]
+    if distributed.is_root():
+        log.info(
+            "%d rank(s), %d graphs per rank-batch (%s), global batch %d, learning rate %.3g, %d parameters",
+            ranks, batch, config.batch_strategy, batch * ranks, scaled_lr, model.count_params(),
+        )
+
+    started = time.perf_counter()
+    history = model.fit(
+        train_data,
+        epochs=config.epochs,
+        steps_per_epoch=train_steps,
+        validation_data=valid_data,
+        validation_steps=valid_steps,
+        callbacks=make_callbacks(config, run_dir, scaled_lr, train_steps, graphs_per_epoch),
+        verbose=config.verbose if distributed.is_root() else 0,
+    )
+    train_seconds = time.perf_counter() - started
+
+    # Data parallelism keeps one model: after training every rank must hold the same weights.
+    final_checksums = distributed.allgather_object(weights_checksum(model), "weights_checksum")
+    restore_best_weights(model, os.path.join(run_dir, "checkpoints", "best.weights.h5"))
+    results = {split: predict_split(model, manifest, split, batch) for split in ("valid", "test")}
+    if not distributed.is_root():
+        return None
+    save_for_inference(model, os.path.join(run_dir, "model.keras"))
+    metrics = {
+        "target": manifest.content["target"],
+        "valid": split_report(results["valid"]),
+        "test": split_report(results["test"]),
+        "baselines": {"test_mae_of_group_mean": group_mean_baseline_mae(
+            split_targets(manifest, "train"), results["test"]
+        )},
+        "epochs_run": len(history.history.get("loss", [])),
+        "train_seconds": train_seconds,
+        "ranks": ranks,
+        "batch_per_rank": batch,
+        "global_batch": batch * ranks,
+        "learning_rate": scaled_lr,
+        "parameters": model.count_params(),
+        "weights_identical_across_ranks": len(set(final_checksums)) == 1,
+    }
+    rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    group_name = manifest.content.get("group", {}).get("name", "group")
+    write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
+    return metrics
+
+
+def restore_best_weights(model: tf.keras.Model, path: str) -> None:
+    """Load rank 0's best checkpoint (if any) and broadcast it, so every rank evaluates
+    the same weights even where only rank 0 sees the file."""
+    if distributed.is_root() and os.path.exists(path):
+        model.load_weights(path)
+    distributed.broadcast_variables(model.variables)
+
+
+def save_for_inference(model: tf.keras.Model, path: str) -> None:
+    """Save architecture and weights without the (Horovod-wrapped) optimizer, so the file
+    loads anywhere with `mpnn.models.load_model`."""
+    clean = tf.keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+
+
+def weights_checksum(model: tf.keras.Model) -> str:
+    """sha256 of all weights, to compare models across ranks."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def format_summary(metrics: dict, run_dir: str) -> str:
+    """A short table of the test metrics for the terminal."""
+    units = metrics["target"]["units"]
+    test = metrics["test"]
+    lines = [
+        f"{'split':<6} {'n':>6} {'MAE':>9} {'RMSE':>9} {'R^2':>7} {'Pearson':>8}   ({units})",
+    ]
+    for split in ("valid", "test"):
+        m = metrics[split]
+        lines.append(
+            f"{split:<6} {m['count']:>6} {m['mae']:>9.4f} {m['rmse']:>9.4f} {m['r2']:>7.4f} {m['pearson_r']:>8.4f}"
+        )
+    lines.append(
+        f"baseline (mean of the group in training): test MAE {metrics['baselines']['test_mae_of_group_mean']:.4f}"
+    )
+    lines.append(
+        f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s on {metrics['ranks']} rank(s); "
+        f"test MAE {test['mae']:.4f} {units}; run directory: {run_dir}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(argv)
+    except (ValueError, OSError) as exc:
+        print(f"mpnn-train: error: {exc}", file=sys.stderr)
+        return 2
+    metrics = train(config)
+    if metrics is not None:
+        print(format_summary(metrics, config.run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Set up mpnn-hpc in .venv/ (repository root): system packages when missing,
+# Python 3.11 venv, TensorFlow, Horovod (TensorFlow + Gloo + MPI), the project.
+#
+# Idempotent: when .venv is already complete for this setup.cfg it returns in seconds.
+# pip's wheel cache (~/.cache/pip) keeps the Horovod and mpi4py builds: a fresh clone
+# on the same machine re-installs them from the cached wheels in about a minute.
+#
+# Environment:
+#   MPNN_EXTRAS   extras to install (default "test,notebooks"); "gpu" for CUDA machines
+#   PYTHON        interpreter to build the venv from (default: python3.11)
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/.venv"
+extras="${MPNN_EXTRAS:-test,notebooks}"
+python_bin="${PYTHON:-python3.11}"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- system packages
+missing_debs=()
+command -v mpirun >/dev/null 2>&1 && command -v mpicc >/dev/null 2>&1 \
+    || missing_debs+=(libopenmpi-dev openmpi-bin)
+command -v cmake >/dev/null 2>&1 || missing_debs+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing_debs+=(g++)
+command -v "$python_bin" >/dev/null 2>&1 || missing_debs+=(python3.11 python3.11-venv python3.11-dev)
+
+if ((${#missing_debs[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing Debian packages: ${missing_debs[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing_debs[@]}" >/dev/null
+    else
+        die "missing: ${missing_debs[*]}. On a cluster load them as modules
+  (e.g. 'module load openmpi cmake gcc python/3.11'); on Debian/Ubuntu run as root:
+  apt-get install ${missing_debs[*]}"
+    fi
+fi
+
+# OpenMPI refuses to run as root unless told; containers and CI run as root.
+if [[ $(id -u) -eq 0 ]]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+
+# ---------------------------------------------------------------- venv up to date?
+stamp="$venv/.mpnn-setup-stamp"
+want_stamp="$(cat "$repo_root/setup.cfg" "$repo_root/pyproject.toml" "${BASH_SOURCE[0]}" \
+    | sha256sum | cut -c1-16)-$extras"
+
+check_build() {
+    local out
+    out="$("$venv/bin/horovodrun" --check-build 2>&1)" || { echo "$out" >&2; return 1; }
+    # Lines look like "    [X] TensorFlow"; an empty box means the framework is missing.
+    for want in TensorFlow MPI Gloo; do
+        grep -qE "\[X\] $want\$" <<<"$out" || { echo "$out" >&2; return 1; }
+    done
+}
+
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]] && check_build 2>/dev/null; then
+    log ".venv is up to date"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- venv + packages
+if [[ ! -x "$venv/bin/python" ]]; then
+    log "creating $venv with $("$python_bin" --version)"
+    "$python_bin" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade pip setuptools wheel
+
+# Horovod compiles against the TensorFlow in the venv, so TensorFlow goes first and the
+# Horovod build runs without build isolation. The framework pins are read from setup.cfg.
+tf_pin="$(grep -oE 'tensorflow-cpu==[0-9.]+' "$repo_root/setup.cfg" | head -1)"
+hvd_pin="$(grep -oE 'horovod==[0-9.]+' "$repo_root/setup.cfg" | head -1)"
+gpu=0
+if [[ ",$extras," == *",gpu,"* ]]; then
+    gpu=1
+    tf_pin="tensorflow[and-cuda]==${tf_pin#*==}"
+fi
+log "installing $tf_pin"
+"${pip[@]}" install "$tf_pin" cmake
+
+log "building $hvd_pin (TensorFlow + Gloo + MPI; about 2 minutes the first time)"
+export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
+       HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+# On GPU machines export HOROVOD_GPU_OPERATIONS=NCCL (and HOROVOD_NCCL_HOME) before
+# running this script; see jobs/README.md.
+"${pip[@]}" install --no-build-isolation "$hvd_pin"
+
+log "installing mpnn-hpc[$extras]"
+"${pip[@]}" install -e "$repo_root[$extras]"
+if ((gpu)); then
+    # install_requires names tensorflow-cpu, which shares its files with the CUDA build:
+    # drop it and restore the CUDA build's files (same version, so Horovod's ABI holds).
+    "${pip[@]}" uninstall -y tensorflow-cpu
+    "${pip[@]}" install --force-reinstall --no-deps "tensorflow==${tf_pin#*==}"
+fi
+
+check_build || die "horovodrun --check-build does not list TensorFlow, MPI and Gloo (output above).
+  Rebuild with: $venv/bin/python -m pip install --no-cache-dir --force-reinstall --no-build-isolation $hvd_pin"
+echo "$want_stamp" >"$stamp"
+log "done: activate with 'source .venv/bin/activate'"

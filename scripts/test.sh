@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the test suite: the README's test command and CI's.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$repo_root/scripts/setup.sh"
+cd "$repo_root"
+if [[ $(id -u) -eq 0 ]]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+exec .venv/bin/python -m pytest "$@"

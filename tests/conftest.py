@@ -1,0 +1,42 @@
+"""Shared fixtures: paths of the shipped sample data, and small prepared data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "samples"
+WATER = SAMPLES / "water"
+MINIMA = sorted((WATER / "minima").glob("w*_lowest.xyz"))
+TUTORIAL_FILE = WATER / "water_clusters.proto.gz"
+
+# OpenMPI refuses to start as root unless told; tests run as root in containers and CI.
+if hasattr(os, "getuid") and os.getuid() == 0:
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+
+
+@pytest.fixture(scope="session")
+def tutorial_subset(tmp_path_factory) -> Path:
+    """The first 2,000 real clusters of the tutorial file, in the tutorial's own format."""
+    import tensorflow as tf
+
+    path = tmp_path_factory.mktemp("tutorial") / "subset.proto.gz"
+    source = tf.data.TFRecordDataset(str(TUTORIAL_FILE), compression_type="GZIP").take(2000)
+    with tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+        for record in source.as_numpy_iterator():
+            writer.write(record)
+    return path
+
+
+@pytest.fixture(scope="session")
+def water_dataset(tutorial_subset, tmp_path_factory) -> Path:
+    """`tutorial_subset` prepared by mpnn-prep-water: 4 shards per split."""
+    from data_prep.prep_water import main
+
+    out = tmp_path_factory.mktemp("water_dataset")
+    assert main([str(tutorial_subset), "-o", str(out), "--shards", "4", "--quiet"]) == 0
+    return out

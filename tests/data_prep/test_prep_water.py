@@ -1,0 +1,150 @@
+"""mpnn-prep-water end to end: every input format, bad input, manifest and shards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import ase.db
+import ase.io
+import numpy as np
+import pytest
+import tensorflow as tf
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from data_prep import records
+from data_prep.prep_water import main
+from data_prep.structures import KCAL_PER_MOL_PER, read_structures
+from tests.conftest import MINIMA
+
+
+def _manifest(out):
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _count_records(out, manifest):
+    total = 0
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            path = str(out / shard["file"])
+            n = sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+            assert n == shard["records"]
+            total += n
+    return total
+
+
+def test_minima_directory(tmp_path):
+    out = tmp_path / "out"
+    assert main([str(MINIMA[0].parent), "-o", str(out), "--shards", "2", "--quiet"]) == 0
+    manifest = _manifest(out)
+    assert manifest["summary"] == {"converted": 28, "skipped": 0}
+    assert _count_records(out, manifest) == 28
+    assert "distance" in manifest["features"]
+    assert len(manifest["sources"]) == 28 and all(len(s["sha256"]) == 64 for s in manifest["sources"])
+    stats = manifest["target_stats"]
+    assert stats["count"] == manifest["splits"]["train"]["records"]
+    # Per-type means reproduce the training energies to within the residual spread.
+    assert stats["residual_std"] < stats["std"]
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_extxyz_with_many_frames_in_ev_and_a_truncated_tail(tmp_path):
+    frames = []
+    for path in MINIMA[:4]:
+        (structure,) = list(read_structures(str(path)))
+        atoms = structure.atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=structure.energy / KCAL_PER_MOL_PER["eV"])
+        frames.append((atoms, structure.energy))
+    path = tmp_path / "frames.extxyz"
+    ase.io.write(path, [a for a, _ in frames], format="extxyz")
+    text = path.read_text()
+    path.write_text(text + text.splitlines()[0] + "\nProperties=species:S:1:pos:R:3\nO 0.0 0.0\n")
+
+    got = list(read_structures(str(path), energy_unit="eV"))
+    assert [s.error is None for s in got] == [True] * 4 + [False]
+    assert "unreadable" in got[-1].error
+    for structure, (_, energy) in zip(got, frames):
+        assert structure.energy == pytest.approx(energy, rel=1e-6)
+
+    out = tmp_path / "out"
+    assert main([str(path), "-o", str(out), "--energy-unit", "eV", "--quiet"]) == 0
+    manifest = _manifest(out)
+    assert manifest["summary"] == {"converted": 4, "skipped": 1}
+    assert manifest["skipped"][0]["index"] == 4
+
+
+def test_ase_database(tmp_path):
+    db_path = tmp_path / "clusters.db"
+    with ase.db.connect(str(db_path)) as db:
+        for path in MINIMA[:3]:
+            (structure,) = list(read_structures(str(path)))
+            atoms = structure.atoms.copy()
+            atoms.calc = SinglePointCalculator(atoms, energy=structure.energy)
+            db.write(atoms)
+        db.write(structure.atoms.copy())  # no energy
+    got = list(read_structures(str(db_path)))
+    assert [s.error for s in got[:3]] == [None] * 3
+    assert "no energy" in got[3].error
+
+
+def test_bad_inputs_are_skipped_with_reasons_and_nothing_valid_is_lost(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for path in MINIMA[:5]:
+        shutil.copy(path, inputs)
+    good = MINIMA[5].read_text().splitlines()
+    (inputs / "truncated.xyz").write_text("\n".join(good[: len(good) // 2]) + "\n")
+    (inputs / "nitrogen.xyz").write_text("\n".join(good[:2] + [good[2].replace("O", "N", 1)] + good[3:]) + "\n")
+    (inputs / "no_energy.xyz").write_text("\n".join([good[0], "a comment"] + good[2:]) + "\n")
+    (inputs / "lone_h.xyz").write_text("\n".join([str(int(good[0]) + 1), good[1]] + good[2:] + ["H 99 99 99"]) + "\n")
+    (inputs / "nan.xyz").write_text("\n".join(good[:2] + ["O nan 0.0 0.0"] + good[3:]) + "\n")
+    (inputs / "empty.xyz").write_text("")
+
+    out = tmp_path / "out"
+    assert main([str(inputs), "-o", str(out), "--quiet"]) == 0
+    manifest = _manifest(out)
+    assert manifest["summary"] == {"converted": 5, "skipped": 6}
+    reasons = {entry["source"].rsplit("/", 1)[1]: entry["reason"] for entry in manifest["skipped"]}
+    assert "unreadable" in reasons["truncated.xyz"]
+    assert "other than O/H: N" in reasons["nitrogen.xyz"]
+    assert "no energy" in reasons["no_energy.xyz"]
+    assert "no O within" in reasons["lone_h.xyz"]
+    assert "non-finite" in reasons["nan.xyz"] or "unreadable" in reasons["nan.xyz"]
+    assert "empty" in reasons["empty.xyz"]
+    assert _count_records(out, manifest) == 5
+
+    assert main([str(inputs), "-o", str(tmp_path / "strict"), "--strict", "--quiet"]) == 1
+
+
+def test_exits_non_zero_when_nothing_converts(tmp_path):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("3\n-1.0\nC 0 0 0\nH 1 0 0\nH 0 1 0\n")
+    assert main([str(bad), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main([str(tmp_path / "missing.xyz"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+
+
+def test_tutorial_records_are_imported_with_every_tenth_in_test(water_dataset, tutorial_subset, tmp_path):
+    out = tmp_path / "out"
+    args = [str(tutorial_subset), "-o", str(out), "--test-every", "10", "--fractions", "0.9", "0.1", "0"]
+    assert main(args + ["--workers", "2", "--compression", "none", "--quiet"]) == 0
+    manifest = _manifest(out)
+    assert manifest["summary"] == {"converted": 2000, "skipped": 0}
+    assert "distance" not in manifest["features"]
+    assert manifest["splits"]["test"]["records"] == 200
+    test_file = out / manifest["splits"]["test"]["shards"][0]["file"]
+    assert test_file.name.endswith(".tfrecord")
+    ids = set()
+    for shard in manifest["splits"]["test"]["shards"]:
+        for record in tf.data.TFRecordDataset(str(out / shard["file"])):
+            example = tf.train.Example.FromString(record.numpy())
+            ids.add(example.features.feature["record_id"].bytes_list.value[0].decode())
+    assert ids == {f"subset.proto.gz:{i}" for i in range(0, 2000, 10)}
+
+
+def test_splits_are_seeded_and_disjoint():
+    a = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)
+    b = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    together = np.concatenate(list(a.values()))
+    assert sorted(together.tolist()) == list(range(1000))
+    assert [len(a[k]) for k in ("train", "valid", "test")] == [800, 100, 100]

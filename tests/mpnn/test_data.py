@@ -1,0 +1,138 @@
+"""The tf.data loader: schema round trip, merge invariants, sharding across ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from data_prep.records import write_shard
+from mpnn.data import Manifest, make_dataset, manifest_dataset, merge_batch, plan_rank
+from mpnn.schema import graph_to_example, parse_spec, validate_graph
+
+FEATURES = ("record_id", "n_atom", "n_bond", "atom", "bond", "connectivity", "distance", "energy")
+
+
+def random_graph(rng: np.random.Generator, index: int, max_atoms: int = 6) -> dict:
+    """A random graph dict: edges in both directions, sorted by receiver."""
+    n_atom = int(rng.integers(1, max_atoms + 1))
+    pairs = [(i, j) for i in range(n_atom) for j in range(i + 1, n_atom) if rng.random() < 0.5]
+    undirected = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    directed = np.concatenate([undirected, undirected[:, ::-1]])
+    directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]
+    return {
+        "record_id": f"g:{index}",
+        "n_atom": np.int64(n_atom),
+        "n_bond": np.int64(len(directed)),
+        "atom": rng.integers(0, 2, n_atom),
+        "bond": rng.integers(0, 2, len(directed)),
+        "connectivity": directed,
+        "distance": rng.random(len(directed)).astype(np.float32),
+        "energy": np.float32(rng.normal()),
+    }
+
+
+def parse_batch(graphs: list[dict]) -> dict:
+    serialized = tf.constant([graph_to_example(g, FEATURES).SerializeToString() for g in graphs])
+    return tf.io.parse_example(serialized, parse_spec(FEATURES))
+
+
+def test_schema_round_trip():
+    rng = np.random.default_rng(0)
+    graph = random_graph(rng, 7)
+    validate_graph(graph, FEATURES)
+    parsed = parse_batch([graph])
+    assert parsed["record_id"].numpy()[0].decode() == "g:7"
+    assert parsed["energy"].numpy()[0] == pytest.approx(graph["energy"])
+    np.testing.assert_array_equal(parsed["atom"].flat_values.numpy(), graph["atom"])
+    np.testing.assert_array_equal(parsed["connectivity"].flat_values.numpy().reshape(-1, 2), graph["connectivity"])
+    np.testing.assert_allclose(parsed["distance"].flat_values.numpy(), graph["distance"])
+
+
+def test_validate_graph_names_the_problem():
+    graph = random_graph(np.random.default_rng(1), 0, max_atoms=4)
+    graph["atom"] = graph["atom"][:-1]
+    with pytest.raises(ValueError, match="'atom' has shape"):
+        validate_graph(graph, FEATURES)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 8))
+def test_merge_offsets_connectivity_per_graph(seed, batch):
+    rng = np.random.default_rng(seed)
+    graphs = [random_graph(rng, i) for i in range(batch)]
+    merged = {k: v.numpy() for k, v in merge_batch(parse_batch(graphs)).items()}
+
+    offsets = np.cumsum([0] + [int(g["n_atom"]) for g in graphs])
+    np.testing.assert_array_equal(merged["atom"], np.concatenate([g["atom"] for g in graphs]))
+    np.testing.assert_array_equal(
+        merged["node_graph_indices"], np.repeat(np.arange(batch), [int(g["n_atom"]) for g in graphs])
+    )
+    expected = np.concatenate([g["connectivity"] + offsets[i] for i, g in enumerate(graphs)])
+    np.testing.assert_array_equal(merged["connectivity"], expected.reshape(-1, 2))
+    # Every edge stays inside its own graph, and receivers stay sorted.
+    edge_graph = merged["node_graph_indices"][merged["connectivity"]]
+    assert np.all(edge_graph[:, 0] == edge_graph[:, 1])
+    assert np.all(np.diff(merged["connectivity"][:, 0]) >= 0)
+    np.testing.assert_allclose(merged["distance"], np.concatenate([g["distance"] for g in graphs]))
+
+
+def _write_files(tmp_path, counts) -> list[str]:
+    rng = np.random.default_rng(0)
+    files, index = [], 0
+    for f, count in enumerate(counts):
+        examples = []
+        for _ in range(count):
+            examples.append(graph_to_example(random_graph(rng, index, 3), FEATURES).SerializeToString())
+            index += 1
+        path = str(tmp_path / f"shard-{f}.tfrecord.gz")
+        write_shard(path, examples, "GZIP")
+        files.append(path)
+    return files
+
+
+def _ids_seen_by(files, counts, batch_size, rank, size, shuffle):
+    dataset, steps = make_dataset(
+        files, counts, FEATURES, "energy", batch_size, rank=rank, size=size, shuffle=shuffle, seed=rank,
+        with_report_features=True,
+    )
+    batches = [report["record_id"].numpy().astype(str).tolist() for _, _, report in dataset]
+    assert len(batches) == steps and all(batches)
+    return [i for b in batches for i in b], steps
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    counts=st.lists(st.integers(1, 23), min_size=1, max_size=5),
+    batch_size=st.integers(1, 9),
+    shuffle=st.booleans(),
+)
+def test_two_ranks_see_every_record_exactly_once_in_equal_steps(tmp_path_factory, counts, batch_size, shuffle):
+    assume(sum(counts) >= 2)
+    files = _write_files(tmp_path_factory.mktemp("shards"), counts)
+    seen, steps = zip(*(_ids_seen_by(files, counts, batch_size, r, 2, shuffle) for r in range(2)))
+    everything = seen[0] + seen[1]
+    assert sorted(everything) == sorted(f"g:{i}" for i in range(sum(counts)))
+    assert steps[0] == steps[1]
+
+
+def test_by_file_when_enough_shards_else_by_record():
+    files = ["a", "b", "c", "d"]
+    assert plan_rank([5, 5, 5, 5], files, 4, 1, 2).files == ["b", "d"]
+    assert plan_rank([5, 5, 5, 5], files, 4, 1, 2).record_shard is None
+    # Three files over two ranks would give 10 and 5 records: by record instead.
+    assert plan_rank([5, 5, 5], files[:3], 4, 1, 2).record_shard == (2, 1)
+    plan = plan_rank([20], ["a"], 4, 1, 2)
+    assert plan.files == ["a"] and plan.record_shard == (2, 1) and plan.records == 10
+
+
+def test_prepared_water_set_loads(water_dataset):
+    manifest = Manifest.load(str(water_dataset))
+    dataset, steps = manifest_dataset(manifest, "train", 32)
+    inputs, target = next(iter(dataset))
+    assert target.shape == (32,)
+    assert int(inputs["node_graph_indices"][-1]) == 31
+    assert set(inputs) == {"atom", "bond", "connectivity", "node_graph_indices"}
+    assert steps == -(-manifest.content["splits"]["train"]["records"] // 32)
