@@ -50,7 +50,9 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
         counts = np.bincount(graph["atom"], minlength=len(ATOM_VOCAB))
         example = graph_to_example(graph, task.features).SerializeToString()
         out.append(
-            records.Converted(task.path, index, example, float(graph["energy"]), counts, int(graph["n_waters"]))
+            records.Converted(
+                task.path, index, example, float(graph["energy"]), counts, int(graph["n_waters"]), graph.get("note")
+            )
         )
 
     if is_tutorial_file(task.path):

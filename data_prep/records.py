@@ -13,6 +13,7 @@ module does the rest, the same way for every source:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import hashlib
@@ -47,6 +48,7 @@ class Converted:
         target: the regression target (units in the manifest).
         atom_type_counts: ``[n_atom_types]`` number of atoms of each type.
         group: a small integer to report errors by (water: number of waters).
+        note: what the converter had to repair, if anything (counted in the manifest).
     """
 
     source: str
@@ -55,6 +57,7 @@ class Converted:
     target: float
     atom_type_counts: np.ndarray
     group: int = 0
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,23 +216,27 @@ def write_splits(
 def target_statistics(records: Sequence[Converted], atom_vocab: Sequence[str]) -> dict[str, Any]:
     """Statistics of the target over `records` (normally the training split).
 
-    ``per_atom_type_mean`` is the least-squares (minimum-norm) solution of
-    ``target ~ sum_t count_t * mean_t``: the model starts from it, so it only has to learn
-    the remainder; ``residual_std`` is the spread of that remainder per graph.
+    ``per_atom_type_mean`` and ``graph_offset`` are the least-squares (minimum-norm)
+    solution of ``target ~ sum_t count_t * mean_t + offset``: the model starts from it and
+    only learns the remainder, whose spread per graph is ``residual_std``. The offset
+    matters: water-cluster energies are close to linear in the size *with* an intercept,
+    which a sum of per-atom terms alone cannot represent.
     """
     if not records:
         raise ValueError("no records to compute target statistics from")
     targets = np.array([r.target for r in records], dtype=np.float64)
     counts = np.stack([r.atom_type_counts for r in records]).astype(np.float64)
-    per_type, *_ = np.linalg.lstsq(counts, targets, rcond=None)
-    residual = targets - counts @ per_type
+    design = np.concatenate([counts, np.ones((len(counts), 1))], axis=1)
+    solution, *_ = np.linalg.lstsq(design, targets, rcond=None)
+    residual = targets - design @ solution
     return {
         "count": int(len(targets)),
         "mean": float(targets.mean()),
         "std": float(targets.std()),
         "min": float(targets.min()),
         "max": float(targets.max()),
-        "per_atom_type_mean": {t: float(m) for t, m in zip(atom_vocab, per_type)},
+        "per_atom_type_mean": {t: float(m) for t, m in zip(atom_vocab, solution[:-1])},
+        "graph_offset": float(solution[-1]),
         "residual_std": float(residual.std()),
         "atoms_per_graph_mean": float(counts.sum(axis=1).mean()),
     }
@@ -274,6 +281,7 @@ def build_manifest(
             for s in sources
         ],
         "skipped": [asdict(s) for s in skipped],
+        "notes": dict(collections.Counter(r.note for r in records if r.note)),
         "summary": {"converted": len(records), "skipped": len(skipped)},
         **spec.extra,
     }

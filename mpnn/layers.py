@@ -90,3 +90,32 @@ class GraphSum(tf.keras.layers.Layer):
     def call(self, inputs):
         node_values, node_graph_indices = inputs
         return tf.math.segment_sum(node_values, node_graph_indices)
+
+
+@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
+class GraphMean(tf.keras.layers.Layer):
+    """Mean of per-node values over each graph; inputs as `GraphSum`. Returns ``[B, ...]``."""
+
+    def call(self, inputs):
+        node_values, node_graph_indices = inputs
+        return tf.math.segment_mean(node_values, node_graph_indices)
+
+
+@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
+class ScalarOffset(tf.keras.layers.Layer):
+    """Add one trainable scalar (initialised to `initial`) to the input, any shape."""
+
+    def __init__(self, initial: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.offset = self.add_weight(
+            name="offset", shape=(), initializer=tf.keras.initializers.Constant(self.initial)
+        )
+
+    def call(self, inputs):
+        return inputs + self.offset
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "initial": self.initial}

@@ -53,6 +53,7 @@ def build_model(config: TrainConfig, manifest: Manifest) -> tf.keras.Model:
         n_atom_types=len(atom_vocab),
         n_bond_types=len(manifest.content["vocab"]["bond"]),
         atom_type_means=[stats["per_atom_type_mean"][t] for t in atom_vocab],
+        graph_offset=stats.get("graph_offset", 0.0),
         output_scale=max(output_scale, 1e-3),
         with_distance="distance" in manifest.features,
     )

@@ -91,6 +91,13 @@ export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
 # running this script; see jobs/README.md.
 "${pip[@]}" install --no-build-isolation "$hvd_pin"
 
+# mpi4py compiles one very large C file; -O1 without debug info builds it in a fraction of
+# the default (-O3 -g) time, and its speed does not matter here (it only coordinates
+# data_prep ranks).
+mpi4py_pin="$(grep -oE 'mpi4py==[0-9.]+' "$repo_root/setup.cfg" | head -1)"
+log "installing $mpi4py_pin (compiled against the system MPI the first time)"
+CFLAGS="-O1 -g0" "${pip[@]}" install "$mpi4py_pin"
+
 log "installing mpnn-hpc[$extras]"
 "${pip[@]}" install -e "$repo_root[$extras]"
 if ((gpu)); then

@@ -2,9 +2,10 @@
 
 Atom and bond types are embedded (plus an RBF expansion of the edge distance when the
 records have one), then `message_steps` rounds of `EdgeUpdate` and `NodeUpdate`. Each atom
-predicts an energy contribution; the graph's energy is the sum over its atoms, and each atom
-starts from the mean energy of its type (from the manifest), so the network only learns how
-the topology moves a cluster away from the sum of its per-atom means.
+predicts an energy contribution and the graph's energy is the sum over its atoms, plus an
+optional graph-level term from the mean atom state and a per-graph constant. The per-type
+means and the constant start from the least-squares fit in the manifest, so the network
+only learns how the topology moves a cluster away from that linear baseline.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Sequence
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
-from mpnn.layers import EdgeUpdate, GraphSum, NodeUpdate
+from mpnn.layers import EdgeUpdate, GraphMean, GraphSum, NodeUpdate, ScalarOffset
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class MPNNConfig:
         message_steps: rounds of edge + node updates.
         activation: activation of the update MLPs (any Keras name).
         dropout: dropout rate on every update.
+        global_readout: add a graph-level MLP on the mean atom state to the sum of
+            per-atom energies (for effects that are not additive over atoms).
         rbf_bins, rbf_max_distance: RBF expansion of the edge distance (Angstrom); used
             only when the data has distances.
     """
@@ -35,6 +38,7 @@ class MPNNConfig:
     message_steps: int = 4
     activation: str = "swish"
     dropout: float = 0.0
+    global_readout: bool = True
     rbf_bins: int = 32
     rbf_max_distance: float = 4.0
 
@@ -47,6 +51,7 @@ def build_mpnn(
     n_atom_types: int,
     n_bond_types: int,
     atom_type_means: Sequence[float],
+    graph_offset: float = 0.0,
     output_scale: float = 1.0,
     with_distance: bool = False,
 ) -> tf.keras.Model:
@@ -57,6 +62,7 @@ def build_mpnn(
         n_atom_types, n_bond_types: sizes of the type vocabularies.
         atom_type_means: ``[n_atom_types]`` initial per-atom energy of each type (target
             units, e.g. kcal/mol), from the manifest's target statistics.
+        graph_offset: initial per-graph constant (target units), from the same fit.
         output_scale: scale of the learned per-atom correction (target units).
         with_distance: use the ``distance`` input (Angstrom).
 
@@ -88,15 +94,24 @@ def build_mpnn(
             [atom_state, bond_state, inputs["connectivity"]]
         )
 
+    graph_index = inputs["node_graph_indices"]
     correction = tf.keras.layers.Dense(1, name="atom_correction")(atom_state)
     correction = tf.keras.layers.Rescaling(output_scale, name="correction_scale")(correction)
-    offset = tf.keras.layers.Embedding(
+    type_mean = tf.keras.layers.Embedding(
         n_atom_types,
         1,
         embeddings_initializer=tf.keras.initializers.Constant(list(atom_type_means)),
         name="atom_type_mean",
     )(inputs["atom"])
-    atom_energy = tf.keras.layers.Add(name="atom_energy")([correction, offset])
-    energy = GraphSum(name="graph_sum")([atom_energy, inputs["node_graph_indices"]])
+    atom_energy = tf.keras.layers.Add(name="atom_energy")([correction, type_mean])
+    energy = GraphSum(name="graph_sum")([atom_energy, graph_index])  # [B, 1]
+    if config.global_readout:
+        # Non-additive part: an MLP on the mean atom state of each graph.
+        pooled = GraphMean(name="graph_mean")([atom_state, graph_index])
+        hidden = tf.keras.layers.Dense(config.width, activation=config.activation, name="global_hidden")(pooled)
+        global_term = tf.keras.layers.Dense(1, name="global_correction")(hidden)
+        global_term = tf.keras.layers.Rescaling(output_scale, name="global_scale")(global_term)
+        energy = tf.keras.layers.Add(name="add_global")([energy, global_term])
+    energy = ScalarOffset(graph_offset, name="graph_offset")(energy)
     energy = tf.keras.layers.Reshape((), name="energy")(energy)
     return tf.keras.Model(inputs, energy, name="mpnn")

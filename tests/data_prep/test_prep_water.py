@@ -141,6 +141,21 @@ def test_tutorial_records_are_imported_with_every_tenth_in_test(water_dataset, t
     assert ids == {f"subset.proto.gz:{i}" for i in range(0, 2000, 10)}
 
 
+def test_tutorial_bond_types_are_made_consistent_with_the_connectivity(tutorial_subset, water_dataset):
+    """The tutorial file's bond types are not aligned with its sorted connectivity; the
+    imported records must have every O with two covalent bonds and every H with one."""
+    from data_prep.tutorial_records import REPAIRED_BOND_TYPES, covalent_bonds_consistent, read_tutorial_graphs
+
+    graphs = read_tutorial_graphs(str(tutorial_subset), 0, 50)
+    assert all(covalent_bonds_consistent(g["atom"], g["connectivity"], g["bond"]) for _, g in graphs)
+    assert _manifest(water_dataset)["notes"] == {REPAIRED_BOND_TYPES: 2000}
+    raw = next(iter(tf.data.TFRecordDataset(str(tutorial_subset), compression_type="GZIP")))
+    feature = tf.train.Example.FromString(raw.numpy()).features.feature
+    atom = np.array(feature["atom"].int64_list.value)
+    connectivity = np.array(feature["connectivity"].int64_list.value).reshape(-1, 2)
+    assert not covalent_bonds_consistent(atom, connectivity, np.array(feature["bond"].int64_list.value))
+
+
 def test_splits_are_seeded_and_disjoint():
     a = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)
     b = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)

@@ -30,13 +30,14 @@ def test_layers_round_trip_their_config():
         assert (clone.units, clone.activation, clone.dropout) == (8, "relu", 0.1)
 
 
-def test_untrained_model_predicts_sum_of_type_means():
+def test_untrained_model_starts_from_the_linear_baseline():
     batch = _batch()
-    model = build_mpnn(MPNNConfig(width=8, message_steps=2), 2, 2, atom_type_means=[-5.0, 1.0], output_scale=1e-3)
-    model.get_layer("atom_correction").set_weights([np.zeros((8, 1)), np.zeros(1)])
+    model = build_mpnn(MPNNConfig(width=8, message_steps=2), 2, 2, atom_type_means=[-5.0, 1.0], graph_offset=3.0)
+    for name in ("atom_correction", "global_correction"):
+        model.get_layer(name).set_weights([np.zeros((8, 1)), np.zeros(1)])
     energy = model({k: v for k, v in batch.items() if k != "distance"}).numpy()
     atom = batch["atom"].numpy()
-    expected = np.bincount(batch["node_graph_indices"].numpy(), weights=np.where(atom == 0, -5.0, 1.0))
+    expected = np.bincount(batch["node_graph_indices"].numpy(), weights=np.where(atom == 0, -5.0, 1.0)) + 3.0
     np.testing.assert_allclose(energy, expected, rtol=1e-6)
 
 
