@@ -14,11 +14,12 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from data_prep import records
+from data_prep.pipeline import OutputOptions, mpi_communicator, prepare_dataset
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs, read_structures
 from data_prep.tutorial_records import count_records, is_tutorial_file, read_tutorial_graphs
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
@@ -119,20 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-distance", action="store_true", help="leave out the edge distance feature")
     parser.add_argument("--strict", action="store_true", help="stop at the first input that cannot be converted")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--mpi",
+        action="store_true",
+        help="spread the work over the ranks of mpirun/srun; each rank writes max(1, SHARDS // ranks) "
+        "shards per split and rank 0 the manifest",
+    )
     return parser
 
 
-def prepare_water(args: argparse.Namespace) -> dict:
-    """Convert, split and write; returns the manifest."""
+def prepare_water(args: argparse.Namespace, comm: Any = None) -> dict | None:
+    """Convert, split and write; returns the manifest (None on MPI ranks other than 0)."""
     files = expand_inputs(args.inputs)
     tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance)
-    converted, skipped = records.convert_all(
-        tasks, convert_water_task, workers=args.workers, strict=args.strict, show_progress=not args.quiet
-    )
-    if not converted:
-        raise records.NothingConvertedError(f"nothing converted from {len(files)} file(s); {len(skipped)} skipped")
-    splits = records.assign_splits(len(converted), tuple(args.fractions), args.seed, args.test_every)
-    section = records.write_splits(converted, splits, args.output, args.shards, args.compression, args.workers)
     spec = records.DatasetSpec(
         kind="water",
         target="energy",
@@ -142,20 +142,32 @@ def prepare_water(args: argparse.Namespace) -> dict:
         vocab={"atom": list(ATOM_VOCAB), "bond": list(BOND_VOCAB)},
         extra={"group": {"name": "n_waters", "description": "number of water molecules"}},
     )
+    out = OutputOptions(
+        output=args.output,
+        shards=args.shards,
+        compression=args.compression,
+        fractions=tuple(args.fractions),
+        seed=args.seed,
+        test_every=args.test_every,
+        workers=args.workers,
+        strict=args.strict,
+        show_progress=not args.quiet,
+    )
     options = {k: v for k, v in vars(args).items() if k not in ("inputs", "quiet")}
-    manifest = records.build_manifest(spec, converted, skipped, splits, section, files, args.compression, options)
-    records.write_manifest(args.output, manifest)
-    return manifest
+    return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    comm = mpi_communicator() if args.mpi else None
     try:
-        manifest = prepare_water(args)
+        manifest = prepare_water(args, comm)
     except (records.StrictModeError, records.NothingConvertedError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 1
+    if manifest is None:  # an MPI rank other than 0
+        return 0
     counts = ", ".join(f"{s} {manifest['splits'][s]['records']}" for s in records.SPLITS)
     print(
         f"converted {manifest['summary']['converted']}, skipped {manifest['summary']['skipped']} "

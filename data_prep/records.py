@@ -96,17 +96,22 @@ def convert_all(
     workers: int = 1,
     strict: bool = False,
     show_progress: bool = True,
-) -> tuple[list[Converted], list[Skipped]]:
+) -> tuple[list[Converted], list[Skipped], list[int]]:
     """Run `converter` over `tasks` (in a process pool when `workers` > 1), in order.
+
+    Returns:
+        the converted records, the skipped inputs, and for each converted record the
+        position in `tasks` of the task that produced it.
 
     Raises:
         StrictModeError: with `strict`, at the first skipped input.
     """
     converted: list[Converted] = []
     skipped: list[Skipped] = []
+    task_of: list[int] = []
     with _pool(workers) as pool:
         results = pool.imap(converter, tasks) if pool else map(converter, tasks)
-        for result in tqdm(results, total=len(tasks), unit="file", disable=not show_progress):
+        for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
             for item in result:
                 if isinstance(item, Skipped):
                     if strict:
@@ -115,7 +120,8 @@ def convert_all(
                     skipped.append(item)
                 else:
                     converted.append(item)
-    return converted, skipped
+                    task_of.append(position)
+    return converted, skipped, task_of
 
 
 def assign_splits(
@@ -159,8 +165,8 @@ def assign_splits(
     return {"train": rng.permutation(train), "valid": np.sort(valid), "test": np.sort(test)}
 
 
-def shard_file_name(split: str, shard: int, n_shards: int, compression: str) -> str:
-    return f"{split}-{shard:05d}-of-{n_shards:05d}.tfrecord{COMPRESSIONS[compression]}"
+def shard_file_name(split: str, shard: int, n_shards: int, compression: str, prefix: str = "") -> str:
+    return f"{split}-{prefix}{shard:05d}-of-{n_shards:05d}.tfrecord{COMPRESSIONS[compression]}"
 
 
 def write_shard(path: str, examples: Sequence[bytes], compression: str) -> None:
@@ -187,9 +193,11 @@ def write_splits(
     shards: int,
     compression: str = "GZIP",
     workers: int = 1,
+    prefix: str = "",
 ) -> dict[str, dict]:
     """Write every split into `shards` files (fewer if the split is smaller), records
-    dealt round-robin so shard sizes differ by at most one.
+    dealt round-robin so shard sizes differ by at most one. `prefix` goes into the file
+    names (MPI ranks use it to write distinct files).
 
     Returns:
         the manifest's ``splits`` section: per split, ``records`` and the list of
@@ -203,7 +211,7 @@ def write_splits(
         n_shards = max(1, min(shards, len(indices)))
         entries = []
         for shard in range(n_shards if len(indices) else 0):
-            name = shard_file_name(split, shard, n_shards, compression)
+            name = shard_file_name(split, shard, n_shards, compression, prefix)
             examples = [records[i].example for i in indices[shard::n_shards]]
             jobs.append((os.path.join(out_dir, name), examples, compression))
             entries.append({"file": name, "records": len(examples)})

@@ -84,8 +84,9 @@ def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Struct
     index = 0
     try:
         # ASE's extxyz reader also reads plain XYZ; a comment line that is only a number
-        # ends up in `info` (see `_energy_of`).
-        for atoms in ase.io.iread(path, index=":", format="extxyz"):
+        # ends up in `info` (see `_energy_of`). parallel=False: under MPI, ASE would
+        # otherwise read on rank 0 and broadcast, while our ranks read different files.
+        for atoms in ase.io.iread(path, index=":", format="extxyz", parallel=False):
             energy = _energy_of(atoms)
             error = None if energy is not None else "no energy (comment line, info or calculator)"
             yield Structure(path, index, atoms, None if energy is None else energy * factor, error)
@@ -126,7 +127,7 @@ def _as_float(value: object) -> float | None:
 
 def _read_database(path: str, factor: float) -> Iterator[Structure]:
     try:
-        rows = list(ase.db.connect(path, type="db").select())
+        rows = list(ase.db.connect(path, type="db", serial=True).select())
     except Exception as exc:
         yield Structure(path, 0, None, None, f"unreadable database: {type(exc).__name__}: {exc}")
         return

@@ -1,0 +1,130 @@
+"""Run a conversion end to end, in one process (with a pool) or across MPI ranks.
+
+With MPI (``mpirun -np K mpnn-prep-water ... --mpi``), rank r converts every K-th task,
+the ranks exchange only the small per-record metadata (never the records), every rank
+computes the same global split from it, each rank writes its own shards
+(``<split>-r<rank>-...``), and rank 0 writes the manifest. The result holds the same
+records in the same splits as a single-process run with the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from data_prep import records
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where and how to write: see ``mpnn-prep-water --help``."""
+
+    output: str
+    shards: int = 4
+    compression: str = "GZIP"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    test_every: int | None = None
+    workers: int = 1
+    strict: bool = False
+    show_progress: bool = True
+
+
+def prepare_dataset(
+    tasks: Sequence[Any],
+    converter: Callable[[Any], list[records.Converted | records.Skipped]],
+    spec: records.DatasetSpec,
+    sources: Sequence[str],
+    out: OutputOptions,
+    manifest_options: dict[str, Any],
+    comm: Any = None,
+) -> dict[str, Any] | None:
+    """Convert `tasks`, split, write shards and the manifest.
+
+    Args:
+        comm: an mpi4py communicator to spread the work over its ranks, or None.
+
+    Returns:
+        the manifest (on rank 0; None on other ranks).
+
+    Raises:
+        records.NothingConvertedError: when no task produced a record (on every rank).
+        records.StrictModeError: with `out.strict`, at the first skipped input (every rank).
+    """
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    my_positions = list(range(rank, len(tasks), size))
+    error = None
+    try:
+        converted, skipped, task_of = records.convert_all(
+            [tasks[i] for i in my_positions],
+            converter,
+            workers=out.workers,
+            strict=out.strict,
+            show_progress=out.show_progress and rank == 0,
+        )
+    except records.StrictModeError as exc:
+        error, converted, skipped, task_of = str(exc), [], [], []
+    errors = [e for e in (comm.allgather(error) if comm is not None else [error]) if e]
+    if errors:
+        raise records.StrictModeError(errors[0])
+
+    # Global order: task position, then the record's index within its file.
+    my_keys = [(my_positions[t], r.index) for t, r in zip(task_of, converted)]
+    keys = list(my_keys)
+    metadata = [dataclasses.replace(r, example=b"") for r in converted]
+    if comm is not None:
+        gathered = comm.allgather((keys, metadata, skipped))
+        keys = [k for part in gathered for k in part[0]]
+        metadata = [m for part in gathered for m in part[1]]
+        skipped = [s for part in gathered for s in part[2]]
+    if not metadata:
+        raise records.NothingConvertedError(f"nothing converted from {len(sources)} file(s); {len(skipped)} skipped")
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    metadata = [metadata[i] for i in order]
+    global_splits = records.assign_splits(len(metadata), out.fractions, out.seed, out.test_every)
+
+    # This rank's records, and where each sits in the global order.
+    global_index = {key: position for position, key in enumerate(keys[i] for i in order)}
+    mine = {global_index[key]: j for j, key in enumerate(my_keys)}
+    local_splits = {
+        split: np.array([mine[i] for i in indices if i in mine], dtype=np.int64)
+        for split, indices in global_splits.items()
+    }
+    prefix = f"r{rank:04d}-" if size > 1 else ""
+    section = records.write_splits(
+        converted, local_splits, out.output, max(1, out.shards // size), out.compression, out.workers, prefix
+    )
+    if comm is not None:
+        section = _merge_sections(comm.gather(section, root=0)) if rank == 0 else comm.gather(section, root=0)
+    if rank != 0:
+        return None
+    manifest = records.build_manifest(
+        spec, metadata, skipped, global_splits, section, sources, out.compression, manifest_options
+    )
+    manifest["ranks"] = size
+    records.write_manifest(out.output, manifest)
+    return manifest
+
+
+def _merge_sections(sections: list[dict[str, dict]]) -> dict[str, dict]:
+    merged: dict[str, dict] = {}
+    for section in sections:
+        for split, entry in section.items():
+            target = merged.setdefault(split, {"records": 0, "shards": []})
+            target["records"] += entry["records"]
+            target["shards"].extend(entry["shards"])
+    return merged
+
+
+def mpi_communicator() -> Any:
+    """The MPI world communicator (imports mpi4py, which initialises MPI)."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
