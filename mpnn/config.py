@@ -30,7 +30,7 @@ class TrainConfig:
     run_dir: str = ""
     model: str = "mpnn"
     mpnn: MPNNConfig = field(default_factory=MPNNConfig)
-    epochs: int = 48
+    epochs: int = 32
     batch_size: int = 64
     batch_strategy: str = "dbs"
     learning_rate: float = 1e-3

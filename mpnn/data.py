@@ -17,7 +17,8 @@ E directed edges in total):
 - ``connectivity [E, 2] int32`` (receiver, sender), offset into the batch's node range and
   still sorted by receiver;
 - ``node_graph_indices [N] int32``, the graph each node belongs to (sorted);
-- ``distance [E] float32`` when the records have it;
+- ``distance [E] float32``, ``atom_features [N, 37]`` and ``rwpe [N, 20]`` (float32) when
+  the records have them;
 
 and the target ``[B] float32``.
 """
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Features the loader passes on to the model (when present in the records).
-MODEL_NODE_EDGE_FEATURES = ("atom", "bond", "distance")
+MODEL_NODE_EDGE_FEATURES = ("atom", "bond", "distance", "atom_features", "rwpe")
 # Graph-level features kept beside the model inputs for evaluation and reporting.
 REPORT_FEATURES = ("record_id", "n_waters")
 # Largest relative difference of per-rank record counts accepted for by-file sharding.

@@ -24,6 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 SCHEMA_VERSION = 1
+# Protein-ligand records: 36 atom features of the PDBbind scaling study + a ligand flag,
+# and the order of the random-walk positional encoding.
+N_ATOM_FEATURES = 37
+RWPE_ORDER = 20
 
 Level = Literal["graph", "node", "edge"]
 
@@ -79,6 +83,21 @@ FEATURES: dict[str, FeatureSpec] = {
         ),
         FeatureSpec("distance", "float32", "edge", description="receiver-sender distance, Angstrom (optional)"),
         FeatureSpec("energy", "float32", "graph", description="water clusters: total energy, kcal/mol"),
+        FeatureSpec(
+            "atom_features",
+            "float32",
+            "node",
+            (N_ATOM_FEATURES,),
+            "protein-ligand: per-atom features of the PDBbind study (36) + ligand flag (see data_prep.pdbbind)",
+        ),
+        FeatureSpec(
+            "rwpe",
+            "float32",
+            "node",
+            (RWPE_ORDER,),
+            "random-walk positional encoding: diagonal of (D^-1 A)^k, k = 1..RWPE_ORDER",
+        ),
+        FeatureSpec("affinity", "float32", "graph", description="protein-ligand: -log10(Kd or Ki / M)"),
     ]
 }
 

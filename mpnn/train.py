@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from mpnn import distributed, rundir
+from mpnn.report import format_summary
 from mpnn.callbacks import EpochLog, TimeBudget, cosine_multiplier
 from mpnn.config import TrainConfig, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
@@ -212,28 +213,6 @@ def weights_checksum(model: tf.keras.Model) -> str:
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()
-
-
-def format_summary(metrics: dict, run_dir: str) -> str:
-    """A short table of the test metrics for the terminal."""
-    units = metrics["target"]["units"]
-    test = metrics["test"]
-    lines = [
-        f"{'split':<6} {'n':>6} {'MAE':>9} {'RMSE':>9} {'R^2':>7} {'Pearson':>8}   ({units})",
-    ]
-    for split in ("valid", "test"):
-        m = metrics[split]
-        lines.append(
-            f"{split:<6} {m['count']:>6} {m['mae']:>9.4f} {m['rmse']:>9.4f} {m['r2']:>7.4f} {m['pearson_r']:>8.4f}"
-        )
-    lines.append(
-        f"baseline (mean of the group in training): test MAE {metrics['baselines']['test_mae_of_group_mean']:.4f}"
-    )
-    lines.append(
-        f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s on {metrics['ranks']} rank(s); "
-        f"test MAE {test['mae']:.4f} {units}; run directory: {run_dir}"
-    )
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

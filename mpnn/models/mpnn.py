@@ -34,7 +34,7 @@ class MPNNConfig:
             only when the data has distances.
     """
 
-    width: int = 64
+    width: int = 32
     message_steps: int = 4
     activation: str = "swish"
     dropout: float = 0.0
@@ -78,8 +78,15 @@ def build_mpnn(
     if with_distance:
         inputs["distance"] = tf.keras.Input(shape=(), dtype="float32", name="distance")
 
-    atom_state = tf.keras.layers.Embedding(n_atom_types, config.width, name="atom_embedding")(inputs["atom"])
-    bond_state = tf.keras.layers.Embedding(n_bond_types, config.width, name="bond_embedding")(inputs["bond"])
+    # Unit-scale embeddings: with Keras' default (uniform +-0.05) the messages h_s * e start
+    # near 1e-3 and training sits for many epochs on the linear baseline before the graph
+    # structure contributes.
+    atom_state = tf.keras.layers.Embedding(
+        n_atom_types, config.width, tf.keras.initializers.RandomNormal(stddev=1.0), name="atom_embedding"
+    )(inputs["atom"])
+    bond_state = tf.keras.layers.Embedding(
+        n_bond_types, config.width, tf.keras.initializers.RandomNormal(stddev=1.0), name="bond_embedding"
+    )(inputs["bond"])
     if with_distance:
         # nfp's Gaussian expansion (it takes no layer name).
         rbf = RBFExpansion(dimension=config.rbf_bins, init_max_distance=config.rbf_max_distance)(inputs["distance"])
@@ -95,7 +102,9 @@ def build_mpnn(
         )
 
     graph_index = inputs["node_graph_indices"]
-    correction = tf.keras.layers.Dense(1, name="atom_correction")(atom_state)
+    # Output layers start at zero, so an untrained model predicts the linear baseline
+    # exactly, whatever the scale of the hidden states.
+    correction = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="atom_correction")(atom_state)
     correction = tf.keras.layers.Rescaling(output_scale, name="correction_scale")(correction)
     type_mean = tf.keras.layers.Embedding(
         n_atom_types,
@@ -109,7 +118,7 @@ def build_mpnn(
         # Non-additive part: an MLP on the mean atom state of each graph.
         pooled = GraphMean(name="graph_mean")([atom_state, graph_index])
         hidden = tf.keras.layers.Dense(config.width, activation=config.activation, name="global_hidden")(pooled)
-        global_term = tf.keras.layers.Dense(1, name="global_correction")(hidden)
+        global_term = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="global_correction")(hidden)
         global_term = tf.keras.layers.Rescaling(output_scale, name="global_scale")(global_term)
         energy = tf.keras.layers.Add(name="add_global")([energy, global_term])
     energy = ScalarOffset(graph_offset, name="graph_offset")(energy)
