@@ -30,9 +30,9 @@ def is_tutorial_file(path: str) -> bool:
 
 def count_records(path: str) -> int:
     """Number of records in a tutorial file (reads it once)."""
-    import tensorflow as tf
+    from mpnn.data import count_records as count_in_files
 
-    return int(tf.data.TFRecordDataset(path, compression_type=_compression(path)).reduce(0, lambda n, _: n + 1))
+    return count_in_files([path], "GZIP" if _compression(path) else "none")[0]
 
 
 REPAIRED_BOND_TYPES = "bond types re-derived from the O,H,H atom order (they disagreed with the connectivity)"

@@ -26,7 +26,6 @@ and the target ``[B] float32``.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -35,8 +34,6 @@ from typing import Any, Sequence
 import tensorflow as tf
 
 from mpnn.schema import FEATURES, SCHEMA_VERSION, parse_spec
-
-log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Features the loader passes on to the model (when present in the records).
@@ -155,9 +152,18 @@ def balanced_steps(records_per_rank: Sequence[int], batch_size: int) -> int:
     return max(1, math.ceil(min(records_per_rank) / batch_size))
 
 
+def count_records(files: Sequence[str], compression: str = "GZIP") -> list[int]:
+    """Records in each TFRecord file (reads them once; manifests make this unnecessary)."""
+    compression_type = "GZIP" if compression == "GZIP" else ""
+    return [
+        int(tf.data.TFRecordDataset(f, compression_type=compression_type).reduce(0, lambda n, _: n + 1))
+        for f in files
+    ]
+
+
 def make_dataset(
     files: Sequence[str],
-    counts: Sequence[int],
+    counts: Sequence[int] | None,
     features: Sequence[str],
     target: str,
     batch_size: int,
@@ -173,7 +179,7 @@ def make_dataset(
     """Build the pipeline for one rank.
 
     Args:
-        files, counts: shard files and the number of records in each.
+        files, counts: shard files and the number of records in each (None: count them).
         features: features stored in the records (the manifest's list).
         target: name of the target feature.
         batch_size: graphs per batch on this rank (per-rank batch size).
@@ -185,6 +191,8 @@ def make_dataset(
         the dataset of ``(inputs, target [B])`` (or ``(inputs, target, report)``) and the
         number of batches it yields per epoch.
     """
+    if counts is None:
+        counts = count_records(files, compression)
     plan = plan_rank(counts, files, batch_size, rank, size)
     compression_type = "GZIP" if compression == "GZIP" else ""
     dataset = tf.data.Dataset.from_tensor_slices(plan.files)

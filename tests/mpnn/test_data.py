@@ -118,6 +118,12 @@ def test_two_ranks_see_every_record_exactly_once_in_equal_steps(tmp_path_factory
     assert steps[0] == steps[1]
 
 
+def test_shard_files_without_counts_are_counted(tmp_path):
+    files = _write_files(tmp_path, [3, 5])
+    dataset, steps = make_dataset(files, None, FEATURES, "energy", 4)
+    assert steps == 2 and sum(len(target) for _, target in dataset) == 8
+
+
 def test_by_file_when_enough_shards_else_by_record():
     files = ["a", "b", "c", "d"]
     assert plan_rank([5, 5, 5, 5], files, 4, 1, 2).files == ["b", "d"]
