@@ -25,7 +25,14 @@ command -v mpirun >/dev/null 2>&1 && command -v mpicc >/dev/null 2>&1 \
     || missing_debs+=(libopenmpi-dev openmpi-bin)
 command -v cmake >/dev/null 2>&1 || missing_debs+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing_debs+=(g++)
-command -v "$python_bin" >/dev/null 2>&1 || missing_debs+=(python3.11 python3.11-venv python3.11-dev)
+if ! command -v "$python_bin" >/dev/null 2>&1; then
+    missing_debs+=(python3.11 python3.11-venv python3.11-dev)
+else
+    # Debian splits venv/ensurepip and the C headers (needed to build Horovod, mpi4py) out.
+    "$python_bin" -c "import ensurepip, venv" 2>/dev/null || missing_debs+=(python3.11-venv)
+    "$python_bin" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
+        2>/dev/null || missing_debs+=(python3.11-dev)
+fi
 
 if ((${#missing_debs[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
