@@ -14,12 +14,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from mpnn.models.mpnn import MPNNConfig
-
 BATCH_STRATEGIES = ("dbs", "gbs")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
 LR_DECAYS = ("cosine", "plateau", "none")
-LOSSES = ("mae", "mse", "huber")
+LOSSES = ("auto", "mae", "mse", "huber")
+MODELS = ("auto", "mpnn", "gat-lspe")
 
 
 @dataclass
@@ -28,8 +27,8 @@ class TrainConfig:
 
     data: str = ""
     run_dir: str = ""
-    model: str = "mpnn"
-    mpnn: MPNNConfig = field(default_factory=MPNNConfig)
+    model: str = "auto"
+    model_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 32
     batch_size: int = 64
     batch_strategy: str = "dbs"
@@ -38,7 +37,8 @@ class TrainConfig:
     warmup_epochs: int = 2
     lr_decay: str = "cosine"
     min_lr_fraction: float = 0.01
-    loss: str = "mae"
+    loss: str = "auto"
+    weight_decay: float | None = None
     early_stopping_patience: int = 0
     max_train_seconds: float = 0.0
     seed: int = 0
@@ -58,7 +58,7 @@ class TrainConfig:
             "lr_scaling": LR_SCALING_RULES,
             "lr_decay": LR_DECAYS,
             "loss": LOSSES,
-            "model": ("mpnn",),
+            "model": MODELS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -79,13 +79,6 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}; known: {sorted(known)}")
-        values = dict(values)
-        if isinstance(values.get("mpnn"), dict):
-            mpnn_known = {f.name for f in fields(MPNNConfig)}
-            bad = set(values["mpnn"]) - mpnn_known
-            if bad:
-                raise ValueError(f"unknown mpnn keys {sorted(bad)}; known: {sorted(mpnn_known)}")
-            values["mpnn"] = MPNNConfig(**values["mpnn"])
         return cls(**values)
 
 
@@ -106,7 +99,7 @@ def load_config_file(path: str) -> dict[str, Any]:
 _FLAGS: list[tuple[str, type, str]] = [
     ("data", str, "manifest.json of a prepared data set (or its directory)"),
     ("run_dir", str, "run directory (default: runs/<job id or time stamp>)"),
-    ("model", str, "model family: mpnn"),
+    ("model", str, "model family: mpnn, gat-lspe, or auto (water data: mpnn; pdbbind data: gat-lspe)"),
     ("epochs", int, "training epochs"),
     ("batch_size", int, "graphs per batch: per rank (dbs) or in total (gbs)"),
     ("batch_strategy", str, "dbs: constant per-device batch; gbs: constant global batch, split across ranks"),
@@ -115,7 +108,8 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("warmup_epochs", int, "epochs of linear warm-up to the scaled learning rate"),
     ("lr_decay", str, "cosine (to min_lr_fraction over the epochs), plateau (halve on a flat val_loss) or none"),
     ("min_lr_fraction", float, "final learning rate of the cosine decay, as a fraction of the initial one"),
-    ("loss", str, "training loss: mae, mse or huber"),
+    ("loss", str, "training loss: mae, mse, huber, or auto (the model's default: mpnn mae, gat-lspe mse)"),
+    ("weight_decay", float, "decoupled weight decay of AdamW (default: the model's, gat-lspe 1e-4, mpnn 0)"),
     ("early_stopping_patience", int, "stop after this many epochs without a better val_loss (0: off)"),
     ("max_train_seconds", float, "stop after the epoch that passes this many seconds of training (0: off)"),
     ("seed", int, "seed of weights initialisation and shuffling"),
@@ -125,11 +119,13 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("shuffle_buffer", int, "records in the shuffle buffer"),
     ("verbose", int, "Keras verbosity on rank 0 (0 silent, 1 progress bar, 2 one line per epoch)"),
 ]
+# Architecture flags go into `model_options` and must exist in the chosen model's config.
 _MODEL_FLAGS: list[tuple[str, type, str]] = [
-    ("width", int, "features per atom and bond"),
-    ("message_steps", int, "message-passing steps"),
-    ("activation", str, "activation of the update MLPs"),
-    ("dropout", float, "dropout rate of the updates"),
+    ("width", int, "model: features per node (and edge)"),
+    ("message_steps", int, "mpnn: message-passing steps"),
+    ("layers", int, "gat-lspe: GAT-LSPE layers"),
+    ("activation", str, "mpnn: activation of the update MLPs"),
+    ("dropout", float, "model: dropout rate"),
 ]
 
 
@@ -151,12 +147,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse `argv` into a validated `TrainConfig` (defaults < --config file < flags)."""
     given = vars(build_parser().parse_args(argv))
     values: dict[str, Any] = load_config_file(given.pop("config")) if "config" in given else {}
-    model_values = dict(values.pop("mpnn", {}) or {})
+    model_values = dict(values.pop("model_options", {}) or {})
     for name, *_ in _MODEL_FLAGS:
         if name in given:
             model_values[name] = given.pop(name)
     values.update(given)
-    values["mpnn"] = model_values
+    values["model_options"] = model_values
     config = TrainConfig.from_dict(values)
     config.validate()
     return config

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import distributed, rundir
+from mpnn import distributed, models, rundir
 from mpnn.report import format_summary
 from mpnn.callbacks import EpochLog, TimeBudget, cosine_multiplier
 from mpnn.config import TrainConfig, config_from_args
@@ -33,7 +32,6 @@ from mpnn.evaluate import (
     split_targets,
     write_predictions_csv,
 )
-from mpnn.models.mpnn import build_mpnn
 
 log = logging.getLogger("mpnn-train")
 
@@ -42,22 +40,6 @@ LOSSES = {
     "mse": tf.keras.losses.MeanSquaredError,
     "huber": tf.keras.losses.Huber,
 }
-
-
-def build_model(config: TrainConfig, manifest: Manifest) -> tf.keras.Model:
-    """The model named by `config.model`, sized and initialised from the manifest."""
-    stats = manifest.content["target_stats"]
-    atom_vocab = manifest.content["vocab"]["atom"]
-    output_scale = stats["residual_std"] / math.sqrt(max(stats["atoms_per_graph_mean"], 1.0))
-    return build_mpnn(
-        config.mpnn,
-        n_atom_types=len(atom_vocab),
-        n_bond_types=len(manifest.content["vocab"]["bond"]),
-        atom_type_means=[stats["per_atom_type_mean"][t] for t in atom_vocab],
-        graph_offset=stats.get("graph_offset", 0.0),
-        output_scale=max(output_scale, 1e-3),
-        with_distance="distance" in manifest.features,
-    )
 
 
 def make_callbacks(
@@ -140,14 +122,19 @@ def train(config: TrainConfig) -> dict | None:
     scaled_lr = distributed.scaled_learning_rate(
         config.learning_rate, batch * ranks, config.batch_size, config.lr_scaling
     )
-    model = build_model(config, manifest)
-    optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(scaled_lr))
-    model.compile(optimizer=optimizer, loss=LOSSES[config.loss](), metrics=["mae"])
+    model_name = models.choose_model(config.model, manifest.content)
+    defaults = models.TRAINING_DEFAULTS[model_name]
+    loss = defaults["loss"] if config.loss == "auto" else config.loss
+    weight_decay = defaults["weight_decay"] if config.weight_decay is None else config.weight_decay
+    architecture = models.model_config(model_name, config.model_options)
+    model = models.build_from_manifest(model_name, architecture, manifest.content)
+    optimizer = hvd.DistributedOptimizer(make_optimizer(scaled_lr, weight_decay))
+    model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
     graphs_per_epoch = manifest.content["splits"]["train"]["records"]
     if distributed.is_root():
         log.info(
-            "%d rank(s), %d graphs per rank-batch (%s), global batch %d, learning rate %.3g, %d parameters",
-            ranks, batch, config.batch_strategy, batch * ranks, scaled_lr, model.count_params(),
+            "%s, %d parameters; %d rank(s), %d graphs per rank-batch (%s), global batch %d, learning rate %.3g",
+            model_name, model.count_params(), ranks, batch, config.batch_strategy, batch * ranks, scaled_lr,
         )
 
     started = time.perf_counter()
@@ -182,6 +169,9 @@ def train(config: TrainConfig) -> dict | None:
         "batch_per_rank": batch,
         "global_batch": batch * ranks,
         "learning_rate": scaled_lr,
+        "model": model_name,
+        "architecture": architecture.to_json(),
+        "loss": loss,
         "parameters": model.count_params(),
         "weights_identical_across_ranks": len(set(final_checksums)) == 1,
     }
@@ -189,6 +179,13 @@ def train(config: TrainConfig) -> dict | None:
     group_name = manifest.content.get("group", {}).get("name", "group")
     write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
     return metrics
+
+
+def make_optimizer(learning_rate: float, weight_decay: float) -> tf.keras.optimizers.Optimizer:
+    """Adam, or AdamW (decoupled weight decay) when `weight_decay` > 0."""
+    if weight_decay > 0:
+        return tf.keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    return tf.keras.optimizers.Adam(learning_rate)
 
 
 def restore_best_weights(model: tf.keras.Model, path: str) -> None:

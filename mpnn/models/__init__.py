@@ -1,11 +1,76 @@
-"""Model families (one module each, with a ``build_*`` function) and model loading."""
+"""Model families (one module each, with a ``build_*`` function), chosen and sized from a
+data set's manifest, and model loading."""
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
 
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
+import mpnn.attention  # noqa: F401  (registers the attention layers with Keras)
 import mpnn.layers  # noqa: F401  (registers our layers with Keras)
+from mpnn.models.gat_lspe import GATLSPEConfig, build_gat_lspe
+from mpnn.models.mpnn import MPNNConfig, build_mpnn
+
+# The model each kind of data set trains by default, and each model's training defaults
+# (used where the user sets nothing): the MPNN fits energies with an MAE loss; GAT-LSPE
+# follows the PDBbind study (MSE, weight decay 1e-4).
+DEFAULT_MODEL = {"water": "mpnn", "pdbbind": "gat-lspe"}
+CONFIGS = {"mpnn": MPNNConfig, "gat-lspe": GATLSPEConfig}
+TRAINING_DEFAULTS = {"mpnn": {"loss": "mae", "weight_decay": 0.0}, "gat-lspe": {"loss": "mse", "weight_decay": 1e-4}}
+
+
+def choose_model(requested: str, manifest: dict[str, Any]) -> str:
+    """`requested`, or the default for the manifest's kind when it is ``"auto"``."""
+    if requested != "auto":
+        if requested not in CONFIGS:
+            raise ValueError(f"unknown model {requested!r}; choose from {sorted(CONFIGS)}")
+        return requested
+    kind = manifest.get("kind")
+    if kind not in DEFAULT_MODEL:
+        raise ValueError(f"no default model for data of kind {kind!r}; pass --model")
+    return DEFAULT_MODEL[kind]
+
+
+def model_config(name: str, options: dict[str, Any]) -> Any:
+    """The architecture dataclass of model `name` with `options` overriding its defaults."""
+    config_class = CONFIGS[name]
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; it has {sorted(known)}")
+    return config_class(**options)
+
+
+def build_from_manifest(name: str, config: Any, manifest: dict[str, Any]) -> tf.keras.Model:
+    """Build model `name` with architecture `config`, sized (and for the MPNN initialised)
+    from the manifest."""
+    features = manifest["features"]
+    if name == "mpnn":
+        stats = manifest["target_stats"]
+        atom_vocab = manifest["vocab"]["atom"]
+        output_scale = stats["residual_std"] / math.sqrt(max(stats["atoms_per_graph_mean"], 1.0))
+        return build_mpnn(
+            config,
+            n_atom_types=len(atom_vocab),
+            n_bond_types=len(manifest["vocab"]["bond"]),
+            atom_type_means=[stats["per_atom_type_mean"][t] for t in atom_vocab],
+            graph_offset=stats.get("graph_offset", 0.0),
+            output_scale=max(output_scale, 1e-3),
+            with_distance="distance" in features,
+        )
+    missing = [f for f in ("atom_features", "rwpe") if f not in features]
+    if missing:
+        raise ValueError(f"gat-lspe needs the record features {missing}, which this data set lacks")
+    return build_gat_lspe(
+        config,
+        n_node_features=features["atom_features"]["inner_shape"][0],
+        rwpe_order=features["rwpe"]["inner_shape"][0],
+        n_edge_types=len(manifest["vocab"]["bond"]),
+    )
 
 
 def load_model(path: str) -> tf.keras.Model:

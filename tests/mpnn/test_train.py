@@ -82,9 +82,9 @@ def test_horovodrun_two_ranks(water_dataset, tmp_path):
 
 def test_config_file_is_overridden_by_flags(tmp_path):
     config_file = tmp_path / "config.yaml"
-    config_file.write_text("data: a\nepochs: 7\nmpnn:\n  width: 12\n  message_steps: 3\n")
+    config_file.write_text("data: a\nepochs: 7\nmodel_options:\n  width: 12\n  message_steps: 3\n")
     config = config_from_args(["--config", str(config_file), "--epochs", "9", "--width", "20"])
-    assert (config.data, config.epochs, config.mpnn.width, config.mpnn.message_steps) == ("a", 9, 20, 3)
+    assert (config.data, config.epochs, config.model_options) == ("a", 9, {"width": 20, "message_steps": 3})
     with pytest.raises(ValueError, match="unknown configuration keys"):
         bad = tmp_path / "bad.json"
         bad.write_text('{"data": "a", "epoch": 3}')
