@@ -1,0 +1,224 @@
+"""``mpnn-bench loader``: throughput of the project's `tf.data` pipeline.
+
+Measures `mpnn.data.manifest_dataset` itself (read, decompress, batch, parse, merge into
+one disjoint graph) over batch sizes and the settings of the ExaLearn tutorial's
+``profile_data_loader`` sweep:
+
+- ``none``: one file at a time, one reader, one parse call, no prefetch;
+- ``prefetch``: as ``none``, plus prefetch (AUTOTUNE);
+- ``threads``: N parallel reads, N parallel parse calls, prefetch of N batches;
+- ``autotune``: `LoaderOptions` defaults, every parallel setting AUTOTUNE;
+- ``cache``: ``autotune`` with the serialised records cached in memory (what
+  ``mpnn-train`` does by default), measured after the pass that fills the cache (batching,
+  parsing and merging still run every pass).
+
+For each setting and batch size, one iterator runs over the repeated dataset: it takes
+the warm-up batches (plus one whole pass for ``cache``) untimed, then times `repeats`
+windows of one pass each (the split's batches per epoch, so each window holds every
+record once) and reports the median. Batches are pulled one at a time from Python, as a
+training loop would; the iteration overhead is part of the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mpnn.bench.common import (
+    format_table,
+    median,
+    mib,
+    non_negative_int,
+    peak_rss_kib,
+    positive_int,
+    usable_cores,
+)
+
+log = logging.getLogger("mpnn-bench.loader")
+
+DEFAULT_BATCH_SIZES = (64, 256, 1024, 2048)
+SETTING_NAMES = ("none", "prefetch", "threads", "autotune", "cache")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One loader configuration of the sweep."""
+
+    name: str
+    description: str
+    options: Any  # mpnn.data.LoaderOptions
+    # tf.data injects a prefetch after the last asynchronous stage unless told not to.
+    inject_prefetch: bool = True
+
+
+def sweep_settings(threads: int) -> list[Setting]:
+    """The settings of the sweep, in the order they are measured (``cache`` last, as it
+    raises the process's peak memory)."""
+    from mpnn.data import AUTOTUNE, LoaderOptions
+
+    serial = dict(interleave_cycle=1, parallel_reads=1, parallel_calls=1)
+    default_cycle = LoaderOptions().interleave_cycle
+    return [
+        Setting(
+            "none",
+            "1 file at a time, 1 reader, 1 parse call, no prefetch",
+            LoaderOptions(**serial, prefetch=0),
+            inject_prefetch=False,
+        ),
+        Setting("prefetch", "as none, prefetch AUTOTUNE", LoaderOptions(**serial, prefetch=AUTOTUNE)),
+        Setting(
+            "threads",
+            f"{threads} parallel reads, {threads} parse calls, prefetch {threads}",
+            LoaderOptions(
+                interleave_cycle=max(default_cycle, threads),
+                parallel_reads=threads,
+                parallel_calls=threads,
+                prefetch=threads,
+            ),
+        ),
+        Setting("autotune", "LoaderOptions defaults: reads, parse calls, prefetch AUTOTUNE", LoaderOptions()),
+        Setting(
+            "cache", "autotune + records cached in memory (as mpnn-train; after the first pass)",
+            LoaderOptions(cache=True),
+        ),
+    ]
+
+
+def measure(
+    manifest: Any, split: str, batch_size: int, setting: Setting, repeats: int, warmup_batches: int, shuffle: bool
+) -> dict[str, Any]:
+    """Time `repeats` passes of one setting and batch size (see the module docstring)."""
+    import tensorflow as tf
+
+    from mpnn.data import manifest_dataset
+
+    dataset, steps = manifest_dataset(
+        manifest, split, batch_size, shuffle=shuffle, seed=0 if shuffle else None, options=setting.options
+    )
+    if not setting.inject_prefetch:
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False
+        dataset = dataset.with_options(options)
+    iterator = iter(dataset.repeat())
+    warmup = warmup_batches + (steps if setting.options.cache else 0)
+    for _ in range(warmup):
+        next(iterator)
+    seconds, graphs = [], []
+    for _ in range(repeats):
+        count = 0
+        start = time.perf_counter()
+        for _ in range(steps):
+            count += int(next(iterator)[1].shape[0])
+        seconds.append(time.perf_counter() - start)
+        graphs.append(count)
+    del iterator, dataset
+    graph_rates = [g / s for g, s in zip(graphs, seconds)]
+    return {
+        "setting": setting.name,
+        "batch_size": batch_size,
+        "batches_per_pass": steps,
+        "graphs_per_pass": graphs[0],
+        "warmup_batches": warmup,
+        "seconds": seconds,
+        "graphs_per_second": median(graph_rates),
+        "batches_per_second": median([steps / s for s in seconds]),
+        "peak_rss_kib": peak_rss_kib(),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
+    parser.add_argument("--split", default="train", help="split to read (default train)")
+    parser.add_argument(
+        "--batch-sizes", type=positive_int, nargs="+", default=list(DEFAULT_BATCH_SIZES), metavar="B",
+        help="graphs per batch (default %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, help="timed passes (default 3); the median is reported"
+    )
+    parser.add_argument(
+        "--warmup-batches", type=non_negative_int, default=5, help="untimed batches before the first pass (default 5)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=usable_cores(),
+        help="parallel reads and parse calls of the 'threads' setting (default: usable cores, %(default)s)",
+    )
+    parser.add_argument(
+        "--settings", nargs="+", choices=SETTING_NAMES, default=list(SETTING_NAMES), help="settings to measure"
+    )
+    parser.add_argument("--shuffle", action="store_true", help="shuffle the records as training does")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the sweep; returns the report's benchmark-specific part."""
+    from mpnn.data import Manifest
+
+    manifest = Manifest.load(args.data)
+    files, counts = manifest.split(args.split)
+    settings = [s for s in sweep_settings(args.threads) if s.name in args.settings]
+    results = []
+    for setting in settings:
+        for batch_size in args.batch_sizes:
+            result = measure(
+                manifest, args.split, batch_size, setting, args.repeats, args.warmup_batches, args.shuffle
+            )
+            if result["graphs_per_pass"] != sum(counts):
+                log.warning("%s: a pass yielded %d graphs, the manifest lists %d", setting.name,
+                            result["graphs_per_pass"], sum(counts))
+            log.info(
+                "%-8s batch %5d: %10.1f graphs/s %8.2f batches/s", setting.name, batch_size,
+                result["graphs_per_second"], result["batches_per_second"],
+            )
+            results.append(result)
+    return {
+        "data": {
+            "manifest": os.path.abspath(manifest.path),
+            "split": args.split,
+            "records": sum(counts),
+            "shards": len(files),
+            "compression": manifest.compression,
+        },
+        "parameters": {
+            "batch_sizes": list(args.batch_sizes),
+            "repeats": args.repeats,
+            "warmup_batches": args.warmup_batches,
+            "threads": args.threads,
+            "shuffle": args.shuffle,
+        },
+        "settings": {
+            s.name: {
+                "description": s.description,
+                "loader_options": dataclasses.asdict(s.options),
+                "inject_prefetch": s.inject_prefetch,
+            }
+            for s in settings
+        },
+        "results": results,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    data, parameters = report["data"], report["parameters"]
+    title = (
+        f"loader: {data['manifest']} split {data['split']}, {data['records']:,} graphs in {data['shards']} "
+        f"shard(s), compression {data['compression']}; median of {parameters['repeats']} pass(es) after "
+        f"{parameters['warmup_batches']} warm-up batches"
+    )
+    rows = [
+        (
+            r["setting"],
+            r["batch_size"],
+            f"{r['graphs_per_second']:,.0f}",
+            f"{r['batches_per_second']:,.2f}",
+            mib(r["peak_rss_kib"]),
+        )
+        for r in report["results"]
+    ]
+    table = format_table(("setting", "batch", "graphs/s", "batches/s", "peak RSS MiB"), rows)
+    legend = "\n".join(f"  {name}: {s['description']}" for name, s in report["settings"].items())
+    return f"{title}\n\n{table}\n\nsettings:\n{legend}\npeak RSS: of the process so far (ru_maxrss)"
