@@ -9,6 +9,7 @@ records in the same splits as a single-process run with the same seed.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -35,6 +36,47 @@ class OutputOptions:
     strict: bool = False
     show_progress: bool = True
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "OutputOptions":
+        """From the options of `add_output_arguments`."""
+        return cls(
+            output=args.output,
+            shards=args.shards,
+            compression=args.compression,
+            fractions=tuple(args.fractions),
+            seed=args.seed,
+            test_every=args.test_every,
+            workers=args.workers,
+            strict=args.strict,
+            show_progress=not args.quiet,
+        )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The output, split and execution options every ``mpnn-prep-*`` command shares."""
+    parser.add_argument("-o", "--output", required=True, help="output directory (shards + manifest.json)")
+    parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4)")
+    parser.add_argument("--compression", choices=list(records.COMPRESSIONS), default="GZIP")
+    parser.add_argument(
+        "--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST")
+    )
+    parser.add_argument(
+        "--test-every",
+        type=int,
+        metavar="K",
+        help="records 0, K, 2K, ... (input order) form the test set; the rest is split by --fractions",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="conversion processes (default 1)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first input that cannot be converted")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--mpi",
+        action="store_true",
+        help="spread the work over the ranks of mpirun/srun; each rank writes max(1, SHARDS // ranks) "
+        "shards per split and rank 0 the manifest",
+    )
+
 
 def prepare_dataset(
     tasks: Sequence[Any],
@@ -44,11 +86,16 @@ def prepare_dataset(
     out: OutputOptions,
     manifest_options: dict[str, Any],
     comm: Any = None,
+    assign: Callable[[list[records.Converted]], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any] | None:
     """Convert `tasks`, split, write shards and the manifest.
 
     Args:
         comm: an mpi4py communicator to spread the work over its ranks, or None.
+        assign: computes the split from the records in global order (their ``example``
+            emptied), returning indices into that list per split like
+            `records.assign_splits`; every rank calls it with the same list. None: split by
+            `out.fractions`, `out.seed` and `out.test_every`.
 
     Returns:
         the manifest (on rank 0; None on other ranks).
@@ -87,7 +134,10 @@ def prepare_dataset(
         raise records.NothingConvertedError(f"nothing converted from {len(sources)} file(s); {len(skipped)} skipped")
     order = sorted(range(len(keys)), key=keys.__getitem__)
     metadata = [metadata[i] for i in order]
-    global_splits = records.assign_splits(len(metadata), out.fractions, out.seed, out.test_every)
+    if assign is None:
+        global_splits = records.assign_splits(len(metadata), out.fractions, out.seed, out.test_every)
+    else:
+        global_splits = assign(metadata)
 
     # This rank's records, and where each sits in the global order.
     global_index = {key: position for position, key in enumerate(keys[i] for i in order)}

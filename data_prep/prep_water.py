@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_prep import records
+from data_prep import pipeline, records
 from data_prep.pipeline import OutputOptions, mpi_communicator, prepare_dataset
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs, read_structures
 from data_prep.tutorial_records import count_records, is_tutorial_file, read_tutorial_graphs
@@ -100,32 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mpnn-prep-water", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("inputs", nargs="+", help="structure files, directories, globs or tutorial TFRecords")
-    parser.add_argument("-o", "--output", required=True, help="output directory (shards + manifest.json)")
-    parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4)")
-    parser.add_argument("--compression", choices=list(records.COMPRESSIONS), default="GZIP")
-    parser.add_argument(
-        "--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST")
-    )
-    parser.add_argument(
-        "--test-every",
-        type=int,
-        metavar="K",
-        help="records 0, K, 2K, ... (input order) form the test set; the rest is split by --fractions",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    parser.add_argument("--workers", type=int, default=1, help="conversion processes (default 1)")
+    pipeline.add_output_arguments(parser)
     parser.add_argument(
         "--energy-unit", choices=list(KCAL_PER_MOL_PER), default="kcal/mol", help="unit of energies in the inputs"
     )
     parser.add_argument("--no-distance", action="store_true", help="leave out the edge distance feature")
-    parser.add_argument("--strict", action="store_true", help="stop at the first input that cannot be converted")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--mpi",
-        action="store_true",
-        help="spread the work over the ranks of mpirun/srun; each rank writes max(1, SHARDS // ranks) "
-        "shards per split and rank 0 the manifest",
-    )
     return parser
 
 
@@ -142,17 +121,7 @@ def prepare_water(args: argparse.Namespace, comm: Any = None) -> dict | None:
         vocab={"atom": list(ATOM_VOCAB), "bond": list(BOND_VOCAB)},
         extra={"group": {"name": "n_waters", "description": "number of water molecules"}},
     )
-    out = OutputOptions(
-        output=args.output,
-        shards=args.shards,
-        compression=args.compression,
-        fractions=tuple(args.fractions),
-        seed=args.seed,
-        test_every=args.test_every,
-        workers=args.workers,
-        strict=args.strict,
-        show_progress=not args.quiet,
-    )
+    out = OutputOptions.from_args(args)
     options = {k: v for k, v in vars(args).items() if k not in ("inputs", "quiet")}
     return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm)
 

@@ -2,6 +2,7 @@
 
 `EpochLog` adds timing and the learning rate to the epoch logs (so Keras' `CSVLogger` writes
 them to ``log.csv``); `TimeBudget` stops every rank together once a time budget is spent;
+`AverageNonTrainableVariables` keeps batch-norm statistics identical across ranks;
 `cosine_multiplier` is the decay Horovod's `LearningRateScheduleCallback` applies after
 warm-up.
 """
@@ -62,6 +63,15 @@ class TimeBudget(tf.keras.callbacks.Callback):
         if distributed.broadcast_object(over, f"time_budget_{epoch}"):
             self.model.stop_training = True
             self.stopped_epoch = epoch
+
+
+class AverageNonTrainableVariables(tf.keras.callbacks.Callback):
+    """At each epoch end, average the non-trainable variables (batch-norm moving
+    statistics) over the ranks, so every rank, the checkpoints and the saved model use
+    statistics of all ranks' data and the ranks stay identical."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        distributed.average_variables(self.model.non_trainable_variables)
 
 
 def cosine_multiplier(epochs: int, warmup_epochs: int, min_fraction: float) -> Callable[[float], float]:

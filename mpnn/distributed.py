@@ -69,6 +69,18 @@ def broadcast_variables(variables: list[tf.Variable]) -> None:
     hvd_tf.broadcast_variables(variables, root_rank=0)
 
 
+def average_variables(variables: list[tf.Variable]) -> None:
+    """Replace each floating-point variable by its mean over the ranks (allreduce).
+
+    For state that the optimizer does not synchronise, such as batch normalisation's
+    moving statistics, which each rank estimates from its own batches.
+    """
+    for variable in variables:
+        if variable.dtype.is_floating:
+            name = "average_" + variable.name.replace(":", "_").replace("/", "_")
+            variable.assign(hvd_tf.allreduce(variable, op=hvd_tf.Average, name=name))
+
+
 def per_rank_batch_size(batch_size: int, strategy: str, ranks: int) -> int:
     """Graphs per batch on each rank.
 

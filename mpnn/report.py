@@ -12,23 +12,21 @@ from typing import Sequence
 
 
 def format_summary(metrics: dict, run_dir: str) -> str:
-    """A short table of the test metrics for the terminal."""
+    """A short table of the validation and test metrics for the terminal."""
     units = metrics["target"]["units"]
-    test = metrics["test"]
-    lines = [
-        f"{'split':<6} {'n':>6} {'MAE':>9} {'RMSE':>9} {'R^2':>7} {'Pearson':>8}   ({units})",
-    ]
+    lines = [f"{'split':<6} {'n':>6} {'MAE':>9} {'RMSE':>9} {'R^2':>7} {'Pearson':>8}   ({units})"]
     for split in ("valid", "test"):
-        m = metrics[split]
-        lines.append(
-            f"{split:<6} {m['count']:>6} {m['mae']:>9.4f} {m['rmse']:>9.4f} {m['r2']:>7.4f} {m['pearson_r']:>8.4f}"
-        )
+        if split in metrics:
+            m = metrics[split]
+            lines.append(
+                f"{split:<6} {m['count']:>6} {m['mae']:>9.4f} {m['rmse']:>9.4f} {m['r2']:>7.4f} {m['pearson_r']:>8.4f}"
+            )
+    if "baselines" in metrics:
+        baseline = metrics["baselines"]["test_mae_of_group_mean"]
+        lines.append(f"baseline (mean of the group in training): test MAE {baseline:.4f}")
     lines.append(
-        f"baseline (mean of the group in training): test MAE {metrics['baselines']['test_mae_of_group_mean']:.4f}"
-    )
-    lines.append(
-        f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s on {metrics['ranks']} rank(s); "
-        f"test MAE {test['mae']:.4f} {units}; run directory: {run_dir}"
+        f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s on {metrics['ranks']} rank(s) "
+        f"({metrics['model']}, {metrics['parameters']} parameters); run directory: {run_dir}"
     )
     return "\n".join(lines)
 
@@ -40,11 +38,13 @@ def markdown(metrics: dict, group_name: str = "group") -> str:
         f"| split | n | MAE ({units}) | RMSE ({units}) | R^2 | Pearson r |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for split in ("valid", "test"):
+    for split in (s for s in ("valid", "test") if s in metrics):
         m = metrics[split]
         lines.append(
             f"| {split} | {m['count']} | {m['mae']:.3f} | {m['rmse']:.3f} | {m['r2']:.4f} | {m['pearson_r']:.4f} |"
         )
+    if "test" not in metrics:
+        return "\n".join(lines)
     lines += ["", f"| {group_name} | n | test MAE ({units}) |", "| ---: | ---: | ---: |"]
     for group, row in sorted(metrics["test"]["by_group"].items(), key=lambda item: int(item[0])):
         lines.append(f"| {group} | {row['count']} | {row['mae']:.3f} |")

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from mpnn import distributed, models, rundir
 from mpnn.report import format_summary
-from mpnn.callbacks import EpochLog, TimeBudget, cosine_multiplier
+from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
 from mpnn.config import TrainConfig, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
 from mpnn.evaluate import (
@@ -43,13 +43,16 @@ LOSSES = {
 
 
 def make_callbacks(
-    config: TrainConfig, run_dir: str, scaled_lr: float, steps: int, graphs_per_epoch: int
+    config: TrainConfig, run_dir: str, scaled_lr: float, steps: int, graphs_per_epoch: int, monitor: str
 ) -> list[tf.keras.callbacks.Callback]:
     """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
-    stopping rules, then rank 0's logging and checkpoints."""
+    stopping rules, then rank 0's logging and checkpoints. `monitor` is the loss that
+    decides plateaus, early stopping and the best checkpoint (``val_loss``, or ``loss``
+    without a validation set)."""
     callbacks: list[tf.keras.callbacks.Callback] = [
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
+        AverageNonTrainableVariables(),
     ]
     if config.warmup_epochs > 0:
         callbacks.append(
@@ -68,10 +71,10 @@ def make_callbacks(
             )
         )
     elif config.lr_decay == "plateau":
-        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=5))
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=5))
     callbacks.append(tf.keras.callbacks.TerminateOnNaN())
     if config.early_stopping_patience > 0:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
     if config.max_train_seconds > 0:
         callbacks.append(TimeBudget(config.max_train_seconds))
     if distributed.is_root():
@@ -81,7 +84,7 @@ def make_callbacks(
             tf.keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv")),
             tf.keras.callbacks.ModelCheckpoint(
                 os.path.join(checkpoints, "best.weights.h5"),
-                monitor="val_loss",
+                monitor=monitor,
                 save_best_only=True,
                 save_weights_only=True,
             ),
@@ -112,13 +115,6 @@ def train(config: TrainConfig) -> dict | None:
         parallel_calls=config.parallel_calls, shuffle_buffer=config.shuffle_buffer, cache=config.cache
     )
     common = dict(rank=rank, size=ranks, options=loader)
-    # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
-    train_data, train_steps = manifest_dataset(
-        manifest, "train", batch, shuffle=True, seed=config.seed + rank, **common
-    )
-    valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
-    train_data, valid_data = train_data.repeat(), valid_data.repeat()
-
     scaled_lr = distributed.scaled_learning_rate(
         config.learning_rate, batch * ranks, config.batch_size, config.lr_scaling
     )
@@ -130,6 +126,19 @@ def train(config: TrainConfig) -> dict | None:
     model = models.build_from_manifest(model_name, architecture, manifest.content)
     optimizer = hvd.DistributedOptimizer(make_optimizer(scaled_lr, weight_decay))
     model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
+    # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
+    train_data, train_steps = manifest_dataset(
+        manifest, "train", batch, shuffle=True, seed=config.seed + rank, **common
+    )
+    train_data = only_model_inputs(train_data, model).repeat()
+    splits = [s for s in ("valid", "test") if manifest.content["splits"].get(s, {}).get("records", 0) >= ranks]
+    if "valid" in splits:
+        valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
+        valid_data, monitor = only_model_inputs(valid_data, model).repeat(), "val_loss"
+    else:
+        log.warning("no validation set (fewer records than ranks): best checkpoint and stopping follow the loss")
+        valid_data, valid_steps, monitor = None, None, "loss"
+
     graphs_per_epoch = manifest.content["splits"]["train"]["records"]
     if distributed.is_root():
         log.info(
@@ -144,7 +153,7 @@ def train(config: TrainConfig) -> dict | None:
         steps_per_epoch=train_steps,
         validation_data=valid_data,
         validation_steps=valid_steps,
-        callbacks=make_callbacks(config, run_dir, scaled_lr, train_steps, graphs_per_epoch),
+        callbacks=make_callbacks(config, run_dir, scaled_lr, train_steps, graphs_per_epoch, monitor),
         verbose=config.verbose if distributed.is_root() else 0,
     )
     train_seconds = time.perf_counter() - started
@@ -152,17 +161,13 @@ def train(config: TrainConfig) -> dict | None:
     # Data parallelism keeps one model: after training every rank must hold the same weights.
     final_checksums = distributed.allgather_object(weights_checksum(model), "weights_checksum")
     restore_best_weights(model, os.path.join(run_dir, "checkpoints", "best.weights.h5"))
-    results = {split: predict_split(model, manifest, split, batch) for split in ("valid", "test")}
+    results = {split: predict_split(model, manifest, split, batch) for split in splits}
     if not distributed.is_root():
         return None
     save_for_inference(model, os.path.join(run_dir, "model.keras"))
     metrics = {
         "target": manifest.content["target"],
-        "valid": split_report(results["valid"]),
-        "test": split_report(results["test"]),
-        "baselines": {"test_mae_of_group_mean": group_mean_baseline_mae(
-            split_targets(manifest, "train"), results["test"]
-        )},
+        **{split: split_report(predictions) for split, predictions in results.items()},
         "epochs_run": len(history.history.get("loss", [])),
         "train_seconds": train_seconds,
         "ranks": ranks,
@@ -175,10 +180,19 @@ def train(config: TrainConfig) -> dict | None:
         "parameters": model.count_params(),
         "weights_identical_across_ranks": len(set(final_checksums)) == 1,
     }
+    if "test" in results:
+        train_targets = split_targets(manifest, "train")
+        metrics["baselines"] = {"test_mae_of_group_mean": group_mean_baseline_mae(train_targets, results["test"])}
+        group_name = manifest.content.get("group", {}).get("name", "group")
+        write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
     rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    group_name = manifest.content.get("group", {}).get("name", "group")
-    write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
     return metrics
+
+
+def only_model_inputs(dataset: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Dataset:
+    """Drop the batch features `model` does not take (records may carry more)."""
+    names = list(model.input_names)
+    return dataset.map(lambda inputs, target: ({name: inputs[name] for name in names}, target))
 
 
 def make_optimizer(learning_rate: float, weight_decay: float) -> tf.keras.optimizers.Optimizer:

@@ -40,3 +40,20 @@ def water_dataset(tutorial_subset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("water_dataset")
     assert main([str(tutorial_subset), "-o", str(out), "--shards", "4", "--quiet"]) == 0
     return out
+
+
+PDBBIND = SAMPLES / "pdbbind"
+
+
+@pytest.fixture(scope="session")
+def pdbbind_dataset(tmp_path_factory) -> Path:
+    """The six sample complexes prepared by mpnn-prep-pdbbind: the core index's two in
+    test, the other four split 2/2 into train and valid (4.5 Angstrom cutoff)."""
+    from data_prep.prep_pdbbind import main
+
+    out = tmp_path_factory.mktemp("pdbbind_dataset")
+    index = PDBBIND / "index"
+    args = [str(PDBBIND), "--index", str(index / "INDEX_general_PL_data.2016"), "-o", str(out), "--quiet"]
+    args += ["--cutoff", "4.5", "--split", "core", "--core-index", str(index / "INDEX_core_data.2016")]
+    assert main([*args, "--fractions", "0.5", "0.5", "0"]) == 0
+    return out

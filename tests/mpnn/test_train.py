@@ -99,3 +99,18 @@ def test_batch_strategies_and_learning_rate_rules():
     assert scaled_learning_rate(1e-3, 1024, 256, "linear") == pytest.approx(4e-3)
     assert scaled_learning_rate(1e-3, 1024, 256, "sqrt") == pytest.approx(2e-3)
     assert scaled_learning_rate(1e-3, 256, 256, "linear") == pytest.approx(1e-3)
+
+
+def test_horovodrun_trains_gat_lspe_on_pdbbind_records(pdbbind_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        sys.executable, "-m", "mpnn.train", "--data", str(pdbbind_dataset), "--run-dir", str(run_dir),
+        "--epochs", "2", "--batch-size", "1", "--verbose", "0",
+    ]
+    _run(command)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "gat-lspe" and metrics["loss"] == "mse"
+    assert metrics["test"]["count"] == 2
+    assert {"r2", "pearson_r"} <= set(metrics["test"])
+    assert metrics["weights_identical_across_ranks"] is True
