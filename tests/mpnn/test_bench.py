@@ -5,14 +5,16 @@ These tests check the reports, never the speed (that is the benchmark's job).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mpnn.bench.__main__ import main
 from mpnn.bench.loader import SETTING_NAMES
-from tests.conftest import MINIMA
+from tests.conftest import MINIMA, PDBBIND, REPO
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,105 @@ def test_missing_manifest_fails_with_a_message(tmp_path, caplog):
 def test_rejects_non_positive_batch_size(tmp_path):
     with pytest.raises(SystemExit):
         main(["loader", "--data", str(tmp_path), "--batch-sizes", "0"])
+
+
+# ---- mpnn-bench prep --converter pdbbind, on a tree made by benchmarks/make_pdbbind_tree.py
+
+JITTER = 0.05  # Angstrom per coordinate, the script's default
+
+
+@pytest.fixture(scope="module")
+def make_pdbbind_tree():
+    """benchmarks/make_pdbbind_tree.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("make_pdbbind_tree", REPO / "benchmarks" / "make_pdbbind_tree.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pdbbind_tree(make_pdbbind_tree, tmp_path_factory) -> Path:
+    """12 moved copies of the six sample complexes (two each), with their index file."""
+    root = tmp_path_factory.mktemp("pdbbind_tree") / "tree"
+    argv = ["--source", str(PDBBIND), "--count", "12", "-o", str(root), "--jitter", str(JITTER), "--seed", "3"]
+    assert make_pdbbind_tree.main(argv) == 0
+    return root
+
+
+def pdb_coordinates(path: Path) -> tuple[np.ndarray, list[str]]:
+    """ATOM/HETATM positions ``[n, 3]`` (Angstrom) of a PDB file, and every line without them."""
+    lines = path.read_text().splitlines()
+    atoms = [line for line in lines if line.startswith(("ATOM  ", "HETATM"))]
+    xyz = np.array([[float(line[c:c + 8]) for c in (30, 38, 46)] for line in atoms])
+    return xyz, [line[:30] + line[54:] for line in lines]
+
+
+def test_prep_pdbbind_reports_complexes_per_second(pdbbind_tree, tmp_path, capsys):
+    output = tmp_path / "prep-pdbbind.json"
+    index = pdbbind_tree / "index" / "INDEX_general_PL_data.2020"
+    argv = ["prep", "--converter", "pdbbind", "--inputs", str(pdbbind_tree), "--index", str(index),
+            "--workers", "1", "2", "--prep-args", "--cutoff 4.5", "--output", str(output)]
+    assert main(argv) == 0
+
+    report = json.loads(output.read_text())
+    check_environment(report)
+    assert report["converter"] == "pdbbind"
+    assert report["parameters"]["index"] == [str(index)]
+    assert report["parameters"]["prep_args"] == ["--cutoff", "4.5"]
+    assert [r["workers"] for r in report["results"]] == [1, 2]
+    for result in report["results"]:
+        assert result["records"] == 12 and result["skipped"] == 0
+        assert result["records_per_second"] > 0 and result["speedup"] > 0
+    assert "complexes/s" in capsys.readouterr().out
+
+
+def test_prep_pdbbind_needs_an_index(pdbbind_tree, tmp_path, caplog):
+    argv = ["prep", "--converter", "pdbbind", "--inputs", str(pdbbind_tree), "--output", str(tmp_path / "out.json")]
+    assert main(argv) == 1
+    assert "--index" in caplog.text
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_made_tree_converts_and_moves_each_complex_rigidly(pdbbind_tree, tmp_path):
+    from rdkit import Chem
+    from scipy.spatial.distance import cdist, pdist
+
+    from data_prep.prep_pdbbind import main as prep_main
+    from data_prep.pdbbind_index import read_index
+
+    entries, errors = read_index(str(pdbbind_tree / "index" / "INDEX_general_PL_data.2020"))
+    codes = sorted(p.name for p in pdbbind_tree.iterdir() if p.name != "index" and p.is_dir())
+    assert not errors and sorted(e.code for e in entries) == codes and len(set(codes)) == 12
+    out = tmp_path / "converted"
+    argv = [str(pdbbind_tree), "--index", str(pdbbind_tree / "index" / "INDEX_general_PL_data.2020"), "-o", str(out)]
+    assert prep_main([*argv, "--quiet"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["summary"]["converted"] == 12
+
+    sources = dict(line.split("\t") for line in (pdbbind_tree / "copies.tsv").read_text().splitlines()[1:])
+    source_affinity = {e.code: e.affinity for e in read_index(str(PDBBIND / "index" / "INDEX_general_PL_data.2016"))[0]}
+    for entry in entries:
+        before, after = PDBBIND / sources[entry.code], pdbbind_tree / entry.code
+        assert entry.affinity == source_affinity[before.name]
+        ligand, moved_ligand = (
+            Chem.MolFromMolFile(str(d / f"{d.name}_ligand.sdf"), removeHs=False, sanitize=False).GetConformer()
+            .GetPositions() for d in (before, after)
+        )
+        pocket, text = pdb_coordinates(before / f"{before.name}_pocket.pdb")
+        moved_pocket, moved_text = pdb_coordinates(after / f"{after.name}_pocket.pdb")
+        assert moved_text == text  # residue and atom names, other records: all but the coordinates
+        assert np.sqrt(np.mean((moved_ligand - ligand) ** 2)) > 1.0  # it did move
+        # Distances within the ligand and between ligand and pocket change by the jitter only
+        # (each by about sqrt(2) * JITTER): one rigid motion for the whole complex.
+        pairs = [(pdist(ligand), pdist(moved_ligand)), (cdist(ligand, pocket), cdist(moved_ligand, moved_pocket))]
+        for original, moved in pairs:
+            change = np.abs(moved - original)
+            assert np.sqrt(np.mean(change**2)) < 2 * JITTER and change.max() < 10 * JITTER
+
+
+def test_made_tree_is_determined_by_its_seed(make_pdbbind_tree, tmp_path):
+    def tree(name: str, seed: int) -> dict[str, str]:
+        assert make_pdbbind_tree.main(["--source", str(PDBBIND), "--count", "3", "-o", str(tmp_path / name),
+                                       "--seed", str(seed)]) == 0
+        return {str(p.relative_to(tmp_path / name)): p.read_text() for p in (tmp_path / name).rglob("*") if p.is_file()}
+
+    assert tree("a", 7) == tree("b", 7) != tree("c", 8)
