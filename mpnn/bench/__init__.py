@@ -4,8 +4,8 @@ Sub-commands (``python -m mpnn.bench SUBCOMMAND --help``):
 
 - ``loader``: graphs/s of the project's `tf.data` pipeline over batch sizes and
   parallelism settings (`mpnn.bench.loader`);
-- ``prep``: records/s of ``mpnn-prep-water`` with 1, 2, ... worker processes
-  (`mpnn.bench.prep`).
+- ``prep``: records/s of ``mpnn-prep-water`` or (``--converter pdbbind``) complexes/s
+  of ``mpnn-prep-pdbbind`` with 1, 2, ... worker processes (`mpnn.bench.prep`).
 
 Each prints a plain-text table on stdout and writes a JSON report (``--output``, default
 ``bench-<subcommand>.json``) that records the machine, date, versions and command line
