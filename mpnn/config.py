@@ -45,6 +45,7 @@ class TrainConfig:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     parallel_calls: int = -1
+    parallel_reads: int = -1
     shuffle_buffer: int = 100_000
     cache: bool = True
     verbose: int = 2
@@ -116,6 +117,7 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: cores / local ranks)"),
     ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 under Horovod, else TF's default)"),
     ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
+    ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
     ("shuffle_buffer", int, "records in the shuffle buffer"),
     ("verbose", int, "Keras verbosity on rank 0 (0 silent, 1 progress bar, 2 one line per epoch)"),
 ]

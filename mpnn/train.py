@@ -112,7 +112,10 @@ def train(config: TrainConfig) -> dict | None:
 
     batch = distributed.per_rank_batch_size(config.batch_size, config.batch_strategy, ranks)
     loader = LoaderOptions(
-        parallel_calls=config.parallel_calls, shuffle_buffer=config.shuffle_buffer, cache=config.cache
+        parallel_reads=config.parallel_reads,
+        parallel_calls=config.parallel_calls,
+        shuffle_buffer=config.shuffle_buffer,
+        cache=config.cache,
     )
     common = dict(rank=rank, size=ranks, options=loader)
     scaled_lr = distributed.scaled_learning_rate(
