@@ -26,8 +26,10 @@ from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, w
 
 log = logging.getLogger("mpnn-prep-water")
 
-# Records per task when a tutorial file is split across workers.
-TUTORIAL_CHUNK = 4096
+# A tutorial file is one gzip stream, so a worker reaches its chunk by reading from the
+# start: the file is split into a few chunks per process (not fixed-size chunks, whose
+# number, and so the re-reading, would grow with the file).
+CHUNKS_PER_PROCESS = 2
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,11 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
     return out
 
 
-def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool) -> list[WaterTask]:
-    """One task per structure file; tutorial files in chunks of `TUTORIAL_CHUNK` records.
+def plan_tasks(
+    files: Sequence[str], energy_unit: str, with_distance: bool, processes: int = 1
+) -> list[WaterTask]:
+    """One task per structure file; each tutorial file in ``CHUNKS_PER_PROCESS *
+    processes`` record ranges (`processes`: workers times MPI ranks).
 
     Records from tutorial files carry no coordinates, so a dataset that includes one (or
     `with_distance` False) is written without the ``distance`` feature.
@@ -88,8 +93,9 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool) -> l
     for path in files:
         if is_tutorial_file(path):
             total = count_records(path)
-            for start in range(0, max(total, 1), TUTORIAL_CHUNK):
-                tasks.append(WaterTask(path, features, energy_unit, start, min(start + TUTORIAL_CHUNK, total)))
+            chunk = max(1, -(-total // (CHUNKS_PER_PROCESS * processes)))
+            for start in range(0, max(total, 1), chunk):
+                tasks.append(WaterTask(path, features, energy_unit, start, min(start + chunk, total)))
         else:
             tasks.append(WaterTask(path, features, energy_unit))
     return tasks
@@ -111,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 def prepare_water(args: argparse.Namespace, comm: Any = None) -> dict | None:
     """Convert, split and write; returns the manifest (None on MPI ranks other than 0)."""
     files = expand_inputs(args.inputs)
-    tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance)
+    processes = max(1, args.workers) * (comm.Get_size() if comm is not None else 1)
+    tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance, processes=processes)
     spec = records.DatasetSpec(
         kind="water",
         target="energy",
