@@ -8,12 +8,12 @@ import sys
 from typing import Sequence
 
 import mpnn.bench
-from mpnn.bench import loader, prep
+from mpnn.bench import loader, prep, train
 from mpnn.bench.common import BenchError, environment, write_report
 
 log = logging.getLogger("mpnn-bench")
 
-SUBCOMMANDS = {"loader": loader, "prep": prep}
+SUBCOMMANDS = {"loader": loader, "prep": prep, "train": train}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from mpnn.data import ManifestError
 
-        report = {"benchmark": args.command, **environment()}
-        report.update(module.run(args))
+        results = module.run(args)
+        if results is None:  # a Horovod rank other than 0
+            return 0
+        report = {"benchmark": args.command, **environment(), **results}
     except (BenchError, ManifestError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 1

@@ -192,3 +192,30 @@ def test_made_tree_is_determined_by_its_seed(make_pdbbind_tree, tmp_path):
         return {str(p.relative_to(tmp_path / name)): p.read_text() for p in (tmp_path / name).rglob("*") if p.is_file()}
 
     assert tree("a", 7) == tree("b", 7) != tree("c", 8)
+
+
+def test_train_reports_graphs_per_second(tmp_path):
+    # A subprocess: thread settings cannot change once TensorFlow runs in this process.
+    import subprocess
+    import sys
+
+    from data_prep.prep_water import main as prep_main
+
+    data = tmp_path / "minima"
+    assert prep_main([str(MINIMA[0].parent), "-o", str(data), "--quiet"]) == 0
+    output = tmp_path / "train.json"
+    argv = [sys.executable, "-m", "mpnn.bench", "train", "--data", str(data), "--widths", "8", "--batch-sizes", "4",
+            "--steps", "3", "--warmup-steps", "1", "--intra-op", "1", "--inter-op", "1", "--output", str(output)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+
+    report = json.loads(output.read_text())
+    check_environment(report)
+    assert report["benchmark"] == "train" and report["model"] == "mpnn"
+    assert report["parameters"]["intra_op_threads"] == 1 and report["parameters"]["inter_op_threads"] == 1
+    [result] = report["results"]
+    assert (result["width"], result["batch_size"]) == (8, 4)
+    assert result["graphs_per_second"] > 0 and result["steps_per_second"] > 0
+    assert result["parameters"] > 0 and result["peak_rss_kib"] > 0
+    assert [r["rank"] for r in result["per_rank"]] == [0]
+    assert "graphs/s" in completed.stdout
