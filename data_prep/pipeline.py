@@ -172,6 +172,26 @@ def _merge_sections(sections: list[dict[str, dict]]) -> dict[str, dict]:
     return merged
 
 
+def run_command(
+    args: argparse.Namespace,
+    prepare: Callable[[argparse.Namespace, Any], dict[str, Any] | None],
+    summary: Callable[[dict[str, Any]], str],
+    command_log: logging.Logger,
+) -> int:
+    """The body of every ``mpnn-prep-*`` command: prepare (over MPI with ``--mpi``), print
+    `summary` of the manifest on rank 0; exit status 1 with the error logged when nothing
+    converts, on a strict-mode skip, or on an unreadable input."""
+    comm = mpi_communicator() if args.mpi else None
+    try:
+        manifest = prepare(args, comm)
+    except (records.StrictModeError, records.NothingConvertedError, OSError) as exc:
+        command_log.error("%s", exc)
+        return 1
+    if manifest is not None:  # None on MPI ranks other than 0
+        print(summary(manifest))
+    return 0
+
+
 def mpi_communicator() -> Any:
     """The MPI world communicator (imports mpi4py, which initialises MPI)."""
     from mpi4py import MPI

@@ -16,7 +16,6 @@ manifest's ``skipped`` with its file and reason.
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
 import logging
 import os
@@ -39,7 +38,7 @@ from data_prep.pdbbind import (
     complex_graph,
 )
 from data_prep.pdbbind_index import IndexEntry, IndexFormatError, read_index
-from data_prep.pipeline import OutputOptions, mpi_communicator, prepare_dataset
+from data_prep.pipeline import OutputOptions, prepare_dataset
 from mpnn.schema import RWPE_ORDER
 
 log = logging.getLogger("mpnn-prep-pdbbind")
@@ -85,7 +84,18 @@ def convert_complex_task(task: ComplexTask) -> list[records.Converted | records.
     counts = np.bincount(graph["atom"], minlength=len(ELEMENT_VOCAB))
     example = graph_to_example(graph, FEATURES).SerializeToString()
     pocket = complex_files(task.directory)["pocket.pdb"]
-    return [records.Converted(pocket, 0, example, float(task.affinity), counts, 0, graph["note"])]
+    return [
+        records.Converted(
+            pocket,
+            0,
+            example,
+            float(task.affinity),
+            counts,
+            note=graph["note"],
+            n_atom=int(graph["n_atom"]),
+            n_bond=int(graph["n_bond"]),
+        )
+    ]
 
 
 def record_code(record: records.Converted) -> str:
@@ -205,23 +215,6 @@ def split_assigner(
     )
 
 
-def count_atoms_and_edges(out_dir: str, manifest: dict[str, Any]) -> tuple[int, int]:
-    """Total ``n_atom`` and ``n_bond`` over every shard listed in `manifest`."""
-    import tensorflow as tf
-
-    spec = {"n_atom": tf.io.FixedLenFeature([], tf.int64), "n_bond": tf.io.FixedLenFeature([], tf.int64)}
-    files = [os.path.join(out_dir, s["file"]) for split in manifest["splits"].values() for s in split["shards"]]
-    if not files:
-        return 0, 0
-    compression = "GZIP" if manifest["compression"] == "GZIP" else ""
-    dataset = tf.data.TFRecordDataset(files, compression_type=compression).batch(1024)
-    atoms = edges = 0
-    for batch in dataset.map(lambda b: tf.io.parse_example(b, spec)):
-        atoms += int(tf.reduce_sum(batch["n_atom"]))
-        edges += int(tf.reduce_sum(batch["n_bond"]))
-    return atoms, edges
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpnn-prep-pdbbind", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -299,37 +292,26 @@ def prepare_pdbbind(args: argparse.Namespace, comm: Any = None) -> dict | None:
     ]
     sources = [*args.index, *([args.core_index] if args.core_index else []), *inputs]
     options = {k: v for k, v in vars(args).items() if k != "quiet"}
-    manifest = prepare_dataset(
+    return prepare_dataset(
         tasks, convert_complex_task, spec, sources, out, options, comm, split_assigner(args, entries)
     )
-    if manifest is not None:
-        atoms, edges = count_atoms_and_edges(args.output, manifest)
-        reasons = collections.Counter(s["reason"].split(":")[0] for s in manifest["skipped"])
-        manifest["totals"] = {"atoms": atoms, "edges": edges, "skipped_by_reason": dict(sorted(reasons.items()))}
-        records.write_manifest(args.output, manifest)
-    return manifest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    comm = mpi_communicator() if args.mpi else None
-    try:
-        manifest = prepare_pdbbind(args, comm)
-    except (records.StrictModeError, records.NothingConvertedError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    if manifest is None:  # an MPI rank other than 0
-        return 0
-    totals = manifest["totals"]
-    reasons = ", ".join(f"{reason} {n}" for reason, n in totals["skipped_by_reason"].items())
-    counts = ", ".join(f"{s} {manifest['splits'][s]['records']}" for s in records.SPLITS)
-    print(
-        f"converted {manifest['summary']['converted']}, skipped {manifest['summary']['skipped']}"
-        f"{f' ({reasons})' if reasons else ''}; {counts}; {totals['atoms']} atoms, {totals['edges']} edges "
-        f"-> {args.output}/{records.MANIFEST_NAME}"
-    )
-    return 0
+
+    def summary(manifest: dict) -> str:
+        totals = manifest["totals"]
+        reasons = ", ".join(f"{reason} {n}" for reason, n in totals["skipped_by_reason"].items())
+        counts = ", ".join(f"{s} {manifest['splits'][s]['records']}" for s in records.SPLITS)
+        return (
+            f"converted {manifest['summary']['converted']}, skipped {manifest['summary']['skipped']}"
+            f"{f' ({reasons})' if reasons else ''}; {counts}; {totals['atoms']} atoms, {totals['edges']} edges "
+            f"-> {args.output}/{records.MANIFEST_NAME}"
+        )
+
+    return pipeline.run_command(args, prepare_pdbbind, summary, log)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from data_prep import pipeline, records
-from data_prep.pipeline import OutputOptions, mpi_communicator, prepare_dataset
+from data_prep.pipeline import OutputOptions, prepare_dataset
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs, read_structures
 from data_prep.tutorial_records import count_records, is_tutorial_file, read_tutorial_graphs
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
@@ -54,7 +54,15 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
         example = graph_to_example(graph, task.features).SerializeToString()
         out.append(
             records.Converted(
-                task.path, index, example, float(graph["energy"]), counts, int(graph["n_waters"]), graph.get("note")
+                task.path,
+                index,
+                example,
+                float(graph["energy"]),
+                counts,
+                group=int(graph["n_waters"]),
+                note=graph.get("note"),
+                n_atom=int(graph["n_atom"]),
+                n_bond=int(graph["n_bond"]),
             )
         )
 
@@ -136,20 +144,15 @@ def prepare_water(args: argparse.Namespace, comm: Any = None) -> dict | None:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    comm = mpi_communicator() if args.mpi else None
-    try:
-        manifest = prepare_water(args, comm)
-    except (records.StrictModeError, records.NothingConvertedError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 1
-    if manifest is None:  # an MPI rank other than 0
-        return 0
-    counts = ", ".join(f"{s} {manifest['splits'][s]['records']}" for s in records.SPLITS)
-    print(
-        f"converted {manifest['summary']['converted']}, skipped {manifest['summary']['skipped']} "
-        f"({counts}) -> {args.output}/{records.MANIFEST_NAME}"
-    )
-    return 0
+
+    def summary(manifest: dict) -> str:
+        counts = ", ".join(f"{s} {manifest['splits'][s]['records']}" for s in records.SPLITS)
+        return (
+            f"converted {manifest['summary']['converted']}, skipped {manifest['summary']['skipped']} "
+            f"({counts}) -> {args.output}/{records.MANIFEST_NAME}"
+        )
+
+    return pipeline.run_command(args, prepare_water, summary, log)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class Converted:
         atom_type_counts: ``[n_atom_types]`` number of atoms of each type.
         group: a small integer to report errors by (water: number of waters).
         note: what the converter had to repair, if anything (counted in the manifest).
+        n_atom, n_bond: size of the graph (summed into the manifest's totals).
     """
 
     source: str
@@ -58,6 +59,8 @@ class Converted:
     atom_type_counts: np.ndarray
     group: int = 0
     note: str | None = None
+    n_atom: int = 0
+    n_bond: int = 0
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,11 @@ def build_manifest(
         "skipped": [asdict(s) for s in skipped],
         "notes": dict(collections.Counter(r.note for r in records if r.note)),
         "summary": {"converted": len(records), "skipped": len(skipped)},
+        "totals": {
+            "atoms": sum(r.n_atom for r in records),
+            "edges": sum(r.n_bond for r in records),
+            "skipped_by_reason": dict(sorted(collections.Counter(s.reason.split(":")[0] for s in skipped).items())),
+        },
         **spec.extra,
     }
 

@@ -40,6 +40,7 @@ def test_minima_directory(tmp_path):
     assert manifest["summary"] == {"converted": 28, "skipped": 0}
     assert _count_records(out, manifest) == 28
     assert "distance" in manifest["features"]
+    assert manifest["totals"]["atoms"] == 3 * sum(range(3, 31))  # (H2O)n for n = 3..30
     assert len(manifest["sources"]) == 28 and all(len(s["sha256"]) == 64 for s in manifest["sources"])
     stats = manifest["target_stats"]
     assert stats["count"] == manifest["splits"]["train"]["records"]
