@@ -18,7 +18,7 @@ import tensorflow as tf
 from mpnn import distributed
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.metrics import mae_by_group, regression_metrics
-from mpnn.models import load_model
+from mpnn.models import load_model, model_inputs
 
 
 @dataclass
@@ -40,11 +40,10 @@ def predict_split(model: tf.keras.Model, manifest: Manifest, split: str, batch_s
     dataset, _ = manifest_dataset(
         manifest, split, batch_size, rank=distributed.rank(), size=distributed.size(), with_report_features=True
     )
-    names = set(model.input_names)  # records may carry features this model does not use
     forward = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     parts = []
     for inputs, target, report in dataset:
-        prediction = forward({k: v for k, v in inputs.items() if k in names}).numpy()
+        prediction = forward(model_inputs(model, inputs)).numpy()
         parts.append(_predictions(report, target.numpy(), prediction))
     local = Predictions.concatenate(parts)
     return Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))

@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 
 from mpnn import distributed, models, rundir
-from mpnn.report import format_summary
 from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
 from mpnn.config import TrainConfig, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
@@ -32,6 +31,7 @@ from mpnn.evaluate import (
     split_targets,
     write_predictions_csv,
 )
+from mpnn.report import format_summary
 
 log = logging.getLogger("mpnn-train")
 
@@ -194,8 +194,7 @@ def train(config: TrainConfig) -> dict | None:
 
 def only_model_inputs(dataset: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Dataset:
     """Drop the batch features `model` does not take (records may carry more)."""
-    names = list(model.input_names)
-    return dataset.map(lambda inputs, target: ({name: inputs[name] for name in names}, target))
+    return dataset.map(lambda inputs, target: (models.model_inputs(model, inputs), target))
 
 
 def make_optimizer(learning_rate: float, weight_decay: float) -> tf.keras.optimizers.Optimizer:

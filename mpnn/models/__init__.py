@@ -73,6 +73,12 @@ def build_from_manifest(name: str, config: Any, manifest: dict[str, Any]) -> tf.
     )
 
 
+def model_inputs(model: tf.keras.Model, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The entries of a merged batch (see `mpnn.data`) that `model` takes; records may carry
+    more features than a model uses (e.g. distances for a model trained without them)."""
+    return {name: batch[name] for name in model.input_names}
+
+
 def load_model(path: str) -> tf.keras.Model:
     """Load a model saved by `mpnn-train` (``model.keras``) for prediction."""
     return tf.keras.models.load_model(path, custom_objects={"RBFExpansion": RBFExpansion}, compile=False)
