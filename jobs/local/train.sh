@@ -7,15 +7,17 @@
 #   CONFIG      JSON/YAML settings file for mpnn-train
 #   RUN_DIR     run directory (default runs/local-<time>)
 #   CONTROLLER  gloo (default, needs no MPI) or mpi
+#   RESUME, TRAIN_ARGS, MPNN_HOME, MPNN_VENV: see jobs/common.sh
 # Extra arguments are passed to mpnn-train, e.g.  bash jobs/local/train.sh --epochs 5
 set -euo pipefail
-: "${DATA:?set DATA to a prepared data set (directory with manifest.json)}"
+MPNN_SCRIPT=local/train.sh
+# Not under a scheduler, so the script's own location is reliable here.
+MPNN_HOME="${MPNN_HOME:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+source "$MPNN_HOME/jobs/common.sh"
+
 NP="${NP:-2}"
-RUN_DIR="${RUN_DIR:-runs/local-$(date +%Y%m%d-%H%M%S)}"
 CONTROLLER="${CONTROLLER:-gloo}"
-args=(--data "$DATA" --run-dir "$RUN_DIR")
-[[ -n "${CONFIG:-}" ]] && args+=(--config "$CONFIG")
-if [[ $(id -u) -eq 0 ]]; then  # OpenMPI refuses root unless told
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-exec horovodrun -np "$NP" -H "localhost:$NP" "--$CONTROLLER" mpnn-train "${args[@]}" "$@"
+RUN_DIR="${RUN_DIR:-runs/local-$(date +%Y%m%d-%H%M%S)}"
+mpnn_setup
+mpnn_train_args
+mpnn_run horovodrun -np "$NP" -H "localhost:$NP" "--$CONTROLLER" mpnn-train "${MPNN_ARGS[@]}" "$@"

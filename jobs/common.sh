@@ -1,0 +1,87 @@
+# Shared set-up of the job scripts; sourced (not run) by every script under jobs/.
+#
+# A scheduler runs a copy of the batch script from its spool directory, so the scripts
+# find this file through MPNN_HOME (default: the submit directory), never `dirname $0`.
+#
+# Reads (see jobs/README.md):
+#   DATA        prepared data set: manifest.json or its directory (required)
+#   CONFIG      JSON/YAML settings file for mpnn-train (optional)
+#   RUN_DIR     run directory (default runs/<job id>, relative to the submit directory)
+#   RESUME      1 (default): pass --resume, so a resubmitted or requeued job continues
+#               from the last checkpoint in RUN_DIR; 0: do not
+#   TRAIN_ARGS  extra mpnn-train flags, split on white space ("--epochs 4 --batch-size 64")
+#   MPNN_HOME   the mpnn-hpc checkout (default: $SLURM_SUBMIT_DIR, $PBS_O_WORKDIR or $PWD)
+#   MPNN_VENV   Python environment to activate (default $MPNN_HOME/.venv if it exists, else
+#               the active one); `none` when the site's modules or conda env are loaded already
+# Sets: MPNN_HOME, RUN_DIR (absolute), MPNN_ARGS (array of mpnn-train arguments).
+
+# Print "<script>: message" on stderr and stop the job.
+mpnn_die() {
+    echo "${MPNN_SCRIPT:-${0##*/}}: $*" >&2
+    exit 1
+}
+
+# The scheduler's job id without the server suffix (PBS: 1234.server -> 1234), or nothing.
+mpnn_job_id() {
+    local id="${SLURM_JOB_ID:-${PBS_JOBID:-${COBALT_JOBID:-}}}"
+    echo "${id%%.*}"
+}
+
+# Enter the submit directory, activate the environment, check DATA and fix RUN_DIR.
+mpnn_setup() {
+    local submit_dir="${SLURM_SUBMIT_DIR:-${PBS_O_WORKDIR:-$PWD}}"
+    cd "$submit_dir" || mpnn_die "cannot enter the submit directory $submit_dir"
+    MPNN_HOME="$(cd "${MPNN_HOME:-$submit_dir}" && pwd)" || mpnn_die "MPNN_HOME=$MPNN_HOME is not a directory"
+    export MPNN_HOME
+
+    [[ -n "${DATA:-}" ]] || mpnn_die "set DATA to a prepared data set (manifest.json or its directory)," \
+        "e.g. sbatch --export=ALL,DATA=work/water ... or qsub -v DATA=work/water ..."
+    [[ -e "$DATA" ]] || mpnn_die "DATA=$DATA does not exist (relative paths start at $submit_dir)"
+    DATA="$(realpath "$DATA")"
+
+    # MPNN_VENV=none: the caller loaded the environment. Unset: $MPNN_HOME/.venv if there
+    # is one, else whatever environment is active already (e.g. sbatch exported it).
+    local venv="${MPNN_VENV:-$MPNN_HOME/.venv}"
+    if [[ "$venv" != none && ( -n "${MPNN_VENV:-}" || -d "$venv" ) ]]; then
+        [[ -f "$venv/bin/activate" ]] || mpnn_die "MPNN_VENV=$venv has no bin/activate"
+        # shellcheck disable=SC1091
+        source "$venv/bin/activate"
+    fi
+    command -v mpnn-train >/dev/null || mpnn_die "mpnn-train is not on PATH: run scripts/setup.sh in" \
+        "$MPNN_HOME, point MPNN_VENV at your environment, or load it and set MPNN_VENV=none"
+
+    local job_id
+    job_id="$(mpnn_job_id)"
+    RUN_DIR="${RUN_DIR:-runs/${job_id:-$(date -u +%Y%m%d-%H%M%S)}}"
+    # Absolute, so that ranks started in another directory on another node agree.
+    RUN_DIR="$(realpath -m "$RUN_DIR")"
+    export DATA RUN_DIR
+
+    # OpenMPI refuses to start as root unless told; only then.
+    if [[ $(id -u) -eq 0 ]]; then
+        export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    fi
+}
+
+# MPNN_ARGS = data, run dir, config, resume, then the script's own flags ("$@"), then
+# TRAIN_ARGS, so that a user's TRAIN_ARGS override a script's defaults (argparse: last wins).
+mpnn_train_args() {
+    local extra=()
+    read -r -a extra <<< "${TRAIN_ARGS:-}"
+    MPNN_ARGS=(--data "$DATA" --run-dir "$RUN_DIR")
+    if [[ -n "${CONFIG:-}" ]]; then
+        [[ -f "$CONFIG" ]] || mpnn_die "CONFIG=$CONFIG is not a file"
+        MPNN_ARGS+=(--config "$(realpath "$CONFIG")")
+    fi
+    if [[ "${RESUME:-1}" == 1 ]]; then
+        MPNN_ARGS+=(--resume)
+    fi
+    MPNN_ARGS+=("$@" "${extra[@]}")
+}
+
+# Log the command on stderr (quoted so it can be pasted into a shell), then run it.
+mpnn_run() {
+    echo "${MPNN_SCRIPT:-${0##*/}}: job $(mpnn_job_id) on $(hostname -s), run dir $RUN_DIR" >&2
+    echo "+ $(printf '%q ' "$@")" >&2
+    "$@"
+}

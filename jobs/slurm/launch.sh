@@ -1,0 +1,60 @@
+# Slurm part of the job scripts (sourced after jobs/common.sh): start the ranks, and
+# requeue the job shortly before its time limit.
+#
+# Reads:
+#   LAUNCHER    srun (default): one task per rank, Horovod's MPI build wired up by srun's
+#               PMI plugin; horovodrun: `horovodrun --gloo` with the hosts of the allocation
+#               (needs no PMI, but password-less ssh between the nodes when there are several)
+#   SRUN_MPI    srun's PMI plugin (default pmix; pmi2 where Slurm has no PMIx; see
+#               `srun --mpi=list`). It must match the MPI Horovod was built with.
+#   SRUN_FLAGS  extra srun flags, split on white space (e.g. "--network=...")
+#   REQUEUE     1 (default): on the signal that `#SBATCH --signal=B:USR1@<seconds>` sends
+#               before the time limit, run `scontrol requeue`; 0: let the job end there
+
+# Trap handler: put this job back in the queue. Slurm stops the running step; the job keeps
+# its id, hence its default RUN_DIR, and mpnn-train --resume continues from the last
+# complete checkpoint (the epoch in progress is lost).
+slurm_requeue() {
+    echo "${MPNN_SCRIPT:-${0##*/}}: time limit near, requeueing job $SLURM_JOB_ID" >&2
+    MPNN_REQUEUED=1
+    scontrol requeue "$SLURM_JOB_ID"
+}
+
+# Usage: slurm_launch [srun flags] -- command [args]
+# Runs the command once per task of the allocation with the launcher chosen by LAUNCHER.
+slurm_launch() {
+    local srun_flags=() extra=() launcher=()
+    while [[ $# -gt 0 && "$1" != -- ]]; do
+        srun_flags+=("$1")
+        shift
+    done
+    shift  # the --
+    read -r -a extra <<< "${SRUN_FLAGS:-}"
+    case "${LAUNCHER:-srun}" in
+        srun)
+            # Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: pass it on.
+            launcher=(srun --mpi="${SRUN_MPI:-pmix}" --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"
+                --cpu-bind=cores "${srun_flags[@]}" "${extra[@]}")
+            ;;
+        horovodrun)
+            [[ -n "${SLURM_NTASKS_PER_NODE:-}" ]] || mpnn_die "LAUNCHER=horovodrun needs --ntasks-per-node"
+            local hosts
+            hosts="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\$/:$SLURM_NTASKS_PER_NODE/" | paste -sd,)"
+            launcher=(horovodrun --gloo -np "$SLURM_NTASKS" -H "$hosts")
+            ;;
+        *) mpnn_die "LAUNCHER must be srun or horovodrun, got '$LAUNCHER'" ;;
+    esac
+
+    if [[ "${REQUEUE:-1}" == 1 ]]; then
+        trap slurm_requeue USR1
+    fi
+    # Launch in the background and `wait`: bash runs a trap only after the foreground
+    # command returns, whereas `wait` returns as soon as a trapped signal arrives.
+    mpnn_run "${launcher[@]}" "$@" &
+    local pid=$! status=0
+    wait "$pid" || status=$?
+    if [[ -n "${MPNN_REQUEUED:-}" ]]; then
+        wait "$pid" || true  # Slurm now stops the step, then this script
+    fi
+    return "$status"
+}
