@@ -1,0 +1,37 @@
+"""The PBS CPU script run for real under OpenMPI's mpiexec, with the variables PBS sets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO
+from tests.jobs.conftest import SMALL_MODEL, job_env
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on PATH")
+def test_pbs_cpu_script_under_mpiexec(water_dataset, tmp_path):
+    nodefile = tmp_path / "nodefile"
+    nodefile.write_text("localhost\nlocalhost\n")  # what -l select=1:mpiprocs=2 gives
+    env = job_env(
+        PBS_JOBID="4242.pbs-test",
+        PBS_JOBNAME="mpnn-cpu",
+        PBS_O_WORKDIR=str(tmp_path),
+        PBS_NODEFILE=str(nodefile),
+        PBS_ENVIRONMENT="PBS_BATCH",
+        DATA=str(water_dataset),
+        TRAIN_ARGS=f"--epochs 1 {SMALL_MODEL}",
+    )
+    for name in ("RUN_DIR", "RANKS_PER_NODE", "DEPTH", "NCPUS", "MPIEXEC_FLAVOUR"):
+        env.pop(name, None)
+    # PBS starts a job in the home directory; the script must find its way to PBS_O_WORKDIR.
+    done = subprocess.run(["bash", str(REPO / "jobs" / "pbs" / "train-cpu.pbs")], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--hostfile" in done.stderr  # the OpenMPI branch ran
+    metrics = json.loads((tmp_path / "runs" / "4242" / "metrics.json").read_text())
+    assert metrics["ranks"] == 2
+    assert metrics["epochs_run"] == 1

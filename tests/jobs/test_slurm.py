@@ -1,0 +1,94 @@
+"""The Slurm CPU script on a real one-node Slurm cluster: a run, a run killed and resubmitted,
+and a run that requeues itself as it would before its time limit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO
+from tests.jobs.conftest import SMALL_MODEL, SlurmCluster, job_env, wait_for
+
+SCRIPT = REPO / "jobs" / "slurm" / "train-cpu.sbatch"
+# Two ranks on this machine (the cluster's one node has this machine's cores).
+RESOURCES = ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
+JOB_SECONDS = 900
+
+
+def sbatch(cluster: SlurmCluster, submit_dir: Path, data: Path, epochs: int, *options: str, **variables: str) -> str:
+    """Submit the CPU script from `submit_dir`; its job id (after the job ends with --wait)."""
+    env = job_env(DATA=str(data), TRAIN_ARGS=f"--epochs {epochs} {SMALL_MODEL}", **variables)
+    env["SLURM_CONF"] = str(cluster.conf)
+    done = subprocess.run(["sbatch", "--parsable", *RESOURCES, *options, str(SCRIPT)], env=env, cwd=submit_dir,
+                          capture_output=True, text=True, timeout=JOB_SECONDS)
+    job_id = done.stdout.strip().split(";")[0]
+    assert done.returncode == 0, f"{done.stderr}\n{job_output(submit_dir, job_id)}"
+    return job_id
+
+
+def job_output(submit_dir: Path, job_id: str) -> str:
+    """What the job wrote to its output file (mpnn-<id>.out in the submit directory)."""
+    path = submit_dir / f"mpnn-{job_id}.out"
+    return path.read_text() if path.exists() else f"(no {path})"
+
+
+def epochs_logged(run_dir: Path) -> list[int]:
+    """The `epoch` column of the run's log.csv ([] before the first epoch ends)."""
+    try:
+        with open(run_dir / "log.csv") as handle:
+            return [int(row["epoch"]) for row in csv.DictReader(handle)]
+    except (OSError, KeyError, ValueError):
+        return []
+
+
+def assert_one_run_of(run_dir: Path, epochs: int) -> dict:
+    """Every epoch 0..epochs-1 logged exactly once, and the metrics count all of them."""
+    assert epochs_logged(run_dir) == list(range(epochs))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ranks"] == 2
+    assert metrics["epochs_run"] == epochs
+    return metrics
+
+
+def test_sbatch_cpu_script(slurm_cluster, water_dataset, tmp_path):
+    job_id = sbatch(slurm_cluster, tmp_path, water_dataset, 2, "--wait")
+    metrics = assert_one_run_of(tmp_path / "runs" / job_id, 2)
+    assert metrics["test"]["count"] == 200
+
+
+def test_killed_job_resumes_when_resubmitted(slurm_cluster, water_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    epochs = 6
+    first = sbatch(slurm_cluster, tmp_path, water_dataset, epochs, RUN_DIR=str(run_dir))
+    # Two logged epochs: the checkpoint of the first is complete for sure.
+    assert wait_for(lambda: len(epochs_logged(run_dir)) >= 2, JOB_SECONDS), job_output(tmp_path, first)
+    slurm_cluster.run("scancel", first)
+    assert wait_for(lambda: slurm_cluster.job_field(first, "JobState") == "CANCELLED", 60)
+    assert len(epochs_logged(run_dir)) < epochs, "the job ended before it was cancelled; nothing to resume"
+
+    sbatch(slurm_cluster, tmp_path, water_dataset, epochs, "--wait", RUN_DIR=str(run_dir))
+    metrics = assert_one_run_of(run_dir, epochs)
+    assert metrics["resumed_from_epoch"]
+
+
+def test_job_requeues_itself_and_resumes(slurm_cluster, water_dataset, tmp_path):
+    """USR1 to the batch shell is what `#SBATCH --signal=B:USR1@300` sends before the time
+    limit; the script requeues the job, which comes back with the same id and run directory."""
+    epochs = 6
+    job_id = sbatch(slurm_cluster, tmp_path, water_dataset, epochs)
+    run_dir = tmp_path / "runs" / job_id
+    assert wait_for(lambda: len(epochs_logged(run_dir)) >= 2, JOB_SECONDS), job_output(tmp_path, job_id)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", job_id)
+    assert wait_for(lambda: slurm_cluster.job_field(job_id, "JobState") == "PENDING", 60)
+    assert len(epochs_logged(run_dir)) < epochs, "the job ended before it was requeued; nothing to resume"
+    # Slurm holds a requeued job for about two minutes before it may start again; skip that.
+    slurm_cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+    assert wait_for(lambda: slurm_cluster.job_field(job_id, "JobState") == "COMPLETED", JOB_SECONDS)
+
+    assert slurm_cluster.job_field(job_id, "Restarts") == "1"
+    metrics = assert_one_run_of(run_dir, epochs)
+    assert metrics["resumed_from_epoch"]
+    # --open-mode=append keeps the output of the run before the requeue.
+    assert "requeueing job" in job_output(tmp_path, job_id)
