@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    data_threads: int = 0
     parallel_calls: int = -1
     parallel_reads: int = -1
     shuffle_buffer: int = 100_000
@@ -120,6 +121,7 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("seed", int, "seed of weights initialisation and shuffling"),
     ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: cores / local ranks)"),
     ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 under Horovod, else TF's default)"),
+    ("data_threads", int, "tf.data threads per rank (0: cores / local ranks, or tf.data's default for one rank)"),
     ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
     ("shuffle_buffer", int, "records in the shuffle buffer"),

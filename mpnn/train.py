@@ -125,6 +125,7 @@ def train(config: TrainConfig) -> dict | None:
         parallel_calls=config.parallel_calls,
         shuffle_buffer=config.shuffle_buffer,
         cache=config.cache,
+        threads=config.data_threads or distributed.shared_node_threads(),
     )
     common = dict(rank=rank, size=ranks, options=loader)
     scaled_lr = distributed.scaled_learning_rate(
