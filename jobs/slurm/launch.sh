@@ -16,7 +16,6 @@
 # complete checkpoint (the epoch in progress is lost).
 slurm_requeue() {
     echo "${MPNN_SCRIPT:-${0##*/}}: time limit near, requeueing job $SLURM_JOB_ID" >&2
-    MPNN_REQUEUED=1
     scontrol requeue "$SLURM_JOB_ID"
 }
 
@@ -47,14 +46,20 @@ slurm_launch() {
 
     if [[ "${REQUEUE:-1}" == 1 ]]; then
         trap slurm_requeue USR1
+    else
+        # Caught, not left at its default action, which would end the job early.
+        trap 'echo "${MPNN_SCRIPT:-${0##*/}}: time limit near; REQUEUE=0, not requeueing" >&2' USR1
     fi
     # Launch in the background and `wait`: bash runs a trap only after the foreground
     # command returns, whereas `wait` returns as soon as a trapped signal arrives.
+    # After a trap `wait` returns 128+signal with the launcher still running: wait again
+    # (after a requeue, until Slurm has stopped the step).
     mpnn_run "${launcher[@]}" "$@" &
-    local pid=$! status=0
-    wait "$pid" || status=$?
-    if [[ -n "${MPNN_REQUEUED:-}" ]]; then
-        wait "$pid" || true  # Slurm now stops the step, then this script
-    fi
+    local pid=$! status
+    while true; do
+        status=0
+        wait "$pid" || status=$?
+        kill -0 "$pid" 2>/dev/null || break
+    done
     return "$status"
 }
