@@ -6,10 +6,13 @@
 #               PMI plugin; horovodrun: `horovodrun --gloo` with the hosts of the allocation
 #               (needs no PMI, but password-less ssh between the nodes when there are several)
 #   SRUN_MPI    srun's PMI plugin (default pmix; pmi2 where Slurm has no PMIx; see
-#               `srun --mpi=list`). It must match the MPI Horovod was built with.
+#               `srun --mpi=list`). It must match the MPI Horovod was built with. pmix is
+#               what tests/jobs uses: Debian's Slurm 22.05 (mpi/pmix_v4) starts the ranks of
+#               Horovod built on Debian's OpenMPI 4.1.4 (PMIx-enabled) directly, so srun
+#               needs neither mpirun nor horovodrun.
 #   SRUN_FLAGS  extra srun flags, split on white space (e.g. "--network=...")
 #   REQUEUE     1 (default): on the signal that `#SBATCH --signal=B:USR1@<seconds>` sends
-#               before the time limit, run `scontrol requeue`; 0: let the job end there
+#               before the time limit, run `scontrol requeue`; 0: only log the signal
 
 # Trap handler: put this job back in the queue. Slurm stops the running step; the job keeps
 # its id, hence its default RUN_DIR, and mpnn-train --resume continues from the last
