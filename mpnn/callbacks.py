@@ -43,15 +43,17 @@ class EpochLog(tf.keras.callbacks.Callback):
 
 
 class TimeBudget(tf.keras.callbacks.Callback):
-    """Stop training after the epoch in which `seconds` of training have passed.
+    """Stop training after the epoch in which `seconds` of training have passed, counting
+    `spent_before` seconds of earlier runs that this one resumes.
 
     Rank 0's clock decides and the decision is broadcast, so all ranks stop after the same
     epoch (a rank that went on alone would wait forever in the next allreduce).
     """
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, spent_before: float = 0.0):
         super().__init__()
         self.seconds = seconds
+        self.spent_before = spent_before
         self._start = 0.0
         self.stopped_epoch: int | None = None
 
@@ -59,7 +61,7 @@ class TimeBudget(tf.keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        over = time.perf_counter() - self._start >= self.seconds
+        over = self.spent_before + time.perf_counter() - self._start >= self.seconds
         if distributed.broadcast_object(over, f"time_budget_{epoch}"):
             self.model.stop_training = True
             self.stopped_epoch = epoch

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import yaml
+
+from mpnn.rundir import default_run_dir
 
 BATCH_STRATEGIES = ("dbs", "gbs")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
@@ -44,10 +47,12 @@ class TrainConfig:
     seed: int = 0
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    data_threads: int = 0
     parallel_calls: int = -1
     parallel_reads: int = -1
     shuffle_buffer: int = 100_000
     cache: bool = True
+    resume: bool = False
     verbose: int = 2
 
     def validate(self) -> None:
@@ -116,6 +121,7 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("seed", int, "seed of weights initialisation and shuffling"),
     ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: cores / local ranks)"),
     ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 under Horovod, else TF's default)"),
+    ("data_threads", int, "tf.data threads per rank (0: cores / local ranks, or tf.data's default for one rank)"),
     ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
     ("shuffle_buffer", int, "records in the shuffle buffer"),
@@ -142,13 +148,33 @@ def build_parser(prog: str = "mpnn-train") -> argparse.ArgumentParser:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
     parser.add_argument("--cache", dest="cache", action="store_true", help="cache records in memory (default)")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="read records from disk each epoch")
+    parser.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        help="continue from the run directory's last complete checkpoint (start afresh if it has none); "
+        "its config.json supplies the settings not given again",
+    )
     return parser
+
+
+def saved_run_config(given: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the run a ``--resume`` continues (its ``config.json``), or {} when the
+    run directory (``--run-dir``, else the default, e.g. the job id's) has none yet."""
+    path = os.path.join(given.get("run_dir") or default_run_dir(), "config.json")
+    if not os.path.exists(path):
+        return {}
+    values = load_config_file(path)
+    values["run_dir"] = os.path.dirname(path)
+    return values
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse `argv` into a validated `TrainConfig` (defaults < --config file < flags)."""
     given = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = load_config_file(given.pop("config")) if "config" in given else {}
+    values: dict[str, Any] = saved_run_config(given) if given.get("resume") else {}
+    if "config" in given:
+        values.update(load_config_file(given.pop("config")))
     model_values = dict(values.pop("model_options", {}) or {})
     for name, *_ in _MODEL_FLAGS:
         if name in given:

@@ -108,6 +108,7 @@ class LoaderOptions:
     shuffle_buffer: int = 100_000
     cache: bool = False
     deterministic: bool = False
+    threads: int = 0  # tf.data's thread pool of this pipeline; 0: tf.data's default, one per core
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,11 @@ def make_dataset(
         return inputs, target_values
 
     dataset = dataset.map(parse_and_merge, num_parallel_calls=options.parallel_calls, deterministic=True)
+    if options.threads:
+        # Ranks sharing a node each get their own share of its cores (see mpnn.distributed).
+        threading = tf.data.Options()
+        threading.threading.private_threadpool_size = options.threads
+        dataset = dataset.with_options(threading)
     return dataset.prefetch(options.prefetch), plan.steps
 
 

@@ -22,8 +22,8 @@ def init(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
     """Start Horovod, pin one GPU per local rank, and share the CPU between local ranks.
 
     Must run before TensorFlow creates its runtime (before the first op). With
-    ``intra_op_threads=0`` each rank gets ``cores / local ranks`` threads, so K ranks on
-    one node do not oversubscribe its cores.
+    ``intra_op_threads=0`` each rank gets `shared_node_threads`, so K ranks on one node do
+    not oversubscribe its cores.
     """
     hvd.init()
     gpus = tf.config.list_physical_devices("GPU")
@@ -32,13 +32,20 @@ def init(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
         gpu = gpus[hvd.local_rank() % len(gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if intra_op_threads or hvd.local_size() > 1:
-        tf.config.threading.set_intra_op_parallelism_threads(
-            intra_op_threads or max(1, cores // hvd.local_size())
-        )
+    if intra_op_threads or shared_node_threads():
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads or shared_node_threads())
     if inter_op_threads or hvd.local_size() > 1:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads or 1)
+
+
+def shared_node_threads() -> int:
+    """Threads per rank when the ranks of a node share its cores evenly (``cores / local
+    ranks``, at least 1), or 0 (TensorFlow's default: every core) for a rank alone on its
+    node. Cores are those this process may run on (its CPU binding or allocation)."""
+    if hvd.local_size() == 1:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // hvd.local_size())
 
 
 def rank() -> int:

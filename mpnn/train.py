@@ -20,7 +20,7 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import distributed, models, rundir
+from mpnn import checkpoint, distributed, models, rundir
 from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
 from mpnn.config import TrainConfig, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
@@ -43,12 +43,19 @@ LOSSES = {
 
 
 def make_callbacks(
-    config: TrainConfig, run_dir: str, scaled_lr: float, steps: int, graphs_per_epoch: int, monitor: str
+    config: TrainConfig,
+    run_dir: str,
+    scaled_lr: float,
+    steps: int,
+    graphs_per_epoch: int,
+    monitor: str,
+    state: checkpoint.TrainingState,
 ) -> list[tf.keras.callbacks.Callback]:
     """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
-    stopping rules, then rank 0's logging and checkpoints. `monitor` is the loss that
-    decides plateaus, early stopping and the best checkpoint (``val_loss``, or ``loss``
-    without a validation set)."""
+    stopping rules, then rank 0's logging and checkpoints, and last the resumable state
+    (see `mpnn.checkpoint`), which starts from `state`. `monitor` is the loss that decides
+    plateaus, early stopping and the best checkpoint (``val_loss``, or ``loss`` without a
+    validation set)."""
     callbacks: list[tf.keras.callbacks.Callback] = [
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
@@ -76,12 +83,13 @@ def make_callbacks(
     if config.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
     if config.max_train_seconds > 0:
-        callbacks.append(TimeBudget(config.max_train_seconds))
+        callbacks.append(TimeBudget(config.max_train_seconds, spent_before=state.train_seconds))
     if distributed.is_root():
-        checkpoints = os.path.join(run_dir, "checkpoints")
+        checkpoints = checkpoint.checkpoint_directory(run_dir)
         callbacks += [
             EpochLog(graphs_per_epoch),
-            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv")),
+            # A resumed run appends to the log that `checkpoint.trim_log` cut at its epoch.
+            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=state.epochs_done > 0),
             tf.keras.callbacks.ModelCheckpoint(
                 os.path.join(checkpoints, "best.weights.h5"),
                 monitor=monitor,
@@ -90,6 +98,7 @@ def make_callbacks(
             ),
             tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
         ]
+    callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
     return callbacks
 
 
@@ -116,6 +125,7 @@ def train(config: TrainConfig) -> dict | None:
         parallel_calls=config.parallel_calls,
         shuffle_buffer=config.shuffle_buffer,
         cache=config.cache,
+        threads=config.data_threads or distributed.shared_node_threads(),
     )
     common = dict(rank=rank, size=ranks, options=loader)
     scaled_lr = distributed.scaled_learning_rate(
@@ -129,9 +139,12 @@ def train(config: TrainConfig) -> dict | None:
     model = models.build_from_manifest(model_name, architecture, manifest.content)
     optimizer = hvd.DistributedOptimizer(make_optimizer(scaled_lr, weight_decay))
     model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
+    state = resume_or_start(config, run_dir, model)
+    start_epoch = state.epochs_done
+    tf.keras.utils.set_random_seed(state.seeds[str(start_epoch)])
     # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
     train_data, train_steps = manifest_dataset(
-        manifest, "train", batch, shuffle=True, seed=config.seed + rank, **common
+        manifest, "train", batch, shuffle=True, seed=state.seeds[str(start_epoch)] + rank, **common
     )
     train_data = only_model_inputs(train_data, model).repeat()
     splits = [s for s in ("valid", "test") if manifest.content["splits"].get(s, {}).get("records", 0) >= ranks]
@@ -150,16 +163,20 @@ def train(config: TrainConfig) -> dict | None:
         )
 
     started = time.perf_counter()
-    history = model.fit(
-        train_data,
-        epochs=config.epochs,
-        steps_per_epoch=train_steps,
-        validation_data=valid_data,
-        validation_steps=valid_steps,
-        callbacks=make_callbacks(config, run_dir, scaled_lr, train_steps, graphs_per_epoch, monitor),
-        verbose=config.verbose if distributed.is_root() else 0,
-    )
-    train_seconds = time.perf_counter() - started
+    if state.stopped or start_epoch >= config.epochs:
+        log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
+    else:
+        model.fit(
+            train_data,
+            epochs=config.epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=train_steps,
+            validation_data=valid_data,
+            validation_steps=valid_steps,
+            callbacks=make_callbacks(config, run_dir, scaled_lr, train_steps, graphs_per_epoch, monitor, state),
+            verbose=config.verbose if distributed.is_root() else 0,
+        )
+    train_seconds = state.train_seconds + time.perf_counter() - started
 
     # Data parallelism keeps one model: after training every rank must hold the same weights.
     final_checksums = distributed.allgather_object(weights_checksum(model), "weights_checksum")
@@ -171,8 +188,9 @@ def train(config: TrainConfig) -> dict | None:
     metrics = {
         "target": manifest.content["target"],
         **{split: split_report(predictions) for split, predictions in results.items()},
-        "epochs_run": len(history.history.get("loss", [])),
+        "epochs_run": state.epochs_done,
         "train_seconds": train_seconds,
+        "resumed_from_epoch": state.resumed_from_epoch,
         "ranks": ranks,
         "batch_per_rank": batch,
         "global_batch": batch * ranks,
@@ -190,6 +208,27 @@ def train(config: TrainConfig) -> dict | None:
         write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
     rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
+
+
+def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) -> checkpoint.TrainingState:
+    """The state training starts from: the run directory's latest checkpoint (loaded into
+    `model` on every rank) with ``--resume``, else a fresh state. Records the seed of this
+    (re)start, derived from the configured seed and the start epoch."""
+    state = checkpoint.restore(run_dir, model) if config.resume else None
+    if state is None:
+        if config.resume:
+            log.info("--resume: no checkpoint in %s, starting from epoch 0", run_dir)
+        elif distributed.is_root() and checkpoint.latest_state_directory(run_dir):
+            log.warning("%s holds a checkpoint; training starts afresh (pass --resume to continue it)", run_dir)
+        state = checkpoint.TrainingState()
+    else:
+        state.resumed_from_epoch.append(state.epochs_done)
+        if distributed.is_root():
+            log.info("resuming %s after epoch %d", run_dir, state.epochs_done)
+            checkpoint.trim_log(os.path.join(run_dir, "log.csv"), state.epochs_done)
+    start_seed = np.random.SeedSequence([config.seed, state.epochs_done]).generate_state(1)[0]
+    state.seeds[str(state.epochs_done)] = int(start_seed % 2**31)
+    return state
 
 
 def only_model_inputs(dataset: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Dataset:

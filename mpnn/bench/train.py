@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=non_negative_int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--intra-op", type=non_negative_int, default=0, help="intra-op threads (0: TF default)")
     parser.add_argument("--inter-op", type=non_negative_int, default=0, help="inter-op threads (0: TF default)")
+    parser.add_argument("--data-threads", type=non_negative_int, default=0,
+                        help="tf.data thread pool size per rank (0: tf.data's default, one per core)")
 
 
 def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,
@@ -54,7 +56,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     model = models.build_from_manifest(model_name, models.model_config(model_name, options), manifest.content)
     model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
     dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
-                                               size=size, options=LoaderOptions(cache=True))
+                                               size=size, options=LoaderOptions(cache=True, threads=args.data_threads))
     dataset = only_model_inputs(dataset, model).repeat()
     # A tf.function around Keras's own `train_step` (what `fit` runs each step), traced once
     # for the dataset's element spec so that batches of different atom counts do not retrace;
@@ -122,7 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         "parameters": {
             "widths": list(args.widths), "message_steps": args.message_steps if model_name == "mpnn" else None,
             "batch_sizes": list(args.batch_sizes), "steps": args.steps, "warmup_steps": args.warmup_steps,
-            "intra_op_threads": args.intra_op, "inter_op_threads": args.inter_op, "ranks": size,
+            "intra_op_threads": args.intra_op, "inter_op_threads": args.inter_op,
+            "data_threads": args.data_threads, "ranks": size,
             "optimizer": "adam", "loss": "mae",
         },
         "results": results,
@@ -134,7 +137,9 @@ def format_report(report: dict[str, Any]) -> str:
     title = (
         f"train: {report['model']} on {data['manifest']} ({data['records']:,} training graphs), "
         f"{parameters['ranks']} rank(s), threads intra-op {parameters['intra_op_threads'] or 'default'} "
-        f"inter-op {parameters['inter_op_threads'] or 'default'}; {parameters['steps']} timed steps after "
+        f"inter-op {parameters['inter_op_threads'] or 'default'} "
+        f"tf.data {parameters.get('data_threads') or 'default'}; "
+        f"{parameters['steps']} timed steps after "
         f"{parameters['warmup_steps']} warm-up steps"
     )
     multi = parameters["ranks"] > 1
