@@ -62,6 +62,7 @@ class RunResult:
     epochs: int | None = None
     values: dict[str, float] = field(default_factory=dict)
     host: dict | None = None
+    resumed_from_epoch: list[int] = field(default_factory=list)  # epochs at which a restart began
 
 
 @dataclass
@@ -134,7 +135,7 @@ def read_run(run: Run, study_dir: str) -> RunResult:
     for column in ("epoch_seconds", "graphs_per_second"):
         values[column] = statistics.fmean(float(r[column]) for r in steady) if steady else math.nan
     problem = "" if test else f"{metrics_path}: no test split"
-    return RunResult(run, "ok", problem, epochs, values, _read_host(path))
+    return RunResult(run, "ok", problem, epochs, values, _read_host(path), metrics.get("resumed_from_epoch", []))
 
 
 def _read_log(run_path: str) -> list[dict[str, str]]:
@@ -201,7 +202,8 @@ def runs_table(results: list[RunResult]) -> list[dict[str, object]]:
     """One flat row per planned run (``runs.csv``): plan, status and measured values."""
     return [{"id": r.run.id, "ranks": r.run.ranks, "strategy": r.run.strategy, "batch_size": r.run.batch_size,
              "repeat": r.run.repeat, "seed": r.run.seed, "status": r.status, "epochs": r.epochs,
-             **{name: r.values.get(name, math.nan) for name in MEASURED}, "problem": r.problem}
+             **{name: r.values.get(name, math.nan) for name in MEASURED},
+             "resumed_from_epoch": ";".join(map(str, r.resumed_from_epoch)), "problem": r.problem}
             for r in results]
 
 

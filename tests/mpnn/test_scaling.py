@@ -110,6 +110,21 @@ def test_run_local_skips_finished_runs(tiny_study, caplog):
     assert caplog.text.count("finished before, skipped") == 3
 
 
+def test_run_local_continues_an_interrupted_study(tiny_study, tmp_path):
+    """A study stopped before a run wrote metrics.json: run --local again trains only that
+    run, from its last checkpoint (here: after its last epoch, so it only evaluates)."""
+    study_dir = tmp_path / "study"
+    shutil.copytree(tiny_study, study_dir)
+    (study_dir / "runs" / "r1-b16-rep0" / "metrics.json").unlink()
+    others = {p: p.stat().st_mtime_ns for p in study_dir.glob("runs/r2-*/metrics.json")}
+    assert main(["run", "--local", str(study_dir)]) == 0
+    metrics = metrics_of(study_dir, "r1-b16-rep0")
+    assert metrics["epochs_run"] == 2 and metrics["resumed_from_epoch"] == [2]
+    assert {p: p.stat().st_mtime_ns for p in study_dir.glob("runs/r2-*/metrics.json")} == others
+    with open(study_dir / "runs" / "r1-b16-rep0" / "log.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+
+
 def test_collect_table_matches_the_run_directories(tiny_study, tmp_path):
     out = tmp_path / "out"
     assert main(["collect", str(tiny_study), "-o", str(out)]) == 0
