@@ -71,7 +71,7 @@ def default_jobs_dir() -> str:
     return str(Path(mpnn.__file__).resolve().parents[1] / "jobs")
 
 
-def job_variables(run: Run, study: Study, study_dir: str, jobs_dir: str) -> dict[str, str]:
+def job_variables(run: Run, study: Study, study_dir: str) -> dict[str, str]:
     """The variables the job scripts read (see the top of each script)."""
     if any(not arg or any(c.isspace() for c in arg) for arg in run.train_args):
         raise SubmitError(f"{run.id}: the job scripts word-split TRAIN_ARGS, so {run.train_args} "
@@ -80,8 +80,11 @@ def job_variables(run: Run, study: Study, study_dir: str, jobs_dir: str) -> dict
                  "TRAIN_ARGS": " ".join(run.train_args)}
     if study.config:
         variables["CONFIG"] = study.config
-    if "MPNN_HOME" not in os.environ:  # the checkout that holds these scripts, not the submit directory
-        variables["MPNN_HOME"] = str(Path(jobs_dir).resolve().parent)
+    # The scripts source $MPNN_HOME/jobs/common.sh (default: the submit directory): point them
+    # at this package's checkout, wherever the user submits from and whatever --jobs-dir is.
+    checkout = Path(default_jobs_dir()).parent
+    if "MPNN_HOME" not in os.environ and (checkout / "jobs" / "common.sh").is_file():
+        variables["MPNN_HOME"] = str(checkout)
     return variables
 
 
@@ -91,7 +94,7 @@ def submit_command(scheduler: str, run: Run, study: Study, study_dir: str, layou
     script = os.path.join(jobs_dir, SCRIPTS[scheduler, layout.device])
     if not os.path.isfile(script):
         raise SubmitError(f"{script}: no such job script (choose the scripts' directory with --jobs-dir)")
-    variables = job_variables(run, study, study_dir, jobs_dir)
+    variables = job_variables(run, study, study_dir)
     nodes, per_node = layout.nodes, layout.ranks_per_node
     if scheduler == "pbs":
         variables["RANKS_PER_NODE"] = str(per_node)
