@@ -70,9 +70,10 @@ class Study:
                 raise StudyError(f"{name} must be a non-empty list of positive integers, got {values!r}")
         if not self.strategies or set(self.strategies) - set(BATCH_STRATEGIES):
             raise StudyError(f"strategies must be a non-empty subset of {BATCH_STRATEGIES}, got {self.strategies!r}")
-        for name in ("repeats", "epochs"):
-            if getattr(self, name) < 1:
-                raise StudyError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, least in (("repeats", 1), ("epochs", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise StudyError(f"{name} must be an integer of at least {least}, got {value!r}")
         if self.model not in MODELS:
             raise StudyError(f"model must be one of {MODELS}, got {self.model!r}")
         if 1 not in self.ranks:
@@ -136,14 +137,15 @@ def load_study_file(path: str) -> dict[str, Any]:
 def make_study(values: dict[str, Any]) -> Study:
     """A validated `Study` from a dict (study file < flags), with absolute paths."""
     values = dict(values)
-    if isinstance(values.get("train_args"), str):
-        values["train_args"] = values["train_args"].split()
+    for name in ("ranks", "strategies", "batch_sizes", "train_args"):  # a single value or a string of words
+        if isinstance(values.get(name), (str, int)):
+            values[name] = str(values[name]).split() if name == "train_args" else [values[name]]
     study = Study(**values)
     study.data = os.path.abspath(study.data) if study.data else ""
     study.config = os.path.abspath(study.config) if study.config else ""
+    study.validate()
     study.ranks = sorted(set(study.ranks))
     study.train_args = [str(a) for a in study.train_args]
-    study.validate()
     return study
 
 
