@@ -140,7 +140,7 @@ def train(config: TrainConfig) -> dict | None:
     optimizer = hvd.DistributedOptimizer(make_optimizer(scaled_lr, weight_decay))
     model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
     state = resume_or_start(config, run_dir, model)
-    start_epoch = state.epochs_done
+    start_epoch, seconds_before = state.epochs_done, state.train_seconds
     tf.keras.utils.set_random_seed(state.seeds[str(start_epoch)])
     # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
     train_data, train_steps = manifest_dataset(
@@ -176,7 +176,7 @@ def train(config: TrainConfig) -> dict | None:
             callbacks=make_callbacks(config, run_dir, scaled_lr, train_steps, graphs_per_epoch, monitor, state),
             verbose=config.verbose if distributed.is_root() else 0,
         )
-    train_seconds = state.train_seconds + time.perf_counter() - started
+    train_seconds = seconds_before + time.perf_counter() - started
 
     # Data parallelism keeps one model: after training every rank must hold the same weights.
     final_checksums = distributed.allgather_object(weights_checksum(model), "weights_checksum")

@@ -121,9 +121,14 @@ def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset
 
     # The learning-rate schedule (warm-up, then cosine) continues as in an uninterrupted run.
     uninterrupted = tmp_path / "uninterrupted"
+    started = time.monotonic()
     subprocess.run([*command, "--run-dir", str(uninterrupted)], check=True, capture_output=True)
+    wall_seconds = time.monotonic() - started
     expected_lr = [float(row["lr"]) for row in _read_log(uninterrupted)]
     assert [float(row["lr"]) for row in log] == pytest.approx(expected_lr, rel=1e-5)
+    # Training time counts each epoch once: within the process's wall time, above its epochs'.
+    seconds = json.loads((uninterrupted / "metrics.json").read_text())["train_seconds"]
+    assert sum(float(row["epoch_seconds"]) for row in _read_log(uninterrupted)) <= seconds < wall_seconds
 
     # Resuming a finished run trains nothing more.
     again = subprocess.run([*command, "--run-dir", str(run_dir), "--resume"], capture_output=True, text=True)
