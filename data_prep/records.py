@@ -6,7 +6,7 @@ module does the rest, the same way for every source:
 
 1. run the converter over the tasks in a process pool (tqdm progress), keeping input order;
 2. split the records into train/valid/test (seeded fractions, or every k-th record to test);
-3. write each split into N shards in parallel, each under a temporary name then renamed;
+3. write each split into N shards in parallel threads, each under a temporary name then renamed;
 4. write ``manifest.json``: schema, feature specs, shards and their record counts, target
    statistics, sources with sha256, and every skipped input with its reason.
 """
@@ -14,6 +14,7 @@ module does the rest, the same way for every source:
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import datetime as _dt
 import hashlib
@@ -27,8 +28,6 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
-
-from mpnn.schema import SCHEMA_VERSION, features_to_json
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ def shard_file_name(split: str, shard: int, n_shards: int, compression: str, pre
 def write_shard(path: str, examples: Sequence[bytes], compression: str) -> None:
     """Write `examples` to `path` via a temporary file renamed on success, so a reader
     never sees a half-written shard."""
-    import tensorflow as tf  # imported here so that pool workers load TF only when needed
+    import tensorflow as tf  # imported here: conversion workers import this module, but need no TF
 
     tmp = f"{path}.tmp-{os.getpid()}"
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compression == "GZIP" else "")
@@ -183,10 +182,6 @@ def write_shard(path: str, examples: Sequence[bytes], compression: str) -> None:
         for example in examples:
             writer.write(example)
     os.replace(tmp, path)
-
-
-def _write_shard_task(args: tuple[str, Sequence[bytes], str]) -> None:
-    write_shard(*args)
 
 
 def write_splits(
@@ -199,8 +194,8 @@ def write_splits(
     prefix: str = "",
 ) -> dict[str, dict]:
     """Write every split into `shards` files (fewer if the split is smaller), records
-    dealt round-robin so shard sizes differ by at most one. `prefix` goes into the file
-    names (MPI ranks use it to write distinct files).
+    dealt round-robin so shard sizes differ by at most one, `workers` shards at a time.
+    `prefix` goes into the file names (MPI ranks use it to write distinct files).
 
     Returns:
         the manifest's ``splits`` section: per split, ``records`` and the list of
@@ -219,8 +214,11 @@ def write_splits(
             jobs.append((os.path.join(out_dir, name), examples, compression))
             entries.append({"file": name, "records": len(examples)})
         section[split] = {"records": int(len(indices)), "shards": entries}
-    with _pool(min(workers, len(jobs))) as pool:
-        list(pool.imap_unordered(_write_shard_task, jobs) if pool else map(_write_shard_task, jobs))
+    # Threads, not processes: TensorFlow's record writer releases the GIL while it
+    # compresses and writes, and a process would first have to import TensorFlow (~2 s).
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as threads:
+        for done in [threads.submit(write_shard, *job) for job in jobs]:
+            done.result()  # re-raises a writer's error
     return section
 
 
@@ -272,6 +270,8 @@ def build_manifest(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble ``manifest.json`` (see the module docstring for its sections)."""
+    from mpnn.schema import SCHEMA_VERSION, features_to_json  # imports TensorFlow, which pool workers need not
+
     per_source: dict[str, int] = {}
     for record in records:
         per_source[record.source] = per_source.get(record.source, 0) + 1
