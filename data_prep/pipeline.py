@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import gc
 import logging
+import multiprocessing.pool
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -89,11 +90,14 @@ def prepare_dataset(
     manifest_options: dict[str, Any],
     comm: Any = None,
     assign: Callable[[list[records.Converted]], dict[str, np.ndarray]] | None = None,
+    pool: multiprocessing.pool.Pool | None = None,
 ) -> dict[str, Any] | None:
     """Convert `tasks`, split, write shards and the manifest.
 
     Args:
         comm: an mpi4py communicator to spread the work over its ranks, or None.
+        pool: the worker processes of this rank (`records.worker_pool`), or None to
+            convert in this process.
         assign: computes the split from the records in global order (with MPI, their
             ``example`` emptied), returning indices into that list per split like
             `records.assign_splits`; every rank calls it with the same list. None: split by
@@ -120,7 +124,7 @@ def prepare_dataset(
         converted, skipped, task_of = records.convert_all(
             [tasks[i] for i in my_positions],
             converter,
-            workers=out.workers,
+            pool,
             strict=out.strict,
             show_progress=out.show_progress and rank == 0,
         )
@@ -201,16 +205,18 @@ def _merge_sections(sections: list[dict[str, dict]]) -> dict[str, dict]:
 
 def run_command(
     args: argparse.Namespace,
-    prepare: Callable[[argparse.Namespace, Any], dict[str, Any] | None],
+    prepare: Callable[[argparse.Namespace, Any, multiprocessing.pool.Pool | None], dict[str, Any] | None],
     summary: Callable[[dict[str, Any]], str],
     command_log: logging.Logger,
 ) -> int:
-    """The body of every ``mpnn-prep-*`` command: prepare (over MPI with ``--mpi``), print
-    `summary` of the manifest on rank 0; exit status 1 with the error logged when nothing
-    converts, on a strict-mode skip, or on an unreadable input."""
+    """The body of every ``mpnn-prep-*`` command: prepare (over MPI with ``--mpi``) with a
+    pool of ``--workers`` processes started first, print `summary` of the manifest on rank
+    0; exit status 1 with the error logged when nothing converts, on a strict-mode skip, or
+    on an unreadable input."""
     comm = mpi_communicator() if args.mpi else None
     try:
-        manifest = prepare(args, comm)
+        with records.worker_pool(args.workers) as pool:
+            manifest = prepare(args, comm, pool)
     except (records.StrictModeError, records.NothingConvertedError, OSError) as exc:
         command_log.error("%s", exc)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing.pool
 import os
 import sys
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ log = logging.getLogger("mpnn-prep-water")
 
 # Records per task of a tutorial file (read once in the parent): small enough to balance
 # the load over the workers, large enough that handing a task over costs little.
-TUTORIAL_CHUNK = 1024
+TUTORIAL_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_water(args: argparse.Namespace, comm: Any = None) -> dict | None:
-    """Convert, split and write; returns the manifest (None on MPI ranks other than 0)."""
+def prepare_water(
+    args: argparse.Namespace, comm: Any = None, pool: multiprocessing.pool.Pool | None = None
+) -> dict | None:
+    """Convert (in `pool`, if any), split and write; returns the manifest (None on MPI
+    ranks other than 0)."""
     files = expand_inputs(args.inputs)
     tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance)
     spec = records.DatasetSpec(
@@ -142,7 +146,7 @@ def prepare_water(args: argparse.Namespace, comm: Any = None) -> dict | None:
     )
     out = OutputOptions.from_args(args)
     options = {k: v for k, v in vars(args).items() if k not in ("inputs", "quiet")}
-    return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm)
+    return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm, pool=pool)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ turns one input task (usually a file) into `Converted` records and `Skipped` ent
 module does the rest, the same way for every source:
 
 1. run the converter over the tasks in a process pool (tqdm progress), keeping input order;
+   the pool is started first, so its workers start up while the parent reads and plans;
 2. split the records into train/valid/test (seeded fractions, or every k-th record to test);
 3. write each split into N shards in parallel threads, each under a temporary name then renamed;
 4. write ``manifest.json``: schema, feature specs, shards and their record counts, target
@@ -95,11 +96,11 @@ class NothingConvertedError(RuntimeError):
 def convert_all(
     tasks: Sequence[Any],
     converter: Callable[[Any], list[Converted | Skipped]],
-    workers: int = 1,
+    pool: multiprocessing.pool.Pool | None = None,
     strict: bool = False,
     show_progress: bool = True,
 ) -> tuple[list[Converted], list[Skipped], list[int]]:
-    """Run `converter` over `tasks` (in a process pool when `workers` > 1), in order.
+    """Run `converter` over `tasks` in `pool` (None: in this process), in order.
 
     Returns:
         the converted records, the skipped inputs, and for each converted record the
@@ -111,18 +112,17 @@ def convert_all(
     converted: list[Converted] = []
     skipped: list[Skipped] = []
     task_of: list[int] = []
-    with _pool(workers) as pool:
-        results = pool.imap(converter, tasks) if pool else map(converter, tasks)
-        for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
-            for item in result:
-                if isinstance(item, Skipped):
-                    if strict:
-                        raise StrictModeError(f"{item.source} [{item.index}]: {item.reason}")
-                    log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
-                    skipped.append(item)
-                else:
-                    converted.append(item)
-                    task_of.append(position)
+    results = pool.imap(converter, tasks) if pool else map(converter, tasks)
+    for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
+        for item in result:
+            if isinstance(item, Skipped):
+                if strict:
+                    raise StrictModeError(f"{item.source} [{item.index}]: {item.reason}")
+                log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
+                skipped.append(item)
+            else:
+                converted.append(item)
+                task_of.append(position)
     return converted, skipped, task_of
 
 
@@ -315,11 +315,13 @@ def write_manifest(out_dir: str, manifest: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
+def worker_pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
     """A process pool of `workers`, or None for one worker (the caller runs in-process).
 
     Spawn rather than fork: the parent may already run TensorFlow threads, and forking a
-    multi-threaded process can deadlock the child.
+    multi-threaded process can deadlock the child. A spawned worker imports the module of
+    the converter (and the command's main module), so those modules import TensorFlow only
+    inside the functions that run in the parent.
     """
     if workers <= 1:
         yield None
