@@ -99,8 +99,10 @@ def convert_all(
     pool: multiprocessing.pool.Pool | None = None,
     strict: bool = False,
     show_progress: bool = True,
+    chunksize: int = 1,
 ) -> tuple[list[Converted], list[Skipped], list[int]]:
-    """Run `converter` over `tasks` in `pool` (None: in this process), in order.
+    """Run `converter` over `tasks` in `pool` (None: in this process), in order; the pool's
+    workers take `chunksize` tasks at a time.
 
     Returns:
         the converted records, the skipped inputs, and for each converted record the
@@ -112,7 +114,7 @@ def convert_all(
     converted: list[Converted] = []
     skipped: list[Skipped] = []
     task_of: list[int] = []
-    results = pool.imap(converter, tasks) if pool else map(converter, tasks)
+    results = pool.imap(converter, tasks, chunksize) if pool else map(converter, tasks)
     for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
         for item in result:
             if isinstance(item, Skipped):
