@@ -1,4 +1,4 @@
-"""Run a conversion end to end, in one process (with a pool) or across MPI ranks.
+"""Run a conversion end to end, in one process (with worker processes) or across MPI ranks.
 
 With MPI (``mpirun -np K mpnn-prep-water ... --mpi``), rank r converts every K-th task,
 the ranks exchange only the small per-record metadata (never the records), every rank
@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import gc
 import logging
-import multiprocessing.pool
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data_prep import records
+from data_prep.processes import ConversionProcesses
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,13 @@ def prepare_dataset(
     manifest_options: dict[str, Any],
     comm: Any = None,
     assign: Callable[[list[records.Converted]], dict[str, np.ndarray]] | None = None,
-    pool: multiprocessing.pool.Pool | None = None,
+    processes: ConversionProcesses | None = None,
 ) -> dict[str, Any] | None:
     """Convert `tasks`, split, write shards and the manifest.
 
     Args:
         comm: an mpi4py communicator to spread the work over its ranks, or None.
-        pool: the worker processes of this rank (`records.worker_pool`), or None to
-            convert in this process.
+        processes: the conversion processes of this rank, or None for this one only.
         assign: computes the split from the records in global order (with MPI, their
             ``example`` emptied), returning indices into that list per split like
             `records.assign_splits`; every rank calls it with the same list. None: split by
@@ -107,8 +106,8 @@ def prepare_dataset(
 
     Returns:
         the manifest (on rank 0; None on other ranks). Its ``timing`` section holds rank
-        0's wall-clock and CPU seconds (all threads of this process, not the pool's) of the
-        conversion (the pool's phase) and of writing the shards.
+        0's wall-clock and CPU seconds (all threads of this process, not the workers') of
+        the conversion and of writing the shards.
 
     Raises:
         records.NothingConvertedError: when no task produced a record (on every rank).
@@ -126,12 +125,12 @@ def prepare_dataset(
         converted, skipped, task_of = records.convert_all(
             [tasks[i] for i in my_positions],
             converter,
-            pool,
+            processes,
             strict=out.strict,
             show_progress=out.show_progress and rank == 0,
             # Handing out and collecting a task costs this process about 0.7 ms; with
-            # many small tasks (one per structure file) send them in chunks, still about
-            # TASK_CHUNKS_PER_WORKER per worker so that the load stays balanced.
+            # many small tasks (one per structure file) workers take them in chunks, still
+            # about TASK_CHUNKS_PER_WORKER per worker so that the load stays balanced.
             chunksize=max(1, len(my_positions) // (TASK_CHUNKS_PER_WORKER * out.workers)),
         )
     except records.StrictModeError as exc:
@@ -211,18 +210,19 @@ def _merge_sections(sections: list[dict[str, dict]]) -> dict[str, dict]:
 
 def run_command(
     args: argparse.Namespace,
-    prepare: Callable[[argparse.Namespace, Any, multiprocessing.pool.Pool | None], dict[str, Any] | None],
+    prepare: Callable[[argparse.Namespace, Any, ConversionProcesses], dict[str, Any] | None],
     summary: Callable[[dict[str, Any]], str],
     command_log: logging.Logger,
 ) -> int:
-    """The body of every ``mpnn-prep-*`` command: prepare (over MPI with ``--mpi``) with a
-    pool of ``--workers`` processes started first, print `summary` of the manifest on rank
-    0; exit status 1 with the error logged when nothing converts, on a strict-mode skip, or
-    on an unreadable input."""
+    """The body of every ``mpnn-prep-*`` command: prepare (over MPI with ``--mpi``) with
+    ``--workers`` conversion processes, whose pool starts first so that its workers start up
+    while this process reads and plans; print `summary` of the manifest on rank 0; exit
+    status 1 with the error logged when nothing converts, on a strict-mode skip, or on an
+    unreadable input."""
     comm = mpi_communicator() if args.mpi else None
     try:
-        with records.worker_pool(args.workers) as pool:
-            manifest = prepare(args, comm, pool)
+        with ConversionProcesses(args.workers) as processes:
+            manifest = prepare(args, comm, processes)
     except (records.StrictModeError, records.NothingConvertedError, OSError) as exc:
         command_log.error("%s", exc)
         return 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import multiprocessing.pool
 import os
 import re
 import sys
@@ -40,6 +39,7 @@ from data_prep.pdbbind import (
 )
 from data_prep.pdbbind_index import IndexEntry, IndexFormatError, read_index
 from data_prep.pipeline import OutputOptions, prepare_dataset
+from data_prep.processes import ConversionProcesses
 from mpnn.schema import RWPE_ORDER
 
 log = logging.getLogger("mpnn-prep-pdbbind")
@@ -264,10 +264,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def prepare_pdbbind(
-    args: argparse.Namespace, comm: Any = None, pool: multiprocessing.pool.Pool | None = None
+    args: argparse.Namespace, comm: Any = None, processes: ConversionProcesses | None = None
 ) -> dict | None:
-    """Convert (in `pool`, if any), split and write; returns the manifest (None on MPI
-    ranks other than 0)."""
+    """Convert (with `processes`, if any), split and write; returns the manifest (None on
+    MPI ranks other than 0)."""
     entries, index_errors = load_indexes(args.index)
     tasks = plan_tasks(
         args.roots, entries, index_errors, args.cutoff, args.hydrogens, args.drop_ic50, args.drop_inequalities
@@ -297,7 +297,7 @@ def prepare_pdbbind(
     sources = [*args.index, *([args.core_index] if args.core_index else []), *inputs]
     options = {k: v for k, v in vars(args).items() if k != "quiet"}
     return prepare_dataset(
-        tasks, convert_complex_task, spec, sources, out, options, comm, split_assigner(args, entries), pool
+        tasks, convert_complex_task, spec, sources, out, options, comm, split_assigner(args, entries), processes
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing.pool
 import os
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from data_prep import pipeline, records
 from data_prep.example_proto import serialize_graph
 from data_prep.pipeline import OutputOptions, prepare_dataset
+from data_prep.processes import ConversionProcesses
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs, read_structures
 from data_prep.tutorial_records import is_tutorial_file, read_tutorial_records, tutorial_graph
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
@@ -52,7 +52,7 @@ class WaterTask:
 
 
 def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skipped]:
-    """Convert one task into serialised records and skip entries (runs in pool workers)."""
+    """Convert one task into serialised records and skip entries (runs in any conversion process)."""
     out: list[records.Converted | records.Skipped] = []
 
     def add(index: int, graph: dict) -> None:
@@ -129,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare_water(
-    args: argparse.Namespace, comm: Any = None, pool: multiprocessing.pool.Pool | None = None
+    args: argparse.Namespace, comm: Any = None, processes: ConversionProcesses | None = None
 ) -> dict | None:
-    """Convert (in `pool`, if any), split and write; returns the manifest (None on MPI
-    ranks other than 0)."""
+    """Convert (with `processes`, if any), split and write; returns the manifest (None on
+    MPI ranks other than 0)."""
     files = expand_inputs(args.inputs)
     tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance)
     spec = records.DatasetSpec(
@@ -146,7 +146,7 @@ def prepare_water(
     )
     out = OutputOptions.from_args(args)
     options = {k: v for k, v in vars(args).items() if k not in ("inputs", "quiet")}
-    return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm, pool=pool)
+    return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm, processes=processes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,8 +4,8 @@ Source-specific code (water, PDBbind) supplies a *converter*: a picklable functi
 turns one input task (usually a file) into `Converted` records and `Skipped` entries. This
 module does the rest, the same way for every source:
 
-1. run the converter over the tasks in a process pool (tqdm progress), keeping input order;
-   the pool is started first, so its workers start up while the parent reads and plans;
+1. run the converter over the tasks in this process and a pool of workers (tqdm progress),
+   keeping input order (`data_prep.processes`);
 2. split the records into train/valid/test (seeded fractions, or every k-th record to test);
 3. write each split into N shards in parallel threads, each under a temporary name then renamed;
 4. write ``manifest.json``: schema, feature specs, shards and their record counts, target
@@ -21,14 +21,14 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import multiprocessing
-import multiprocessing.pool
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
+
+from data_prep.processes import ConversionProcesses
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,13 @@ class NothingConvertedError(RuntimeError):
 def convert_all(
     tasks: Sequence[Any],
     converter: Callable[[Any], list[Converted | Skipped]],
-    pool: multiprocessing.pool.Pool | None = None,
+    processes: ConversionProcesses | None = None,
     strict: bool = False,
     show_progress: bool = True,
     chunksize: int = 1,
 ) -> tuple[list[Converted], list[Skipped], list[int]]:
-    """Run `converter` over `tasks` in `pool` (None: in this process), in order; the pool's
-    workers take `chunksize` tasks at a time.
+    """Run `converter` over `tasks` with `processes` (None: this process only), in order;
+    the spawned workers take `chunksize` tasks at a time.
 
     Returns:
         the converted records, the skipped inputs, and for each converted record the
@@ -114,17 +114,18 @@ def convert_all(
     converted: list[Converted] = []
     skipped: list[Skipped] = []
     task_of: list[int] = []
-    results = pool.imap(converter, tasks, chunksize) if pool else map(converter, tasks)
-    for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
-        for item in result:
-            if isinstance(item, Skipped):
-                if strict:
-                    raise StrictModeError(f"{item.source} [{item.index}]: {item.reason}")
-                log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
-                skipped.append(item)
-            else:
-                converted.append(item)
-                task_of.append(position)
+    results = (processes or ConversionProcesses(1)).imap(converter, tasks, chunksize)
+    with contextlib.closing(results):  # on a strict-mode error, stop handing out tasks at once
+        for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
+            for item in result:
+                if isinstance(item, Skipped):
+                    if strict:
+                        raise StrictModeError(f"{item.source} [{item.index}]: {item.reason}")
+                    log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
+                    skipped.append(item)
+                else:
+                    converted.append(item)
+                    task_of.append(position)
     return converted, skipped, task_of
 
 
@@ -314,30 +315,3 @@ def write_manifest(out_dir: str, manifest: dict[str, Any]) -> str:
         handle.write("\n")
     os.replace(tmp, path)
     return path
-
-
-@contextlib.contextmanager
-def worker_pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
-    """A process pool of `workers`, or None for one worker (the caller runs in-process).
-
-    Spawn rather than fork: the parent may already run TensorFlow threads, and forking a
-    multi-threaded process can deadlock the child. A spawned worker imports the module of
-    the converter (and the command's main module), so those modules import TensorFlow only
-    inside the functions that run in the parent.
-    """
-    if workers <= 1:
-        yield None
-        return
-    # One OpenBLAS thread per worker (unless the user chose otherwise): the pool is the
-    # parallelism, and on a molecule's small matrices (ASE's neighbour lists) OpenBLAS's
-    # own threads only spin, which cost the structure-file path about 30% of its CPU time.
-    # Workers read the variable when they start, so it is set for the pool's start only.
-    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = blas_threads or "1"
-    try:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
-    finally:
-        if blas_threads is None:
-            del os.environ["OPENBLAS_NUM_THREADS"]
-    with pool:
-        yield pool
