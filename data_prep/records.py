@@ -273,7 +273,7 @@ def build_manifest(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble ``manifest.json`` (see the module docstring for its sections)."""
-    from mpnn.schema import SCHEMA_VERSION, features_to_json  # imports TensorFlow, which pool workers need not
+    from mpnn.schema import SCHEMA_VERSION, features_to_json  # imports TensorFlow, which workers need not
 
     per_source: dict[str, int] = {}
     for record in records:

@@ -3,14 +3,14 @@
 Each run calls the converter's ``main`` (``--converter water``: `data_prep.prep_water`;
 ``pdbbind``: `data_prep.prep_pdbbind`) in a fresh Python process with the inputs, a fresh
 temporary output directory and ``--workers N --quiet`` (plus ``--index`` for pdbbind and
-``--prep-args``), and times it end to end after its imports: reading, conversion in the
-spawned pool, splitting and writing the shards and manifest (for pdbbind also its count of
-atoms and edges over the written shards). The rate is converted records (for pdbbind:
-complexes) per second, the median over `repeats`; the speed-up is relative to the
-smallest worker count measured. The pool workers' start-up (and whatever they import) is
-part of the time, as it is for a user. Each run also reports the parts that do not depend
-on the machine's load: the serial seconds (outside the pool's conversion phase) and the
-CPU seconds of the converting process and of its workers.
+``--prep-args``), and times it end to end after its imports: reading, conversion (by that
+process and N - 1 spawned workers), splitting and writing the shards and manifest (for
+pdbbind also its count of atoms and edges over the written shards). The rate is converted
+records (for pdbbind: complexes) per second, the median over `repeats`; the speed-up is
+relative to the smallest worker count measured. The workers' start-up (and whatever they
+import) is part of the time, as it is for a user. Each run also reports figures that
+depend less on the machine's load: the serial seconds (outside the conversion phase) and
+the CPU seconds of the converting process and of its workers.
 
 With ``--converter pdbbind`` the ``--inputs`` are PDBbind roots (``ROOT/<pdbid>/``) and
 ``--index FILE ...`` names their index files, e.g. for a tree made by
@@ -71,7 +71,7 @@ CONVERTERS = {
 def convert_once(converter: Converter, inputs: list[str], workers: int, extra: list[str]) -> dict[str, Any]:
     """One timed run of `converter` into a temporary directory, in a fresh Python process.
 
-    A fresh process, started with ``python -c``: spawned pool workers re-import the main
+    A fresh process, started with ``python -c``: spawned workers re-import the main
     module of their parent, and ``mpnn-bench``'s imports TensorFlow (about 2 s per worker)
     where ``mpnn-prep-*``'s do not. It also keeps one run's warm caches out of the next.
     """
@@ -99,7 +99,7 @@ def measure_in_this_process(module: str, result_path: str, argv_json: str) -> No
     TensorFlow and the module are imported before the clock starts (as a user's command
     imports them before it converts). CPU seconds are user + system: ``parent`` of this
     process, ``workers`` of its children (the pool, reaped when it closes).
-    ``serial_seconds`` is the wall time outside the pool's conversion phase (reading,
+    ``serial_seconds`` is the wall time outside the conversion phase (reading,
     planning, splitting, writing shards, manifest), ``serial_cpu_seconds`` this process's
     CPU time in it: the part more workers shorten little (shards are written by `workers`
     threads).
@@ -245,10 +245,10 @@ def format_report(report: dict[str, Any]) -> str:
         "workers CPU s", "load", "peak RSS MiB", "worker MiB",
     )
     note = (
-        "serial: wall (and the converting process's CPU) seconds outside the pool's conversion phase\n"
+        "serial: wall (and the converting process's CPU) seconds outside the conversion phase\n"
         "(reading, splitting, writing, manifest);\n"
         "CPU: user + system seconds of the converting process and of all its workers together (medians);\n"
         "load: 1-minute load average at the start of each run; peak RSS: the converting process;\n"
-        "worker: largest pool worker's own VmHWM"
+        "worker: largest spawned worker's own VmHWM"
     )
     return f"{title}\n\n{format_table(headers, rows)}\n\n{note}"
