@@ -39,6 +39,7 @@ from data_prep.pdbbind import (
 )
 from data_prep.pdbbind_index import IndexEntry, IndexFormatError, read_index
 from data_prep.pipeline import OutputOptions, prepare_dataset
+from data_prep.processes import ConversionProcesses
 from mpnn.schema import RWPE_ORDER
 
 log = logging.getLogger("mpnn-prep-pdbbind")
@@ -262,8 +263,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def prepare_pdbbind(args: argparse.Namespace, comm: Any = None) -> dict | None:
-    """Convert, split and write; returns the manifest (None on MPI ranks other than 0)."""
+def prepare_pdbbind(
+    args: argparse.Namespace, comm: Any = None, processes: ConversionProcesses | None = None
+) -> dict | None:
+    """Convert (with `processes`, if any), split and write; returns the manifest (None on
+    MPI ranks other than 0)."""
     entries, index_errors = load_indexes(args.index)
     tasks = plan_tasks(
         args.roots, entries, index_errors, args.cutoff, args.hydrogens, args.drop_ic50, args.drop_inequalities
@@ -293,7 +297,7 @@ def prepare_pdbbind(args: argparse.Namespace, comm: Any = None) -> dict | None:
     sources = [*args.index, *([args.core_index] if args.core_index else []), *inputs]
     options = {k: v for k, v in vars(args).items() if k != "quiet"}
     return prepare_dataset(
-        tasks, convert_complex_task, spec, sources, out, options, comm, split_assigner(args, entries)
+        tasks, convert_complex_task, spec, sources, out, options, comm, split_assigner(args, entries), processes
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -19,46 +20,49 @@ from typing import Any, Sequence
 import numpy as np
 
 from data_prep import pipeline, records
+from data_prep.example_proto import serialize_graph
 from data_prep.pipeline import OutputOptions, prepare_dataset
+from data_prep.processes import ConversionProcesses
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs, read_structures
-from data_prep.tutorial_records import count_records, is_tutorial_file, read_tutorial_graphs
+from data_prep.tutorial_records import is_tutorial_file, read_tutorial_records, tutorial_graph
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
 
 log = logging.getLogger("mpnn-prep-water")
 
-# A tutorial file is one gzip stream, so a worker reaches its chunk by reading from the
-# start: the file is split into a few chunks per process (not fixed-size chunks, whose
-# number, and so the re-reading, would grow with the file).
-CHUNKS_PER_PROCESS = 2
+# Records per task of a tutorial file (read once in the parent): small enough to balance
+# the load over the workers, large enough that handing a task over costs little.
+TUTORIAL_CHUNK = 512
 
 
 @dataclass(frozen=True)
 class WaterTask:
-    """One unit of conversion work: a structure file, or a record range of a tutorial file."""
+    """One unit of conversion work: a structure file, or serialised records of a tutorial
+    file (`records`, the first being record number `start` of the file).
+
+    Attributes:
+        features: ``(name, dtype)`` of the record features to write (from `mpnn.schema`;
+            passed in so that workers need not import it, and with it TensorFlow).
+    """
 
     path: str
-    features: tuple[str, ...]
+    features: tuple[tuple[str, str], ...]
     energy_unit: str = "kcal/mol"
     start: int = 0
-    stop: int = -1
+    records: tuple[bytes, ...] = ()
 
 
 def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skipped]:
-    """Convert one task into serialised records and skip entries (runs in pool workers)."""
-    from mpnn.schema import graph_to_example
-
+    """Convert one task into serialised records and skip entries (runs in any conversion process)."""
     out: list[records.Converted | records.Skipped] = []
 
     def add(index: int, graph: dict) -> None:
-        counts = np.bincount(graph["atom"], minlength=len(ATOM_VOCAB))
-        example = graph_to_example(graph, task.features).SerializeToString()
         out.append(
             records.Converted(
                 task.path,
                 index,
-                example,
+                serialize_graph(graph, task.features),
                 float(graph["energy"]),
-                counts,
+                np.bincount(graph["atom"], minlength=len(ATOM_VOCAB)),
                 group=int(graph["n_waters"]),
                 note=graph.get("note"),
                 n_atom=int(graph["n_atom"]),
@@ -67,11 +71,12 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
         )
 
     if is_tutorial_file(task.path):
-        for index, graph in read_tutorial_graphs(task.path, task.start, task.stop):
-            if isinstance(graph, str):
-                out.append(records.Skipped(task.path, index, graph))
-            else:
-                add(index, graph)
+        name = os.path.basename(task.path)
+        for index, serialized in enumerate(task.records, start=task.start):
+            try:
+                add(index, tutorial_graph(serialized, f"{name}:{index}"))
+            except ValueError as exc:
+                out.append(records.Skipped(task.path, index, str(exc)))
         return out
 
     for structure in read_structures(task.path, task.energy_unit):
@@ -85,27 +90,28 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
     return out
 
 
-def plan_tasks(
-    files: Sequence[str], energy_unit: str, with_distance: bool, processes: int = 1
-) -> list[WaterTask]:
-    """One task per structure file; each tutorial file in ``CHUNKS_PER_PROCESS *
-    processes`` record ranges (`processes`: workers times MPI ranks).
+def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool) -> list[WaterTask]:
+    """One task per structure file; tutorial files are read here, once, and cut into
+    tasks of `TUTORIAL_CHUNK` records.
 
     Records from tutorial files carry no coordinates, so a dataset that includes one (or
     `with_distance` False) is written without the ``distance`` feature.
     """
+    from mpnn.schema import feature_specs
+
     if any(is_tutorial_file(f) for f in files):
         with_distance = False
-    features = tuple(f for f in FEATURES if with_distance or f != "distance")
+    names = [f for f in FEATURES if with_distance or f != "distance"]
+    features = tuple((name, spec.dtype) for name, spec in feature_specs(names).items())
     tasks = []
     for path in files:
-        if is_tutorial_file(path):
-            total = count_records(path)
-            chunk = max(1, -(-total // (CHUNKS_PER_PROCESS * processes)))
-            for start in range(0, max(total, 1), chunk):
-                tasks.append(WaterTask(path, features, energy_unit, start, min(start + chunk, total)))
-        else:
+        if not is_tutorial_file(path):
             tasks.append(WaterTask(path, features, energy_unit))
+            continue
+        serialized = read_tutorial_records(path)
+        for start in range(0, max(len(serialized), 1), TUTORIAL_CHUNK):
+            chunk = tuple(serialized[start : start + TUTORIAL_CHUNK])
+            tasks.append(WaterTask(path, features, energy_unit, start, chunk))
     return tasks
 
 
@@ -122,23 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_water(args: argparse.Namespace, comm: Any = None) -> dict | None:
-    """Convert, split and write; returns the manifest (None on MPI ranks other than 0)."""
+def prepare_water(
+    args: argparse.Namespace, comm: Any = None, processes: ConversionProcesses | None = None
+) -> dict | None:
+    """Convert (with `processes`, if any), split and write; returns the manifest (None on
+    MPI ranks other than 0)."""
     files = expand_inputs(args.inputs)
-    processes = max(1, args.workers) * (comm.Get_size() if comm is not None else 1)
-    tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance, processes=processes)
+    tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance)
     spec = records.DatasetSpec(
         kind="water",
         target="energy",
         target_units="kcal/mol",
         extensive=True,
-        features=tasks[0].features,
+        features=tuple(name for name, _ in tasks[0].features),
         vocab={"atom": list(ATOM_VOCAB), "bond": list(BOND_VOCAB)},
         extra={"group": {"name": "n_waters", "description": "number of water molecules"}},
     )
     out = OutputOptions.from_args(args)
     options = {k: v for k, v in vars(args).items() if k not in ("inputs", "quiet")}
-    return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm)
+    return prepare_dataset(tasks, convert_water_task, spec, files, out, options, comm, processes=processes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

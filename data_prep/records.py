@@ -4,9 +4,10 @@ Source-specific code (water, PDBbind) supplies a *converter*: a picklable functi
 turns one input task (usually a file) into `Converted` records and `Skipped` entries. This
 module does the rest, the same way for every source:
 
-1. run the converter over the tasks in a process pool (tqdm progress), keeping input order;
+1. run the converter over the tasks in this process and a pool of workers (tqdm progress),
+   keeping input order (`data_prep.processes`);
 2. split the records into train/valid/test (seeded fractions, or every k-th record to test);
-3. write each split into N shards in parallel, each under a temporary name then renamed;
+3. write each split into N shards in parallel threads, each under a temporary name then renamed;
 4. write ``manifest.json``: schema, feature specs, shards and their record counts, target
    statistics, sources with sha256, and every skipped input with its reason.
 """
@@ -14,21 +15,20 @@ module does the rest, the same way for every source:
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import datetime as _dt
 import hashlib
 import json
 import logging
-import multiprocessing
-import multiprocessing.pool
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from mpnn.schema import SCHEMA_VERSION, features_to_json
+from data_prep.processes import ConversionProcesses
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,13 @@ class NothingConvertedError(RuntimeError):
 def convert_all(
     tasks: Sequence[Any],
     converter: Callable[[Any], list[Converted | Skipped]],
-    workers: int = 1,
+    processes: ConversionProcesses | None = None,
     strict: bool = False,
     show_progress: bool = True,
+    chunksize: int = 1,
 ) -> tuple[list[Converted], list[Skipped], list[int]]:
-    """Run `converter` over `tasks` (in a process pool when `workers` > 1), in order.
+    """Run `converter` over `tasks` with `processes` (None: this process only), in order;
+    the spawned workers take `chunksize` tasks at a time.
 
     Returns:
         the converted records, the skipped inputs, and for each converted record the
@@ -112,8 +114,8 @@ def convert_all(
     converted: list[Converted] = []
     skipped: list[Skipped] = []
     task_of: list[int] = []
-    with _pool(workers) as pool:
-        results = pool.imap(converter, tasks) if pool else map(converter, tasks)
+    results = (processes or ConversionProcesses(1)).imap(converter, tasks, chunksize)
+    with contextlib.closing(results):  # on a strict-mode error, stop handing out tasks at once
         for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
             for item in result:
                 if isinstance(item, Skipped):
@@ -175,7 +177,7 @@ def shard_file_name(split: str, shard: int, n_shards: int, compression: str, pre
 def write_shard(path: str, examples: Sequence[bytes], compression: str) -> None:
     """Write `examples` to `path` via a temporary file renamed on success, so a reader
     never sees a half-written shard."""
-    import tensorflow as tf  # imported here so that pool workers load TF only when needed
+    import tensorflow as tf  # imported here: conversion workers import this module, but need no TF
 
     tmp = f"{path}.tmp-{os.getpid()}"
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compression == "GZIP" else "")
@@ -183,10 +185,6 @@ def write_shard(path: str, examples: Sequence[bytes], compression: str) -> None:
         for example in examples:
             writer.write(example)
     os.replace(tmp, path)
-
-
-def _write_shard_task(args: tuple[str, Sequence[bytes], str]) -> None:
-    write_shard(*args)
 
 
 def write_splits(
@@ -199,8 +197,8 @@ def write_splits(
     prefix: str = "",
 ) -> dict[str, dict]:
     """Write every split into `shards` files (fewer if the split is smaller), records
-    dealt round-robin so shard sizes differ by at most one. `prefix` goes into the file
-    names (MPI ranks use it to write distinct files).
+    dealt round-robin so shard sizes differ by at most one, `workers` shards at a time.
+    `prefix` goes into the file names (MPI ranks use it to write distinct files).
 
     Returns:
         the manifest's ``splits`` section: per split, ``records`` and the list of
@@ -219,8 +217,11 @@ def write_splits(
             jobs.append((os.path.join(out_dir, name), examples, compression))
             entries.append({"file": name, "records": len(examples)})
         section[split] = {"records": int(len(indices)), "shards": entries}
-    with _pool(min(workers, len(jobs))) as pool:
-        list(pool.imap_unordered(_write_shard_task, jobs) if pool else map(_write_shard_task, jobs))
+    # Threads, not processes: TensorFlow's record writer releases the GIL while it
+    # compresses and writes, and a process would first have to import TensorFlow (~2 s).
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as threads:
+        for done in [threads.submit(write_shard, *job) for job in jobs]:
+            done.result()  # re-raises a writer's error
     return section
 
 
@@ -272,6 +273,8 @@ def build_manifest(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble ``manifest.json`` (see the module docstring for its sections)."""
+    from mpnn.schema import SCHEMA_VERSION, features_to_json  # imports TensorFlow, which workers need not
+
     per_source: dict[str, int] = {}
     for record in records:
         per_source[record.source] = per_source.get(record.source, 0) + 1
@@ -312,17 +315,3 @@ def write_manifest(out_dir: str, manifest: dict[str, Any]) -> str:
         handle.write("\n")
     os.replace(tmp, path)
     return path
-
-
-@contextlib.contextmanager
-def _pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
-    """A process pool of `workers`, or None for one worker (the caller runs in-process).
-
-    Spawn rather than fork: the parent may already run TensorFlow threads, and forking a
-    multi-threaded process can deadlock the child.
-    """
-    if workers <= 1:
-        yield None
-        return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield pool

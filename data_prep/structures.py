@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import ase.db
-import ase.io
 import ase.units
 from ase import Atoms
 
@@ -77,6 +75,10 @@ def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Struct
     A frame that cannot be parsed (for example a truncated last frame) yields a
     `Structure` with its `error` and ends the file; the frames before it are kept.
     """
+    # ASE's readers are imported here, not above: they bring in scipy (about 0.2 s), which
+    # conversion workers that only see tutorial records never need.
+    import ase.io
+
     factor = KCAL_PER_MOL_PER[energy_unit]
     if path.endswith(".db"):
         yield from _read_database(path, factor)
@@ -126,6 +128,8 @@ def _as_float(value: object) -> float | None:
 
 
 def _read_database(path: str, factor: float) -> Iterator[Structure]:
+    import ase.db  # see read_structures
+
     try:
         rows = list(ase.db.connect(path, type="db", serial=True).select())
     except Exception as exc:

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 from ase import Atoms
-from ase.neighborlist import neighbor_list
 
 ATOM_VOCAB = ("O", "H")
 BOND_VOCAB = ("covalent", "hydrogen")
@@ -95,6 +94,10 @@ def _covalent_bonds(atoms: Atoms, is_oxygen: np.ndarray) -> tuple[np.ndarray, np
         ``hydrogen [n_H]``, ``oxygen [n_H]`` (atom indices of each O-H bond) and
         ``o_to_h [n_H, 3]``, the O->H vectors in Angstrom.
     """
+    # Imported here, not above: it brings in scipy (about 0.1 s), which conversion workers
+    # that only see tutorial records (no coordinates) never need.
+    from ase.neighborlist import neighbor_list
+
     i, j, d, vec = neighbor_list("ijdD", atoms, MAX_COVALENT_OH)
     keep = ~is_oxygen[i] & is_oxygen[j]  # i = H, j = O; vec = r_O - r_H
     i, j, d, vec = i[keep], j[keep], d[keep], vec[keep]
@@ -127,6 +130,8 @@ def _hydrogen_bonds(
         ``hydrogen [n_hb]`` (donated H), ``acceptor [n_hb]`` (accepting O) and
         ``length [n_hb]``, the H...O distance in Angstrom.
     """
+    from ase.neighborlist import neighbor_list  # see _covalent_bonds
+
     donor, acceptor, oo_vec = neighbor_list("ijD", atoms, {("O", "O"): MAX_HBOND_OO})
     # Expand each O...O pair to the donor's two O-H bonds.
     bonds_of = {}

@@ -1,13 +1,16 @@
 """``mpnn-bench prep``: conversion rate of ``mpnn-prep-water`` or ``mpnn-prep-pdbbind`` with 1, 2, ... processes.
 
 Each run calls the converter's ``main`` (``--converter water``: `data_prep.prep_water`;
-``pdbbind``: `data_prep.prep_pdbbind`) with the inputs, a fresh temporary output directory
-and ``--workers N --quiet`` (plus ``--index`` for pdbbind and ``--prep-args``), and times
-it end to end: reading, conversion in the spawned pool, splitting and writing the shards
-and manifest (for pdbbind also its count of atoms and edges over the written shards).
-The rate is converted records (for pdbbind: complexes) per second, the median over
-`repeats`; the speed-up is relative to the smallest worker count measured. Spawned
-workers import TensorFlow, so their start-up is part of the time (as it is for a user).
+``pdbbind``: `data_prep.prep_pdbbind`) in a fresh Python process with the inputs, a fresh
+temporary output directory and ``--workers N --quiet`` (plus ``--index`` for pdbbind and
+``--prep-args``), and times it end to end after its imports: reading, conversion (by that
+process and N - 1 spawned workers), splitting and writing the shards and manifest (for
+pdbbind also its count of atoms and edges over the written shards). The rate is converted
+records (for pdbbind: complexes) per second, the median over `repeats`; the speed-up is
+relative to the smallest worker count measured. The workers' start-up (and whatever they
+import) is part of the time, as it is for a user. Each run also reports figures that
+depend less on the machine's load: the serial seconds (outside the conversion phase) and
+the CPU seconds of the converting process and of its workers.
 
 With ``--converter pdbbind`` the ``--inputs`` are PDBbind roots (``ROOT/<pdbid>/``) and
 ``--index FILE ...`` names their index files, e.g. for a tree made by
@@ -20,14 +23,14 @@ With ``--converter pdbbind`` the ``--inputs`` are PDBbind roots (``ROOT/<pdbid>/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import io
 import json
 import logging
 import os
 import resource
 import shlex
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -56,6 +59,9 @@ class Converter:
     unit: str
 
 
+# Per-run figures reported as their median over the repeats (see `measure_in_this_process`).
+MEDIANS = ("serial_seconds", "serial_cpu_seconds", "parent_cpu_seconds", "workers_cpu_seconds")
+
 CONVERTERS = {
     "water": Converter("mpnn-prep-water", "data_prep.prep_water", "records"),
     "pdbbind": Converter("mpnn-prep-pdbbind", "data_prep.prep_pdbbind", "complexes"),
@@ -63,27 +69,74 @@ CONVERTERS = {
 
 
 def convert_once(converter: Converter, inputs: list[str], workers: int, extra: list[str]) -> dict[str, Any]:
-    """One timed run of `converter` into a temporary directory."""
-    main = importlib.import_module(converter.module).main
+    """One timed run of `converter` into a temporary directory, in a fresh Python process.
+
+    A fresh process, started with ``python -c``: spawned workers re-import the main
+    module of their parent, and ``mpnn-bench``'s imports TensorFlow (about 2 s per worker)
+    where ``mpnn-prep-*``'s do not. It also keeps one run's warm caches out of the next.
+    """
     with tempfile.TemporaryDirectory(prefix="mpnn-bench-prep-") as output:
         argv = [*inputs, "-o", output, *extra, "--workers", str(workers), "--quiet"]
-        captured = io.StringIO()
-        start = time.perf_counter()
-        # Its summary line goes to the log: our table owns stdout.
-        with ChildrenPeakMemory(enabled=workers > 1) as workers_memory, contextlib.redirect_stdout(captured):
-            code = main(argv)
-        seconds = time.perf_counter() - start
-        log.debug("%s: %s", converter.command, captured.getvalue().strip())
-        if code != 0:
-            raise BenchError(f"{converter.command} {shlex.join(argv)} failed (exit status {code}); see the log above")
-        with open(os.path.join(output, "manifest.json")) as handle:
-            summary = json.load(handle)["summary"]
-    return {
+        result_path = os.path.join(output, "bench-result.json")
+        code = f"import sys; from {__name__} import measure_in_this_process as m; m(*sys.argv[1:])"
+        child = subprocess.run(
+            [sys.executable, "-c", code, converter.module, result_path, json.dumps(argv)],
+            capture_output=True, text=True,
+        )
+        log.debug("%s: %s", converter.command, child.stdout.strip())
+        if child.returncode != 0:
+            raise BenchError(
+                f"{converter.command} {shlex.join(argv)} failed (exit status {child.returncode}):\n"
+                f"{child.stderr[-3000:]}"
+            )
+        with open(result_path) as handle:
+            return json.load(handle)
+
+
+def measure_in_this_process(module: str, result_path: str, argv_json: str) -> None:
+    """Run ``module.main(argv)`` and write its timing and CPU use to `result_path` (JSON).
+
+    TensorFlow and the module are imported before the clock starts (as a user's command
+    imports them before it converts). CPU seconds are user + system: ``parent`` of this
+    process, ``workers`` of its children (the pool, reaped when it closes).
+    ``serial_seconds`` is the wall time outside the conversion phase (reading,
+    planning, splitting, writing shards, manifest), ``serial_cpu_seconds`` this process's
+    CPU time in it: the part more workers shorten little (shards are written by `workers`
+    threads).
+    """
+    import tensorflow  # noqa: F401  (see above)
+
+    main = importlib.import_module(module).main
+    argv = json.loads(argv_json)
+    load = os.getloadavg()[0]
+    before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    start = time.perf_counter()
+    workers = int(argv[argv.index("--workers") + 1])
+    # Sampled twice a second: a worker's VmHWM keeps its peak, and sampling costs this process CPU.
+    with ChildrenPeakMemory(enabled=workers > 1, interval=0.5) as workers_memory:
+        code = main(argv)
+    seconds = time.perf_counter() - start
+    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    if code != 0:
+        sys.exit(code)
+    parent_cpu, workers_cpu = (a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
+    with open(os.path.join(argv[argv.index("-o") + 1], "manifest.json")) as handle:
+        manifest = json.load(handle)
+    result = {
         "seconds": seconds,
-        "converted": int(summary["converted"]),
-        "skipped": int(summary["skipped"]),
+        "converted": int(manifest["summary"]["converted"]),
+        "skipped": int(manifest["summary"]["skipped"]),
+        "serial_seconds": seconds - manifest["timing"]["convert_seconds"],
+        "serial_cpu_seconds": parent_cpu - manifest["timing"]["convert_cpu_seconds"],
+        "timing": manifest["timing"],
+        "parent_cpu_seconds": parent_cpu,
+        "workers_cpu_seconds": workers_cpu,
+        "load_average": load,
+        "peak_rss_kib": peak_rss_kib(),
         "peak_rss_worker_kib": workers_memory.peak_kib,
     }
+    with open(result_path, "w") as handle:
+        json.dump(result, handle)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,8 +187,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "skipped": runs[0]["skipped"],
             "seconds": [r["seconds"] for r in runs],
             "records_per_second": median([r["converted"] / r["seconds"] for r in runs]),
-            "peak_rss_kib": peak_rss_kib(),
-            "peak_rss_children_kib": peak_rss_kib(resource.RUSAGE_CHILDREN),
+            **{key: median([r[key] for r in runs]) for key in MEDIANS},
+            "load_average": [r["load_average"] for r in runs],
+            "timing": [r["timing"] for r in runs],
+            "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
             "peak_rss_worker_kib": max(worker_peaks) if worker_peaks else None,
         }
         log.info("workers %d: %d %s, %.1f %s/s", workers, records, converter.unit, result["records_per_second"],
@@ -174,16 +229,26 @@ def format_report(report: dict[str, Any]) -> str:
             f"{median(r['seconds']):,.2f}",
             f"{r['records_per_second']:,.1f}",
             f"{r['speedup']:.2f}",
+            f"{r['serial_seconds']:.2f}",
+            f"{r['serial_cpu_seconds']:.2f}",
+            f"{r['parent_cpu_seconds']:.2f}",
+            f"{r['workers_cpu_seconds']:.2f}",
+            " ".join(f"{load:.1f}" for load in r["load_average"]),
             mib(r["peak_rss_kib"]),
-            mib(r["peak_rss_children_kib"]),
             "-" if r["peak_rss_worker_kib"] is None else mib(r["peak_rss_worker_kib"]),
         )
         for r in report["results"]
     ]
     unit = converter.unit
-    headers = ("workers", unit, "seconds", f"{unit}/s", "speed-up", "peak RSS MiB", "children MiB", "worker MiB")
+    headers = (
+        "workers", unit, "seconds", f"{unit}/s", "speed-up", "serial s", "serial CPU s", "parent CPU s",
+        "workers CPU s", "load", "peak RSS MiB", "worker MiB",
+    )
     note = (
-        "peak RSS: this process so far (RUSAGE_SELF); children: largest finished child so far (RUSAGE_CHILDREN,\n"
-        "never below the parent's size when it spawned them); worker: largest pool worker's own VmHWM in this run"
+        "serial: wall (and the converting process's CPU) seconds outside the conversion phase\n"
+        "(reading, splitting, writing, manifest);\n"
+        "CPU: user + system seconds of the converting process and of all its workers together (medians);\n"
+        "load: 1-minute load average at the start of each run; peak RSS: the converting process;\n"
+        "worker: largest spawned worker's own VmHWM"
     )
     return f"{title}\n\n{format_table(headers, rows)}\n\n{note}"

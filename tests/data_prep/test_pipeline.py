@@ -1,4 +1,4 @@
-"""mpnn-prep-water across MPI ranks gives the same data set as one process."""
+"""mpnn-prep-water with worker processes or across MPI ranks gives the same data set as one process."""
 
 from __future__ import annotations
 
@@ -28,6 +28,43 @@ def _records_by_split(out) -> dict[str, dict[str, tuple]]:
                     tuple(feature["connectivity"].int64_list.value),
                 )
     return result
+
+
+def _shard_records(out) -> dict[str, list[bytes]]:
+    """Every shard's serialised records, in file order, by shard file name."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {
+        shard["file"]: [r.numpy() for r in tf.data.TFRecordDataset(str(out / shard["file"]), compression_type="GZIP")]
+        for entry in manifest["splits"].values()
+        for shard in entry["shards"]
+    }
+
+
+def test_two_workers_write_the_same_shards_and_manifest_as_one(tutorial_subset, tmp_path):
+    args = [str(tutorial_subset), str(MINIMA[0].parent), "--test-every", "10", "--shards", "3", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "one"), "--workers", "1"]) == 0
+    assert main([*args, "-o", str(tmp_path / "two"), "--workers", "2"]) == 0
+
+    assert _shard_records(tmp_path / "two") == _shard_records(tmp_path / "one")
+    one, two = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two"))
+    for manifest in (one, two):
+        assert manifest["summary"] == {"converted": 2028, "skipped": 0}
+        phases = {"convert_seconds", "convert_cpu_seconds", "write_seconds", "write_cpu_seconds"}
+        assert set(manifest["timing"]) == phases
+        for key in ("created", "timing"):
+            del manifest[key]
+    assert two.pop("options") == {**one.pop("options"), "workers": 2, "output": str(tmp_path / "two")}
+    assert two == one
+
+
+def test_conversion_workers_do_not_import_tensorflow():
+    """Spawned workers import the converter's module (and the command's): with TensorFlow
+    each would spend seconds starting."""
+    heavy = "('tensorflow', 'scipy')"
+    code = f"import sys, data_prep.prep_water; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_two_mpi_ranks_write_the_same_data_set_as_one_process(tutorial_subset, tmp_path):

@@ -145,10 +145,15 @@ def test_tutorial_records_are_imported_with_every_tenth_in_test(water_dataset, t
 def test_tutorial_bond_types_are_made_consistent_with_the_connectivity(tutorial_subset, water_dataset):
     """The tutorial file's bond types are not aligned with its sorted connectivity; the
     imported records must have every O with two covalent bonds and every H with one."""
-    from data_prep.tutorial_records import REPAIRED_BOND_TYPES, covalent_bonds_consistent, read_tutorial_graphs
+    from data_prep.tutorial_records import (
+        REPAIRED_BOND_TYPES,
+        covalent_bonds_consistent,
+        read_tutorial_records,
+        tutorial_graph,
+    )
 
-    graphs = read_tutorial_graphs(str(tutorial_subset), 0, 50)
-    assert all(covalent_bonds_consistent(g["atom"], g["connectivity"], g["bond"]) for _, g in graphs)
+    graphs = [tutorial_graph(r, "subset") for r in read_tutorial_records(str(tutorial_subset))[:50]]
+    assert all(covalent_bonds_consistent(g["atom"], g["connectivity"], g["bond"]) for g in graphs)
     assert _manifest(water_dataset)["notes"] == {REPAIRED_BOND_TYPES: 2000}
     raw = next(iter(tf.data.TFRecordDataset(str(tutorial_subset), compression_type="GZIP")))
     feature = tf.train.Example.FromString(raw.numpy()).features.feature
