@@ -16,7 +16,7 @@ from typing import Sequence
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
-from mpnn.layers import EdgeUpdate, GraphMean, GraphSum, NodeUpdate, ScalarOffset
+from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class MPNNConfig:
             per-atom energies (for effects that are not additive over atoms).
         rbf_bins, rbf_max_distance: RBF expansion of the edge distance (Angstrom); used
             only when the data has distances.
+        fused_updates: compute the update MLPs without concatenating their inputs and
+            gather the sender states once per step for both updates (the same function
+            and weights, less work; see `mpnn.layers._UpdateLayer`). False gives the
+            reference computation, for comparisons.
     """
 
     width: int = 32
@@ -41,6 +45,7 @@ class MPNNConfig:
     global_readout: bool = True
     rbf_bins: int = 32
     rbf_max_distance: float = 4.0
+    fused_updates: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -93,12 +98,17 @@ def build_mpnn(
         bond_state = bond_state + tf.keras.layers.Dense(config.width, name="distance_embedding")(rbf)
 
     for step in range(config.message_steps):
-        common = dict(units=config.width, activation=config.activation, dropout=config.dropout)
+        common = dict(
+            units=config.width, activation=config.activation, dropout=config.dropout, fused=config.fused_updates
+        )
+        senders = []
+        if config.fused_updates:
+            senders = [GatherSenders(name=f"senders_{step}")([atom_state, inputs["connectivity"]])]
         bond_state = EdgeUpdate(**common, name=f"edge_update_{step}")(
-            [atom_state, bond_state, inputs["connectivity"]]
+            [atom_state, bond_state, inputs["connectivity"], *senders]
         )
         atom_state = NodeUpdate(**common, name=f"node_update_{step}")(
-            [atom_state, bond_state, inputs["connectivity"]]
+            [atom_state, bond_state, inputs["connectivity"], *senders]
         )
 
     graph_index = inputs["node_graph_indices"]
