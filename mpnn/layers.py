@@ -223,3 +223,58 @@ class ScalarOffset(tf.keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "initial": self.initial}
 
+
+
+@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
+class SplitGraphs(tf.keras.layers.Layer):
+    """Cut a merged batch (see `mpnn.data`) into `shards` batches of whole, consecutive graphs.
+
+    Input: the batch dict (``atom [N]``, ``bond [E]``, ``connectivity [E, 2]``,
+    ``node_graph_indices [N]``, optionally ``distance [E]``; any other entry is taken as
+    per-atom). Returns a list of `shards` dicts with the same keys, each a valid merged
+    batch on its own (connectivity and graph indices start from 0) holding about
+    ``N / shards`` atoms; concatenating the per-shard graph outputs gives the batch's graphs
+    in order. A shard may be empty when one graph holds more than its share of atoms.
+
+    Relies on the layout of `mpnn.data.merge_batch`: graph indices sorted, and edges sorted
+    by receiver (so a graph's edges follow those of the graphs before it).
+    """
+
+    def __init__(self, shards: int, **kwargs):
+        super().__init__(**kwargs)
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        self.shards = shards
+
+    def call(self, inputs):
+        graph = inputs["node_graph_indices"]
+        receivers = inputs["connectivity"][:, 0]
+        n_nodes = tf.shape(graph)[0]
+        node_cuts, edge_cuts, graph_cuts = [0], [0], [0]
+        for index in range(1, self.shards):
+            # Cut before the graph that holds atom number index * N / shards.
+            first_graph = tf.gather(graph, tf.minimum(n_nodes * index // self.shards, n_nodes - 1))
+            node_cuts.append(tf.reduce_sum(tf.cast(graph < first_graph, tf.int32)))
+            edge_cuts.append(tf.reduce_sum(tf.cast(receivers < node_cuts[-1], tf.int32)))
+            graph_cuts.append(first_graph)
+        node_cuts.append(n_nodes)
+        edge_cuts.append(tf.shape(receivers)[0])
+        shards = []
+        for index in range(self.shards):
+            n0, n1 = node_cuts[index], node_cuts[index + 1]
+            e0, e1 = edge_cuts[index], edge_cuts[index + 1]
+            shard = {}
+            for name, value in inputs.items():
+                if name == "connectivity":
+                    shard[name] = value[e0:e1] - n0
+                elif name == "node_graph_indices":
+                    shard[name] = value[n0:n1] - graph_cuts[index]
+                elif name in ("bond", "distance"):
+                    shard[name] = value[e0:e1]
+                else:
+                    shard[name] = value[n0:n1]
+            shards.append(shard)
+        return shards
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "shards": self.shards}

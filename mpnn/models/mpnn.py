@@ -16,7 +16,7 @@ from typing import Sequence
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
-from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset
+from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, SplitGraphs
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class MPNNConfig:
             gather the sender states once per step for both updates (the same function
             and weights, less work; see `mpnn.layers._UpdateLayer`). False gives the
             reference computation, for comparisons.
+        parallel_shards: cut each batch into this many groups of whole graphs
+            (`mpnn.layers.SplitGraphs`) that go through the same network independently, so
+            that TensorFlow's inter-op threads can run them at the same time (e.g. with
+            intra-op threads 1 and inter-op threads 2 on 2 cores); the outputs are those of
+            the whole batch. 1: no cut.
     """
 
     width: int = 32
@@ -46,6 +51,7 @@ class MPNNConfig:
     rbf_bins: int = 32
     rbf_max_distance: float = 4.0
     fused_updates: bool = True
+    parallel_shards: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -133,4 +139,10 @@ def build_mpnn(
         energy = tf.keras.layers.Add(name="add_global")([energy, global_term])
     energy = ScalarOffset(graph_offset, name="graph_offset")(energy)
     energy = tf.keras.layers.Reshape((), name="energy")(energy)
-    return tf.keras.Model(inputs, energy, name="mpnn")
+    if config.parallel_shards == 1:
+        return tf.keras.Model(inputs, energy, name="mpnn")
+    per_shard = tf.keras.Model(inputs, energy, name="mpnn_shard")
+    whole = {name: tf.keras.Input(shape=x.shape[1:], dtype=x.dtype, name=name) for name, x in inputs.items()}
+    shards = SplitGraphs(config.parallel_shards, name="split_graphs")(whole)
+    energy = tf.keras.layers.Concatenate(axis=0, name="energy")([per_shard(shard) for shard in shards])
+    return tf.keras.Model(whole, energy, name="mpnn")

@@ -57,32 +57,42 @@ def _loss_and_gradients(model, inputs, target):
     return float(loss), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
 
 
-def test_fused_updates_compute_the_reference_loss_and_gradients_on_a_real_batch(water_dataset, tmp_path):
-    # The default (fused) computation against the reference one, same weights, one batch of
-    # 64 real water clusters; then the fused model saved as mpnn-train does, reloaded, and
-    # given an unpadded batch of another size.
+@pytest.mark.parametrize("options", [{}, {"parallel_shards": 2}], ids=["fused", "fused-2-shards"])
+def test_fast_paths_compute_the_reference_loss_and_gradients_on_a_real_batch(water_dataset, tmp_path, options):
+    # The default (fused) computation, and the same cut into 2 shards, against the reference
+    # computation with the same weights on one batch of 64 real water clusters; then the
+    # model saved as mpnn-train does, reloaded, and given a batch of another size.
     manifest = Manifest.load(str(water_dataset))
-    build = [
-        models.build_from_manifest("mpnn", MPNNConfig(width=32, message_steps=4, fused_updates=fused), manifest.content)
-        for fused in (False, True)
-    ]
-    reference, fused = build
-    fused.set_weights(reference.get_weights())
+    reference, fast = (
+        models.build_from_manifest("mpnn", MPNNConfig(width=32, message_steps=4, **config), manifest.content)
+        for config in ({"fused_updates": False}, options)
+    )
+    fast.set_weights(reference.get_weights())
     dataset, _ = manifest_dataset(manifest, "train", 64)
-    inputs, target = next(iter(only_model_inputs(dataset, fused)))
+    inputs, target = next(iter(only_model_inputs(dataset, fast)))
     reference_loss, reference_gradients = _loss_and_gradients(reference, inputs, target)
-    fused_loss, fused_gradients = _loss_and_gradients(fused, inputs, target)
+    fast_loss, fast_gradients = _loss_and_gradients(fast, inputs, target)
     assert np.isfinite(reference_loss)
-    assert fused_loss == pytest.approx(reference_loss, rel=1e-6)
-    assert len(fused_gradients) == len(reference_gradients) == len(reference.trainable_variables)
-    for fast, slow, variable in zip(fused_gradients, reference_gradients, reference.trainable_variables):
-        np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5 * np.abs(slow).max(), err_msg=variable.name)
+    assert fast_loss == pytest.approx(reference_loss, rel=1e-6)
+    assert len(fast_gradients) == len(reference_gradients) == len(reference.trainable_variables)
+    for fast_gradient, slow, variable in zip(fast_gradients, reference_gradients, reference.trainable_variables):
+        tolerance = 1e-5 * np.abs(slow).max()
+        np.testing.assert_allclose(fast_gradient, slow, rtol=1e-4, atol=tolerance, err_msg=variable.name)
 
     path = str(tmp_path / "model.keras")
-    save_for_inference(fused, path)
+    save_for_inference(fast, path)
     small, _ = manifest_dataset(manifest, "valid", 7)
-    inputs, _ = next(iter(only_model_inputs(small, fused)))
+    inputs, _ = next(iter(only_model_inputs(small, fast)))
     np.testing.assert_allclose(load_model(path)(inputs).numpy(), reference(inputs).numpy(), rtol=1e-5)
+
+
+def test_more_shards_than_fit_leave_some_empty_and_change_nothing():
+    batch = {k: v for k, v in _batch(n_graphs=2, seed=4).items() if k != "distance"}
+    whole, cut = (
+        build_mpnn(MPNNConfig(width=8, message_steps=2, parallel_shards=k), 2, 2, [-1.0, 0.5]) for k in (1, 5)
+    )
+    cut.set_weights(whole.get_weights())
+    np.testing.assert_allclose(cut(batch).numpy(), whole(batch).numpy(), rtol=1e-6)
 
 
 def test_untrained_model_starts_from_the_linear_baseline():
