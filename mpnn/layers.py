@@ -29,8 +29,8 @@ def gather_receivers(states: tf.Tensor, receivers: tf.Tensor) -> tf.Tensor:
 
     The same values as `tf.gather`; only the gradient differs in how it is computed. The
     gradient of `tf.gather` sums onto the gathered rows with `unsorted_segment_sum`, which
-    on CPU is about 3.5x slower than the sorted `segment_sum` used here (`mpnn-bench train`,
-    BENCHMARKS.md).
+    on CPU is about 3.5x slower than the sorted `segment_sum` used here (BENCHMARKS.md,
+    "Training speed: candidates").
     """
 
     @tf.custom_gradient
@@ -222,7 +222,6 @@ class ScalarOffset(tf.keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "initial": self.initial}
-
 
 
 @tf.keras.utils.register_keras_serializable(package=_PACKAGE)
