@@ -24,6 +24,42 @@ def sum_onto_receivers(messages: tf.Tensor, receivers: tf.Tensor, n_nodes: tf.Te
     return tf.pad(summed, [[0, n_nodes - tf.shape(summed)[0]], [0, 0]])
 
 
+def gather_receivers(states: tf.Tensor, receivers: tf.Tensor) -> tf.Tensor:
+    """``states[receivers]`` (``[N, F]`` -> ``[E, F]``) for *sorted* `receivers`.
+
+    The same values as `tf.gather`; only the gradient differs in how it is computed. The
+    gradient of `tf.gather` sums onto the gathered rows with `unsorted_segment_sum`, which
+    on CPU is about 3.5x slower than the sorted `segment_sum` used here (BENCHMARKS.md,
+    "Training speed: candidates").
+    """
+
+    @tf.custom_gradient
+    def gather(params):
+        def grad(upstream):
+            return sum_onto_receivers(upstream, receivers, tf.shape(params)[0])
+
+        return tf.gather(params, receivers), grad
+
+    return gather(states)
+
+
+@tf.custom_gradient
+def swish(x: tf.Tensor) -> tf.Tensor:
+    """``x * sigmoid(x)``, any shape, with a gradient that reuses the forward sigmoid.
+
+    TensorFlow's own gradient of `tf.nn.silu` recomputes the sigmoid and takes six
+    element-wise passes; this one keeps ``s = sigmoid(x)`` and ``y = x * s`` and takes four:
+    ``dy/dx = s + y * (1 - s)``.
+    """
+    s = tf.sigmoid(x)
+    y = x * s
+
+    def grad(upstream):
+        return upstream * (s + y * (1.0 - s))
+
+    return y, grad
+
+
 def _mlp(units: int, activation: str, name: str) -> tf.keras.Sequential:
     return tf.keras.Sequential(
         [tf.keras.layers.Dense(units, activation=activation), tf.keras.layers.Dense(units)], name=name
@@ -31,33 +67,81 @@ def _mlp(units: int, activation: str, name: str) -> tf.keras.Sequential:
 
 
 class _UpdateLayer(tf.keras.layers.Layer):
-    """Shared configuration of the update layers: width, activation, dropout."""
+    """Shared configuration of the update layers: width, activation, dropout, and whether to
+    use the fused computation.
 
-    def __init__(self, units: int, activation: str = "swish", dropout: float = 0.0, **kwargs):
+    Both computations use the same weights (a two-layer ``mlp`` on the concatenated inputs)
+    and give the same result to float32 rounding. The reference one concatenates the
+    inputs and applies ``mlp``; the fused one (the default) multiplies each input by its
+    block of the first kernel and adds the products, which needs no ``[E, 3F]`` concatenation
+    in the forward pass nor its slicing in the backward pass, gathers receivers with the
+    sorted-segment gradient (`gather_receivers`), and uses `swish` for the swish activation.
+
+    Both layers take an optional fourth input, ``sender_state [E, F]`` = ``atom_state``
+    gathered at the senders: a model that gives the same one to an `EdgeUpdate` and the
+    `NodeUpdate` after it (they read the same atom states) gathers once instead of twice.
+    """
+
+    n_inputs = 0  # blocks of the first kernel (inputs concatenated by the reference path)
+
+    def __init__(self, units: int, activation: str = "swish", dropout: float = 0.0, fused: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.activation = activation
         self.dropout = dropout
+        self.fused = fused
         self.mlp = _mlp(units, activation, "mlp")
         self.drop = tf.keras.layers.Dropout(dropout)
 
+    def build(self, input_shape):
+        self.mlp.build((None, self.n_inputs * self.units))
+        super().build(input_shape)
+
+    def _mlp_of_blocks(self, blocks: list[tf.Tensor]) -> tf.Tensor:
+        """``mlp(concat(blocks))`` without the concatenation: blocks ``[M, F]`` -> ``[M, F]``."""
+        hidden_layer, output_layer = self.mlp.layers
+        kernel = hidden_layer.kernel
+        # MatMul + BiasAdd, which TensorFlow's graph optimiser fuses into one kernel.
+        hidden = tf.nn.bias_add(tf.matmul(blocks[0], kernel[: self.units]), hidden_layer.bias)
+        for index, block in enumerate(blocks[1:], start=1):
+            hidden = hidden + tf.matmul(block, kernel[index * self.units : (index + 1) * self.units])
+        if self.activation in ("swish", "silu"):
+            hidden = swish(hidden)
+        else:
+            hidden = tf.keras.activations.get(self.activation)(hidden)
+        return output_layer(hidden)
+
     def get_config(self) -> dict:
-        return {**super().get_config(), "units": self.units, "activation": self.activation, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "fused": self.fused,
+        }
 
 
 @tf.keras.utils.register_keras_serializable(package=_PACKAGE)
 class EdgeUpdate(_UpdateLayer):
     """Residual edge update from both end atoms.
 
-    Inputs: ``[atom_state [N, F], bond_state [E, F], connectivity [E, 2]]``.
+    Inputs: ``[atom_state [N, F], bond_state [E, F], connectivity [E, 2]]``, optionally
+    followed by ``sender_state [E, F]`` (see `_UpdateLayer`).
     Returns ``bond_state + MLP([h_receiver || h_sender || bond_state])``, shape ``[E, F]``.
     """
 
+    n_inputs = 3
+
     def call(self, inputs, training=None):
-        atom_state, bond_state, connectivity = inputs
-        receiver = tf.gather(atom_state, connectivity[:, 0])
-        sender = tf.gather(atom_state, connectivity[:, 1])
-        update = self.mlp(tf.concat([receiver, sender, bond_state], axis=-1))
+        atom_state, bond_state, connectivity = inputs[:3]
+        if self.fused:
+            receiver = gather_receivers(atom_state, connectivity[:, 0])
+            sender = inputs[3] if len(inputs) > 3 else tf.gather(atom_state, connectivity[:, 1])
+            update = self._mlp_of_blocks([receiver, sender, bond_state])
+        else:
+            receiver = tf.gather(atom_state, connectivity[:, 0])
+            sender = tf.gather(atom_state, connectivity[:, 1])
+            update = self.mlp(tf.concat([receiver, sender, bond_state], axis=-1))
         return bond_state + self.drop(update, training=training)
 
 
@@ -65,18 +149,37 @@ class EdgeUpdate(_UpdateLayer):
 class NodeUpdate(_UpdateLayer):
     """Residual node update from edge-conditioned messages (Gilmer et al., 2017).
 
-    Inputs: ``[atom_state [N, F], bond_state [E, F], connectivity [E, 2]]``.
+    Inputs: ``[atom_state [N, F], bond_state [E, F], connectivity [E, 2]]``, optionally
+    followed by ``sender_state [E, F]`` (see `_UpdateLayer`).
     Message on edge (r, s): ``h_s * bond_state``, gathered from senders and summed onto
     receivers (`sum_onto_receivers`). Returns ``atom_state + MLP([h || messages])``,
     shape ``[N, F]``.
     """
 
+    n_inputs = 2
+
     def call(self, inputs, training=None):
-        atom_state, bond_state, connectivity = inputs
-        messages = tf.gather(atom_state, connectivity[:, 1]) * bond_state
+        atom_state, bond_state, connectivity = inputs[:3]
+        sender = inputs[3] if len(inputs) > 3 else tf.gather(atom_state, connectivity[:, 1])
+        messages = sender * bond_state
         received = sum_onto_receivers(messages, connectivity[:, 0], tf.shape(atom_state)[0])
-        update = self.mlp(tf.concat([atom_state, received], axis=-1))
+        if self.fused:
+            update = self._mlp_of_blocks([atom_state, received])
+        else:
+            update = self.mlp(tf.concat([atom_state, received], axis=-1))
         return atom_state + self.drop(update, training=training)
+
+
+@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
+class GatherSenders(tf.keras.layers.Layer):
+    """Atom states at the senders of the edges.
+
+    Inputs: ``[atom_state [N, F], connectivity [E, 2]]``. Returns ``[E, F]``.
+    """
+
+    def call(self, inputs):
+        atom_state, connectivity = inputs
+        return tf.gather(atom_state, connectivity[:, 1])
 
 
 @tf.keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -119,3 +222,58 @@ class ScalarOffset(tf.keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "initial": self.initial}
+
+
+@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
+class SplitGraphs(tf.keras.layers.Layer):
+    """Cut a merged batch (see `mpnn.data`) into `shards` batches of whole, consecutive graphs.
+
+    Input: the batch dict (``atom [N]``, ``bond [E]``, ``connectivity [E, 2]``,
+    ``node_graph_indices [N]``, optionally ``distance [E]``; any other entry is taken as
+    per-atom). Returns a list of `shards` dicts with the same keys, each a valid merged
+    batch on its own (connectivity and graph indices start from 0) holding about
+    ``N / shards`` atoms; concatenating the per-shard graph outputs gives the batch's graphs
+    in order. A shard may be empty when one graph holds more than its share of atoms.
+
+    Relies on the layout of `mpnn.data.merge_batch`: graph indices sorted, and edges sorted
+    by receiver (so a graph's edges follow those of the graphs before it).
+    """
+
+    def __init__(self, shards: int, **kwargs):
+        super().__init__(**kwargs)
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        self.shards = shards
+
+    def call(self, inputs):
+        graph = inputs["node_graph_indices"]
+        receivers = inputs["connectivity"][:, 0]
+        n_nodes = tf.shape(graph)[0]
+        node_cuts, edge_cuts, graph_cuts = [0], [0], [0]
+        for index in range(1, self.shards):
+            # Cut before the graph that holds atom number index * N / shards.
+            first_graph = tf.gather(graph, tf.minimum(n_nodes * index // self.shards, n_nodes - 1))
+            node_cuts.append(tf.reduce_sum(tf.cast(graph < first_graph, tf.int32)))
+            edge_cuts.append(tf.reduce_sum(tf.cast(receivers < node_cuts[-1], tf.int32)))
+            graph_cuts.append(first_graph)
+        node_cuts.append(n_nodes)
+        edge_cuts.append(tf.shape(receivers)[0])
+        shards = []
+        for index in range(self.shards):
+            n0, n1 = node_cuts[index], node_cuts[index + 1]
+            e0, e1 = edge_cuts[index], edge_cuts[index + 1]
+            shard = {}
+            for name, value in inputs.items():
+                if name == "connectivity":
+                    shard[name] = value[e0:e1] - n0
+                elif name == "node_graph_indices":
+                    shard[name] = value[n0:n1] - graph_cuts[index]
+                elif name in ("bond", "distance"):
+                    shard[name] = value[e0:e1]
+                else:
+                    shard[name] = value[n0:n1]
+            shards.append(shard)
+        return shards
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "shards": self.shards}

@@ -5,7 +5,15 @@ width and batch size, compiles it as ``mpnn-train`` does (Adam, MAE loss, the op
 wrapped in `hvd.DistributedOptimizer`) and feeds it the project's loader (shuffled,
 records cached in memory, repeated). Untimed: one pass over the data (it fills the cache,
 as from ``mpnn-train``'s second epoch on) and ``--warmup-steps`` training steps; timed:
-``--steps`` training steps. Graphs are counted from the length of each batch's target.
+``--steps`` training steps, ``--repeats`` times. Graphs are counted from the length of
+each batch's target; the figure is the median over the repeats.
+
+``--variants`` compares implementations of the same model (model options such as
+``fused_updates=false``): every variant starts from the same
+weights, and the repeats are interleaved (variant 1, variant 2, ..., variant 1, ...) so
+that a machine whose load changes during the run slows all variants alike. Beside the
+wall-clock rate the report gives the process's CPU seconds per step (all threads, the
+loader's included), which changes little with the load of a shared machine.
 
 Under ``horovodrun -np K`` each rank trains on its own shard with gradients averaged
 across ranks, as in ``mpnn-train``; rank 0 gathers every rank's rate and reports them and
@@ -16,6 +24,7 @@ applied before TensorFlow runs its first op.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -35,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[64, 256, 1024], metavar="B",
                         help="graphs per batch on each rank (default %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=30, help="timed training steps (default 30)")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="timed runs of --steps steps per variant, interleaved across variants (default 1)")
+    parser.add_argument("--variants", nargs="+", default=["default"], metavar="OPTIONS",
+                        help="model variants to compare: 'default' or comma-separated model options, e.g. "
+                             "fused_updates=false (default: default)")
     parser.add_argument("--warmup-steps", type=non_negative_int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--intra-op", type=non_negative_int, default=0, help="intra-op threads (0: TF default)")
     parser.add_argument("--inter-op", type=non_negative_int, default=0, help="inter-op threads (0: TF default)")
@@ -42,9 +56,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tf.data thread pool size per rank (0: tf.data's default, one per core)")
 
 
+def parse_variant(text: str) -> dict[str, Any]:
+    """``"a=1,b=false"`` -> ``{"a": 1, "b": False}`` (``"default"``: no options).
+
+    Values are read as JSON where they parse (numbers, true/false), else kept as strings.
+    """
+    if text == "default":
+        return {}
+    options: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"variant {text!r}: expected key=value items separated by commas, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,
-            rank: int, size: int) -> dict[str, Any]:
-    """Rate of one rank for one width and batch size (see the module docstring)."""
+            rank: int, size: int) -> list[dict[str, Any]]:
+    """Rates of one rank for one width and batch size, one entry per variant (see the
+    module docstring)."""
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
@@ -52,34 +86,65 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     from mpnn.data import LoaderOptions, manifest_dataset
     from mpnn.train import LOSSES, only_model_inputs
 
-    options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
-    model = models.build_from_manifest(model_name, models.model_config(model_name, options), manifest.content)
-    model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
-    dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
-                                               size=size, options=LoaderOptions(cache=True, threads=args.data_threads))
-    dataset = only_model_inputs(dataset, model).repeat()
-    # A tf.function around Keras's own `train_step` (what `fit` runs each step), traced once
-    # for the dataset's element spec so that batches of different atom counts do not retrace;
-    # `train_on_batch` would add per-call Python data handling that `fit` does not have.
-    train_step = tf.function(lambda x, y: model.train_step((x, y)), input_signature=list(dataset.element_spec))
-    iterator = iter(dataset)
-    for _ in range(steps_per_pass):  # fills the cache
-        next(iterator)
-    for _ in range(args.warmup_steps):
-        train_step(*next(iterator))
+    if len(set(args.variants)) != len(args.variants):
+        raise BenchError(f"--variants lists a variant twice: {args.variants}")
+    dataset = iterator = None
+    steps: dict[str, Any] = {}
+    parameters: dict[str, int] = {}
+    for variant in args.variants:
+        options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
+        try:
+            config = models.model_config(model_name, {**options, **parse_variant(variant)})
+        except (TypeError, ValueError) as exc:
+            raise BenchError(f"variant {variant!r}: {exc}") from None
+        tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
+        model = models.build_from_manifest(model_name, config, manifest.content)
+        model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
+        if dataset is None:
+            loader = LoaderOptions(cache=True, threads=args.data_threads)
+            dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
+                                                       size=size, options=loader)
+            dataset = only_model_inputs(dataset, model).repeat()
+            iterator = iter(dataset)
+            for _ in range(steps_per_pass):  # fills the cache
+                next(iterator)
+        # A tf.function around Keras's own `train_step` (what `fit` runs each step), traced once
+        # for the dataset's element spec so that batches of different atom counts do not retrace;
+        # `train_on_batch` would add per-call Python data handling that `fit` does not have.
+        steps[variant] = tf.function(lambda x, y, model=model: model.train_step((x, y)),
+                                     input_signature=list(dataset.element_spec))
+        parameters[variant] = int(model.count_params())
+        for _ in range(args.warmup_steps):
+            steps[variant](*next(iterator))
+    timings: dict[str, list[tuple[int, float, float]]] = {variant: [] for variant in args.variants}
+    for _ in range(args.repeats):
+        for variant in args.variants:
+            timings[variant].append(_time_steps(steps[variant], iterator, args.steps))
+    results = []
+    for variant in args.variants:
+        rates = [graphs / seconds for graphs, seconds, _ in timings[variant]]
+        best = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]  # the median run
+        graphs, seconds, cpu_seconds = timings[variant][best]
+        results.append({
+            "rank": rank, "variant": variant, "width": width, "batch_size": batch_size,
+            "parameters": parameters[variant], "steps": args.steps, "graphs": graphs, "seconds": seconds,
+            "graphs_per_second": graphs / seconds, "steps_per_second": args.steps / seconds,
+            "cpu_seconds_per_step": cpu_seconds / args.steps, "repeats_graphs_per_second": rates,
+            "peak_rss_kib": peak_rss_kib(),
+        })
+    return results
+
+
+def _time_steps(train_step: Any, iterator: Any, steps: int) -> tuple[int, float, float]:
+    """Run `steps` training steps: (graphs, wall seconds, CPU seconds of this process)."""
     graphs = 0
-    start = time.perf_counter()
-    for _ in range(args.steps):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(steps):
         inputs, target = next(iterator)
         graphs += int(target.shape[0])
         logs = train_step(inputs, target)
     float(logs["loss"])  # wait for the last step
-    seconds = time.perf_counter() - start
-    return {
-        "rank": rank, "width": width, "batch_size": batch_size, "parameters": int(model.count_params()),
-        "steps": args.steps, "graphs": graphs, "seconds": seconds, "graphs_per_second": graphs / seconds,
-        "steps_per_second": args.steps / seconds, "peak_rss_kib": peak_rss_kib(),
-    }
+    return graphs, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -108,13 +173,18 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     for width in args.widths:
         for batch_size in args.batch_sizes:
             mine = measure(manifest, model_name, width, batch_size, args, rank, size)
-            ranks = distributed.allgather_object(mine, f"bench_{width}_{batch_size}") if size > 1 else [mine]
-            total = sum(r["graphs_per_second"] for r in ranks)
-            if rank == 0:
-                log.info("width %4d batch %5d: %10.1f graphs/s over %d rank(s)", width, batch_size, total, size)
-            results.append({**{k: mine[k] for k in ("width", "batch_size", "parameters", "steps")},
-                            "graphs_per_second": total, "steps_per_second": min(r["steps_per_second"] for r in ranks),
-                            "peak_rss_kib": max(r["peak_rss_kib"] for r in ranks), "per_rank": ranks})
+            gathered = distributed.allgather_object(mine, f"bench_{width}_{batch_size}") if size > 1 else [mine]
+            for index, variant in enumerate(args.variants):
+                ranks = [per_rank[index] for per_rank in gathered]
+                total = sum(r["graphs_per_second"] for r in ranks)
+                if rank == 0:
+                    log.info("%s width %4d batch %5d: %10.1f graphs/s over %d rank(s)",
+                             variant, width, batch_size, total, size)
+                results.append({**{k: ranks[0][k] for k in ("variant", "width", "batch_size", "parameters", "steps")},
+                                "graphs_per_second": total,
+                                "steps_per_second": min(r["steps_per_second"] for r in ranks),
+                                "cpu_seconds_per_step": max(r["cpu_seconds_per_step"] for r in ranks),
+                                "peak_rss_kib": max(r["peak_rss_kib"] for r in ranks), "per_rank": ranks})
     if rank != 0:
         return None  # only rank 0 reports
     return {
@@ -124,6 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         "parameters": {
             "widths": list(args.widths), "message_steps": args.message_steps if model_name == "mpnn" else None,
             "batch_sizes": list(args.batch_sizes), "steps": args.steps, "warmup_steps": args.warmup_steps,
+            "repeats": args.repeats, "variants": list(args.variants),
             "intra_op_threads": args.intra_op, "inter_op_threads": args.inter_op,
             "data_threads": args.data_threads, "ranks": size,
             "optimizer": "adam", "loss": "mae",
@@ -138,17 +209,21 @@ def format_report(report: dict[str, Any]) -> str:
         f"train: {report['model']} on {data['manifest']} ({data['records']:,} training graphs), "
         f"{parameters['ranks']} rank(s), threads intra-op {parameters['intra_op_threads'] or 'default'} "
         f"inter-op {parameters['inter_op_threads'] or 'default'} "
-        f"tf.data {parameters.get('data_threads') or 'default'}; "
-        f"{parameters['steps']} timed steps after "
-        f"{parameters['warmup_steps']} warm-up steps"
+        f"tf.data {parameters.get('data_threads') or 'default'}; median of {parameters['repeats']} run(s) of "
+        f"{parameters['steps']} timed steps after {parameters['warmup_steps']} warm-up steps"
     )
     multi = parameters["ranks"] > 1
+    first = {}  # the first variant's rate for each width and batch size
     rows = []
     for r in report["results"]:
+        reference = first.setdefault((r["width"], r["batch_size"]), r["graphs_per_second"])
         per_rank = [" ".join(f"{x['graphs_per_second']:,.0f}" for x in r["per_rank"])] if multi else []
-        rows.append((r["width"], r["batch_size"], f"{r['parameters']:,}", f"{r['graphs_per_second']:,.0f}",
-                     *per_rank, f"{r['steps_per_second']:,.2f}", mib(r["peak_rss_kib"])))
-    headers = ("width", "batch", "parameters", "graphs/s", *(["graphs/s per rank"] if multi else []),
-               "steps/s", "peak RSS MiB")
-    note = "graphs/s: summed over ranks; steps/s: the slowest rank; peak RSS: largest rank, process so far"
+        rows.append((r["variant"], r["width"], r["batch_size"], f"{r['parameters']:,}",
+                     f"{r['graphs_per_second']:,.0f}", *per_rank, f"{r['graphs_per_second'] / reference:.2f}",
+                     f"{r['steps_per_second']:,.2f}", f"{1000 * r['cpu_seconds_per_step']:,.0f}",
+                     mib(r["peak_rss_kib"])))
+    headers = ("variant", "width", "batch", "parameters", "graphs/s", *(["graphs/s per rank"] if multi else []),
+               "vs first", "steps/s", "CPU ms/step", "peak RSS MiB")
+    note = ("graphs/s: summed over ranks; vs first: relative to the first variant; steps/s: the slowest rank; "
+            "CPU ms/step: CPU time of the process (all threads), largest rank; peak RSS: largest rank, process so far")
     return f"{title}\n\n{format_table(headers, rows)}\n\n{note}"

@@ -209,7 +209,8 @@ def test_train_reports_graphs_per_second(tmp_path):
     assert prep_main([str(MINIMA[0].parent), "-o", str(data), "--quiet"]) == 0
     output = tmp_path / "train.json"
     argv = [sys.executable, "-m", "mpnn.bench", "train", "--data", str(data), "--widths", "8", "--batch-sizes", "4",
-            "--steps", "3", "--warmup-steps", "1", "--intra-op", "1", "--inter-op", "1", "--output", str(output)]
+            "--steps", "3", "--warmup-steps", "1", "--intra-op", "1", "--inter-op", "1", "--output", str(output),
+            "--repeats", "2", "--variants", "fused_updates=false", "default"]
     completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
 
@@ -217,9 +218,26 @@ def test_train_reports_graphs_per_second(tmp_path):
     check_environment(report)
     assert report["benchmark"] == "train" and report["model"] == "mpnn"
     assert report["parameters"]["intra_op_threads"] == 1 and report["parameters"]["inter_op_threads"] == 1
-    [result] = report["results"]
-    assert (result["width"], result["batch_size"]) == (8, 4)
-    assert result["graphs_per_second"] > 0 and result["steps_per_second"] > 0
-    assert result["parameters"] > 0 and result["peak_rss_kib"] > 0
-    assert [r["rank"] for r in result["per_rank"]] == [0]
-    assert "graphs/s" in completed.stdout
+    assert report["parameters"]["repeats"] == 2
+    reference, default = report["results"]
+    assert (reference["variant"], default["variant"]) == ("fused_updates=false", "default")
+    for result in (reference, default):
+        assert (result["width"], result["batch_size"]) == (8, 4)
+        assert result["graphs_per_second"] > 0 and result["steps_per_second"] > 0
+        assert result["cpu_seconds_per_step"] > 0
+        assert result["parameters"] > 0 and result["peak_rss_kib"] > 0
+        [rank] = result["per_rank"]
+        assert rank["rank"] == 0 and len(rank["repeats_graphs_per_second"]) == 2
+    assert reference["parameters"] == default["parameters"]  # the same model, computed two ways
+    assert "graphs/s" in completed.stdout and "vs first" in completed.stdout
+
+
+def test_train_rejects_an_unknown_model_option(tmp_path, caplog):
+    from data_prep.prep_water import main as prep_main
+
+    data = tmp_path / "minima"
+    assert prep_main([str(MINIMA[0].parent), "-o", str(data), "--quiet"]) == 0
+    argv = ["train", "--data", str(data), "--widths", "8", "--batch-sizes", "4", "--steps", "1",
+            "--variants", "no_such_option=1", "--output", str(tmp_path / "train.json")]
+    assert main(argv) == 1
+    assert "no_such_option" in caplog.text and not (tmp_path / "train.json").exists()
