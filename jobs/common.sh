@@ -79,6 +79,14 @@ mpnn_train_args() {
     MPNN_ARGS+=("$@" "${extra[@]}")
 }
 
+# CPU ranks: Open MPI's progress loop yields the core while a rank waits (in Horovod's
+# background thread), instead of spinning on the core that the rank's compute thread is
+# bound to. Measured on 2 cores (BENCHMARKS.md, weak scaling): 2 ranks x 1 thread went from
+# 56% to about 90% of twice the 1-rank rate at batch 256. Other MPIs ignore the variable.
+mpnn_cpu_rank_defaults() {
+    export OMPI_MCA_mpi_yield_when_idle="${OMPI_MCA_mpi_yield_when_idle:-1}"
+}
+
 # Log the command on stderr (quoted so it can be pasted into a shell), then run it.
 mpnn_run() {
     echo "${MPNN_SCRIPT:-${0##*/}}: job $(mpnn_job_id) on $(hostname -s), run dir $RUN_DIR" >&2

@@ -6,7 +6,8 @@
 #   NP          ranks (default 2; on CPU one per core, on GPUs one per GPU)
 #   CONFIG      JSON/YAML settings file for mpnn-train
 #   RUN_DIR     run directory (default runs/local-<time>)
-#   CONTROLLER  gloo (default, needs no MPI) or mpi
+#   CONTROLLER  mpi (default: with Open MPI yielding idle cores, 2 CPU ranks scale best,
+#               see BENCHMARKS.md) or gloo (needs no MPI)
 #   RESUME, TRAIN_ARGS, MPNN_HOME, MPNN_VENV: see jobs/common.sh
 # Extra arguments are passed to mpnn-train, e.g.  bash jobs/local/train.sh --epochs 5
 set -euo pipefail
@@ -16,8 +17,9 @@ MPNN_HOME="${MPNN_HOME:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 source "$MPNN_HOME/jobs/common.sh"
 
 NP="${NP:-2}"
-CONTROLLER="${CONTROLLER:-gloo}"
+CONTROLLER="${CONTROLLER:-mpi}"
 RUN_DIR="${RUN_DIR:-runs/local-$(date +%Y%m%d-%H%M%S)}"
 mpnn_setup
+mpnn_cpu_rank_defaults
 mpnn_train_args
 mpnn_run horovodrun -np "$NP" -H "localhost:$NP" "--$CONTROLLER" mpnn-train "${MPNN_ARGS[@]}" "$@"
