@@ -60,13 +60,16 @@ def swish(x: tf.Tensor) -> tf.Tensor:
     return y, grad
 
 
-# Output layer of the update MLPs: Glorot-uniform scaled by 0.1 in variance (about 0.3x
-# the weights), so that each residual step starts as a small change of the states.
-UPDATE_OUTPUT_INITIALIZER = tf.keras.initializers.VarianceScaling(0.1, "fan_avg", "uniform")
+def update_output_initializer() -> tf.keras.initializers.Initializer:
+    """Initializer of the update MLPs' output layer: Glorot-uniform scaled by 0.1 in
+    variance (about 0.3x the weights), so that each residual step starts as a small change
+    of the states. A new instance per layer: Keras gives every call of one unseeded
+    instance the same values."""
+    return tf.keras.initializers.VarianceScaling(0.1, "fan_avg", "uniform")
 
 
 def _mlp(units: int, activation: str, name: str) -> tf.keras.Sequential:
-    """Two dense layers whose output layer starts small (`UPDATE_OUTPUT_INITIALIZER`).
+    """Two dense layers whose output layer starts small (`update_output_initializer`).
 
     The node messages are products of states (``h_s * bond_state``), so full-size residual
     updates square the state scale every step: with Keras' default initialiser an
@@ -77,7 +80,7 @@ def _mlp(units: int, activation: str, name: str) -> tf.keras.Sequential:
     """
     return tf.keras.Sequential(
         [tf.keras.layers.Dense(units, activation=activation),
-         tf.keras.layers.Dense(units, kernel_initializer=UPDATE_OUTPUT_INITIALIZER)],
+         tf.keras.layers.Dense(units, kernel_initializer=update_output_initializer())],
         name=name,
     )
 

@@ -126,3 +126,13 @@ def test_saved_model_reloads_and_predicts_the_same(tmp_path):
     model.save(path)
     after = load_model(path)(batch).numpy()
     np.testing.assert_allclose(after, before, rtol=1e-6)
+
+
+def test_update_layers_start_from_different_weights():
+    # One shared unseeded Keras initializer would give every layer the same start.
+    model = build_mpnn(MPNNConfig(width=8, message_steps=2), 2, 2, [-1.0, 0.5])
+    kernels = [model.get_layer(f"{kind}_update_{step}").mlp.layers[1].kernel.numpy()
+               for kind in ("edge", "node") for step in range(2)]
+    for index, kernel in enumerate(kernels):
+        assert 0 < np.abs(kernel).max() < 1.0
+        assert all(not np.array_equal(kernel, other) for other in kernels[index + 1:])
