@@ -6,8 +6,10 @@ Conversion runs in spawned worker processes. Importing TensorFlow only for its
 takes to convert the tutorial's 29,399 clusters. So this module makes the message classes
 from the wire format of TensorFlow's ``example.proto`` and ``feature.proto`` with
 protobuf's own descriptor API, in a private descriptor pool (no clash with TensorFlow's
-classes in the same process). Records serialised here are byte for byte those of
-`mpnn.schema.graph_to_example` (tests/data_prep/test_example_proto.py checks it).
+classes in the same process). Records serialised here are byte for byte those that
+TensorFlow's own ``tf.train.Example`` makes of the same features
+(tests/data_prep/test_example_proto.py checks it). This is the one record writer of the
+project; `mpnn.schema.feature_dtypes` names what it writes.
 """
 
 from __future__ import annotations
@@ -71,14 +73,13 @@ Example, _Features, _Feature, _BytesList, _FloatList, _Int64List = (
 
 
 def serialize_graph(graph: Mapping[str, np.ndarray], dtypes: Sequence[tuple[str, str]]) -> bytes:
-    """The serialised `tf.train.Example` of one graph dict, as `mpnn.schema.graph_to_example`
-    makes it.
+    """The serialised `tf.train.Example` of one graph dict.
 
     Args:
         graph: graph dict (see `mpnn.schema`).
         dtypes: ``(name, dtype)`` of the features to store, in order; dtype ``"int64"``,
-            ``"float32"`` or ``"string"`` (`mpnn.schema.FeatureSpec.dtype`). Node and edge
-            features are flattened row-major.
+            ``"float32"`` or ``"string"`` (`mpnn.schema.feature_dtypes`). Node and edge
+            features are flattened row-major (``[n_rows * row_size]``).
     """
     feature = {}
     for name, dtype in dtypes:
@@ -90,6 +91,6 @@ def serialize_graph(graph: Mapping[str, np.ndarray], dtypes: Sequence[tuple[str,
         else:
             data = value.item() if value.shape == () else value
             feature[name] = _Feature(bytes_list=_BytesList(value=[data.encode() if isinstance(data, str) else data]))
-    # Built like graph_to_example (a dict of features, then the message): the order in which
+    # A dict of features, then the message, as with TensorFlow's classes: the order in which
     # protobuf writes map entries depends on how the map was filled.
     return Example(features=_Features(feature=feature)).SerializeToString()

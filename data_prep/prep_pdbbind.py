@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from data_prep import pipeline, records
+from data_prep.example_proto import serialize_graph
 from data_prep.pdbbind import (
     ATOM_FEATURE_NAMES,
     BOND_VOCAB,
@@ -72,7 +73,7 @@ def convert_complex_task(task: ComplexTask) -> list[records.Converted | records.
     The record's source is the complex's pocket file; its target is the affinity,
     -log10(K / M); its atom type counts are over `ELEMENT_VOCAB`.
     """
-    from mpnn.schema import graph_to_example
+    from mpnn.schema import feature_dtypes
 
     if task.skip is not None:
         return [task.skip]
@@ -83,7 +84,7 @@ def convert_complex_task(task: ComplexTask) -> list[records.Converted | records.
     except (RuntimeError, ValueError) as exc:  # RDKit perception failing on an odd structure
         return [records.Skipped(task.directory, 0, f"conversion failed: {type(exc).__name__}: {exc}")]
     counts = np.bincount(graph["atom"], minlength=len(ELEMENT_VOCAB))
-    example = graph_to_example(graph, FEATURES).SerializeToString()
+    example = serialize_graph(graph, feature_dtypes(FEATURES))
     pocket = complex_files(task.directory)["pocket.pdb"]
     return [
         records.Converted(

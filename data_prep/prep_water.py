@@ -97,12 +97,12 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool) -> l
     Records from tutorial files carry no coordinates, so a dataset that includes one (or
     `with_distance` False) is written without the ``distance`` feature.
     """
-    from mpnn.schema import feature_specs
+    from mpnn.schema import feature_dtypes
 
     if any(is_tutorial_file(f) for f in files):
         with_distance = False
     names = [f for f in FEATURES if with_distance or f != "distance"]
-    features = tuple((name, spec.dtype) for name, spec in feature_specs(names).items())
+    features = feature_dtypes(names)
     tasks = []
     for path in files:
         if not is_tutorial_file(path):

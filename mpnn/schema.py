@@ -1,8 +1,8 @@
 """The graph record schema: the one place that names, types and shapes every feature.
 
-`data_prep` writes records with :func:`graph_to_example`; the `tf.data` loader reads them
-with :func:`parse_spec`. Both import the specs below, so the writer and reader cannot
-drift apart.
+`data_prep` writes records with `data_prep.example_proto.serialize_graph` of the
+:func:`feature_dtypes` below; the `tf.data` loader reads them with :func:`parse_spec`.
+Both take the specs below, so the writer and reader cannot drift apart.
 
 A *graph dict* (what the converters produce, one per molecule or cluster) maps feature
 names to numpy arrays:
@@ -145,23 +145,11 @@ def validate_graph(graph: Mapping[str, np.ndarray], names: Iterable[str]) -> Non
         raise ValueError("edges are not sorted by receiver")
 
 
-def graph_to_example(graph: Mapping[str, np.ndarray], names: Iterable[str]) -> tf.train.Example:
-    """Serialise the features `names` of one graph dict into a `tf.train.Example`.
-
-    Node and edge features are flattened row-major (``[n_rows * row_size]``).
-    """
-    feature = {}
-    for name, spec in feature_specs(names).items():
-        value = np.asarray(graph[name])
-        if spec.dtype == "int64":
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=value.reshape(-1)))
-        elif spec.dtype == "float32":
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=value.reshape(-1)))
-        else:
-            data = value.item() if value.shape == () else value
-            data = data.encode() if isinstance(data, str) else data
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+def feature_dtypes(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``(name, dtype)`` of the features `names`, what the record writer
+    (`data_prep.example_proto.serialize_graph`) needs; plain strings, so that conversion
+    workers get them without importing this module (and TensorFlow)."""
+    return tuple((name, spec.dtype) for name, spec in feature_specs(names).items())
 
 
 _TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
@@ -171,7 +159,7 @@ def parse_spec(names: Iterable[str]) -> dict[str, tf.io.FixedLenFeature | tf.io.
     """Feature spec for `tf.io.parse_example` on a *batch* of serialised records.
 
     Graph-level features parse to dense ``[batch]`` tensors; node and edge features to
-    ragged ``[batch, None]`` tensors of the flattened rows (see :func:`graph_to_example`).
+    ragged ``[batch, None]`` tensors of the flattened rows (see `data_prep.example_proto`).
     """
     spec = {}
     for name, feature in feature_specs(names).items():

@@ -8,9 +8,10 @@ import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from data_prep.example_proto import serialize_graph
 from data_prep.records import write_shard
 from mpnn.data import Manifest, make_dataset, manifest_dataset, merge_batch, plan_rank
-from mpnn.schema import graph_to_example, parse_spec, validate_graph
+from mpnn.schema import feature_dtypes, parse_spec, validate_graph
 
 FEATURES = ("record_id", "n_atom", "n_bond", "atom", "bond", "connectivity", "distance", "energy")
 
@@ -35,7 +36,7 @@ def random_graph(rng: np.random.Generator, index: int, max_atoms: int = 6) -> di
 
 
 def parse_batch(graphs: list[dict]) -> dict:
-    serialized = tf.constant([graph_to_example(g, FEATURES).SerializeToString() for g in graphs])
+    serialized = tf.constant([serialize_graph(g, feature_dtypes(FEATURES)) for g in graphs])
     return tf.io.parse_example(serialized, parse_spec(FEATURES))
 
 
@@ -85,7 +86,7 @@ def _write_files(tmp_path, counts) -> list[str]:
     for f, count in enumerate(counts):
         examples = []
         for _ in range(count):
-            examples.append(graph_to_example(random_graph(rng, index, 3), FEATURES).SerializeToString())
+            examples.append(serialize_graph(random_graph(rng, index, 3), feature_dtypes(FEATURES)))
             index += 1
         path = str(tmp_path / f"shard-{f}.tfrecord.gz")
         write_shard(path, examples, "GZIP")
