@@ -116,6 +116,12 @@ class _UpdateLayer(tf.keras.layers.Layer):
         self.mlp.build((None, self.n_inputs * self.units))
         super().build(input_shape)
 
+    @staticmethod
+    def _sender_state(inputs: list[tf.Tensor]) -> tf.Tensor:
+        """``sender_state [E, F]``: the optional fourth input, else gathered here."""
+        atom_state, _, connectivity = inputs[:3]
+        return inputs[3] if len(inputs) > 3 else tf.gather(atom_state, connectivity[:, 1])
+
     def _mlp_of_blocks(self, blocks: list[tf.Tensor]) -> tf.Tensor:
         """``mlp(concat(blocks))`` without the concatenation: blocks ``[M, F]`` -> ``[M, F]``."""
         hidden_layer, output_layer = self.mlp.layers
@@ -153,13 +159,12 @@ class EdgeUpdate(_UpdateLayer):
 
     def call(self, inputs, training=None):
         atom_state, bond_state, connectivity = inputs[:3]
+        sender = self._sender_state(inputs)
         if self.fused:
             receiver = gather_receivers(atom_state, connectivity[:, 0])
-            sender = inputs[3] if len(inputs) > 3 else tf.gather(atom_state, connectivity[:, 1])
             update = self._mlp_of_blocks([receiver, sender, bond_state])
         else:
             receiver = tf.gather(atom_state, connectivity[:, 0])
-            sender = tf.gather(atom_state, connectivity[:, 1])
             update = self.mlp(tf.concat([receiver, sender, bond_state], axis=-1))
         return bond_state + self.drop(update, training=training)
 
@@ -179,8 +184,7 @@ class NodeUpdate(_UpdateLayer):
 
     def call(self, inputs, training=None):
         atom_state, bond_state, connectivity = inputs[:3]
-        sender = inputs[3] if len(inputs) > 3 else tf.gather(atom_state, connectivity[:, 1])
-        messages = sender * bond_state
+        messages = self._sender_state(inputs) * bond_state
         received = sum_onto_receivers(messages, connectivity[:, 0], tf.shape(atom_state)[0])
         if self.fused:
             update = self._mlp_of_blocks([atom_state, received])

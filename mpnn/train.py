@@ -141,10 +141,11 @@ def train(config: TrainConfig) -> dict | None:
     model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
     state = resume_or_start(config, run_dir, model)
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
-    tf.keras.utils.set_random_seed(state.seeds[str(start_epoch)])
+    start_seed = state.seeds[str(start_epoch)]
+    tf.keras.utils.set_random_seed(start_seed)
     # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
     train_data, train_steps = manifest_dataset(
-        manifest, "train", batch, shuffle=True, seed=state.seeds[str(start_epoch)] + rank, **common
+        manifest, "train", batch, shuffle=True, seed=start_seed + rank, **common
     )
     train_data = only_model_inputs(train_data, model).repeat()
     splits = [s for s in ("valid", "test") if manifest.content["splits"].get(s, {}).get("records", 0) >= ranks]
