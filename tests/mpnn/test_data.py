@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from data_prep.example_proto import serialize_graph
 from data_prep.records import write_shard
-from mpnn.data import Manifest, make_dataset, manifest_dataset, merge_batch, plan_rank
+from mpnn.data import READ_BLOCK, Manifest, loaded_features, make_dataset, manifest_dataset, merge_batch, plan_rank
 from mpnn.schema import feature_dtypes, parse_spec, validate_graph
 
 FEATURES = ("record_id", "n_atom", "n_bond", "atom", "bond", "connectivity", "distance", "energy")
@@ -117,6 +117,20 @@ def test_two_ranks_see_every_record_exactly_once_in_equal_steps(tmp_path_factory
     everything = seen[0] + seen[1]
     assert sorted(everything) == sorted(f"g:{i}" for i in range(sum(counts)))
     assert steps[0] == steps[1]
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_files_longer_than_a_read_block_are_read_whole(tmp_path, size):
+    counts = [READ_BLOCK + 45, 2 * READ_BLOCK + 1, 7]  # three files: by-record sharding for two ranks
+    files = _write_files(tmp_path, counts)
+    seen = [i for r in range(size) for i in _ids_seen_by(files, counts, 100, r, size, shuffle=False)[0]]
+    assert sorted(seen) == sorted(f"g:{i}" for i in range(sum(counts)))
+
+
+def test_only_used_features_are_parsed():
+    assert loaded_features(FEATURES, "energy") == ["n_atom", "n_bond", "atom", "bond", "connectivity", "distance",
+                                                    "energy"]
+    assert "record_id" in loaded_features(FEATURES, "energy", ["record_id"])
 
 
 def test_shard_files_without_counts_are_counted(tmp_path):
