@@ -7,7 +7,10 @@ temporary output directory and ``--workers N --quiet`` (plus ``--index`` for pdb
 process and N - 1 spawned workers), splitting and writing the shards and manifest (for
 pdbbind also its count of atoms and edges over the written shards). The rate is converted
 records (for pdbbind: complexes) per second, the median over `repeats`; the speed-up is
-relative to the smallest worker count measured. The workers' start-up (and whatever they
+relative to the smallest worker count measured. With ``--mpi`` the N processes are MPI
+ranks instead (``mpirun -np N``, each running the converter with ``--mpi --workers 1``:
+each rank reads the inputs, converts its share of the tasks and writes its own shards;
+rank 0 writes the manifest), timed between barriers after every rank's imports. The workers' start-up (and whatever they
 import) is part of the time, as it is for a user. Each run also reports figures that
 depend less on the machine's load: the serial seconds (outside the conversion phase) and
 the CPU seconds of the converting process and of its workers.
@@ -29,6 +32,7 @@ import logging
 import os
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,20 +72,25 @@ CONVERTERS = {
 }
 
 
-def convert_once(converter: Converter, inputs: list[str], workers: int, extra: list[str]) -> dict[str, Any]:
-    """One timed run of `converter` into a temporary directory, in a fresh Python process.
+def convert_once(
+    converter: Converter, inputs: list[str], processes: int, extra: list[str], mpi: bool = False
+) -> dict[str, Any]:
+    """One timed run of `converter` with `processes` processes into a temporary directory,
+    in a fresh Python process (with `mpi`: `processes` MPI ranks started by ``mpirun``).
 
     A fresh process, started with ``python -c``: spawned workers re-import the main
     module of their parent, and ``mpnn-bench``'s imports TensorFlow (about 2 s per worker)
     where ``mpnn-prep-*``'s do not. It also keeps one run's warm caches out of the next.
     """
     with tempfile.TemporaryDirectory(prefix="mpnn-bench-prep-") as output:
-        argv = [*inputs, "-o", output, *extra, "--workers", str(workers), "--quiet"]
+        workers = ["--mpi", "--workers", "1"] if mpi else ["--workers", str(processes)]
+        argv = [*inputs, "-o", output, *extra, *workers, "--quiet"]
         result_path = os.path.join(output, "bench-result.json")
         code = f"import sys; from {__name__} import measure_in_this_process as m; m(*sys.argv[1:])"
+        command = [sys.executable, "-c", code, converter.module, result_path, json.dumps(argv)]
         child = subprocess.run(
-            [sys.executable, "-c", code, converter.module, result_path, json.dumps(argv)],
-            capture_output=True, text=True,
+            mpirun_command(processes) + command if mpi else command, capture_output=True, text=True,
+            env=mpirun_environment() if mpi else None,
         )
         log.debug("%s: %s", converter.command, child.stdout.strip())
         if child.returncode != 0:
@@ -93,33 +102,69 @@ def convert_once(converter: Converter, inputs: list[str], workers: int, extra: l
             return json.load(handle)
 
 
+def mpirun_command(ranks: int) -> list[str]:
+    """``mpirun`` for `ranks` ranks on this machine, not bound to cores (so that one rank
+    may use every core for its threads, as one process of the ``--workers`` mode does)."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        raise BenchError("--mpi needs mpirun on the PATH (Open MPI: Debian's openmpi-bin)")
+    return [mpirun, "-np", str(ranks), "--bind-to", "none"]
+
+
+def mpirun_environment() -> dict[str, str]:
+    """This environment; as root, with Open MPI's consent to run as root."""
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return env
+
+
 def measure_in_this_process(module: str, result_path: str, argv_json: str) -> None:
     """Run ``module.main(argv)`` and write its timing and CPU use to `result_path` (JSON).
 
     TensorFlow and the module are imported before the clock starts (as a user's command
     imports them before it converts). CPU seconds are user + system: ``parent`` of this
-    process, ``workers`` of its children (the pool, reaped when it closes).
-    ``serial_seconds`` is the wall time outside the conversion phase (reading,
-    planning, splitting, writing shards, manifest), ``serial_cpu_seconds`` this process's
-    CPU time in it: the part more workers shorten little (shards are written by `workers`
-    threads).
+    process, ``workers`` of its children (the pool, reaped when it closes) or, with
+    ``--mpi`` in `argv`, of the other ranks. Under MPI every rank runs this; the clock
+    starts and stops at barriers (the run takes as long as its slowest rank) and rank 0
+    writes the result. ``serial_seconds`` is the wall time outside the conversion phase
+    (reading, planning, splitting, writing shards, manifest), ``serial_cpu_seconds`` this
+    process's CPU time in it: the part more workers shorten little (shards are written by
+    `workers` threads, or by each rank).
     """
     import tensorflow  # noqa: F401  (see above)
 
     main = importlib.import_module(module).main
     argv = json.loads(argv_json)
+    comm = None
+    if "--mpi" in argv:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
     load = os.getloadavg()[0]
     before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    if comm is not None:
+        comm.Barrier()
     start = time.perf_counter()
     workers = int(argv[argv.index("--workers") + 1])
     # Sampled twice a second: a worker's VmHWM keeps its peak, and sampling costs this process CPU.
     with ChildrenPeakMemory(enabled=workers > 1, interval=0.5) as workers_memory:
         code = main(argv)
+    if comm is not None:
+        comm.Barrier()
     seconds = time.perf_counter() - start
     after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     if code != 0:
         sys.exit(code)
     parent_cpu, workers_cpu = (a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
+    worker_peak = workers_memory.peak_kib
+    if comm is not None:
+        ranks = comm.gather((parent_cpu, peak_rss_kib()), root=0)
+        if comm.Get_rank() != 0:
+            return
+        workers_cpu = sum(cpu for cpu, _ in ranks[1:])
+        worker_peak = max((peak for _, peak in ranks[1:]), default=None)
     with open(os.path.join(argv[argv.index("-o") + 1], "manifest.json")) as handle:
         manifest = json.load(handle)
     result = {
@@ -133,7 +178,7 @@ def measure_in_this_process(module: str, result_path: str, argv_json: str) -> No
         "workers_cpu_seconds": workers_cpu,
         "load_average": load,
         "peak_rss_kib": peak_rss_kib(),
-        "peak_rss_worker_kib": workers_memory.peak_kib,
+        "peak_rss_worker_kib": worker_peak,
     }
     with open(result_path, "w") as handle:
         json.dump(result, handle)
@@ -154,9 +199,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers", type=positive_int, nargs="+", default=[1, 2], metavar="N",
-        help="worker process counts to compare (default %(default)s)",
+        help="process counts to compare: conversion processes, or MPI ranks with --mpi (default %(default)s)",
     )
     parser.add_argument("--repeats", type=positive_int, default=1, help="runs per worker count; the median is reported")
+    parser.add_argument(
+        "--mpi", action="store_true",
+        help="the N processes are MPI ranks (mpirun -np N <converter> --mpi --workers 1: each rank converts its "
+        "share and writes its own shards) instead of this process and N - 1 spawned workers",
+    )
     parser.add_argument(
         "--prep-args", default="", metavar="ARGS",
         help="further options of the converter, one quoted string: e.g. \"--shards 4 --test-every 10\"; "
@@ -178,7 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     index_args = [a for path in args.index for a in ("--index", path)]
     results = []
     for workers in args.workers:
-        runs = [convert_once(converter, list(args.inputs), workers, [*index_args, *extra]) for _ in range(args.repeats)]
+        runs = [
+            convert_once(converter, list(args.inputs), workers, [*index_args, *extra], args.mpi)
+            for _ in range(args.repeats)
+        ]
         worker_peaks = [r["peak_rss_worker_kib"] for r in runs if r["peak_rss_worker_kib"] is not None]
         records = runs[0]["converted"]
         result = {
@@ -206,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "index": list(args.index),
             "workers": list(args.workers),
             "repeats": args.repeats,
+            "mpi": args.mpi,
             "prep_args": extra,
             "speedup_baseline_workers": base["workers"],
         },
@@ -218,9 +272,10 @@ def format_report(report: dict[str, Any]) -> str:
     converter = CONVERTERS[report["converter"]]
     index_args = [a for path in parameters["index"] for a in ("--index", path)]
     command = " ".join([converter.command, *report["inputs"], *index_args, *parameters["prep_args"]])
+    how = "MPI ranks" if parameters.get("mpi") else "process(es): this one and spawned workers"
     title = (
         f"prep: {command}; median of {parameters['repeats']} run(s), "
-        f"speed-up over {parameters['speedup_baseline_workers']} worker(s)"
+        f"speed-up over {parameters['speedup_baseline_workers']} {how}"
     )
     rows = [
         (
@@ -249,6 +304,6 @@ def format_report(report: dict[str, Any]) -> str:
         "(reading, splitting, writing, manifest);\n"
         "CPU: user + system seconds of the converting process and of all its workers together (medians);\n"
         "load: 1-minute load average at the start of each run; peak RSS: the converting process;\n"
-        "worker: largest spawned worker's own VmHWM"
+        "worker: largest spawned worker's own VmHWM; with --mpi: workers = the ranks other than 0"
     )
     return f"{title}\n\n{format_table(headers, rows)}\n\n{note}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,21 @@ def test_prep_reports_rate_and_speedup(tmp_path, capsys):
     # One process converts in-process; with two, the pool's workers do the converting.
     assert report["results"][0]["workers_cpu_seconds"] < report["results"][1]["workers_cpu_seconds"]
     assert "records/s" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun")
+def test_prep_over_mpi_ranks_reports_every_rank(tmp_path):
+    output = tmp_path / "prep-mpi.json"
+    argv = ["prep", "--inputs", *map(str, MINIMA[:4]), "--workers", "1", "2", "--mpi", "--output", str(output)]
+    assert main(argv) == 0
+
+    report = json.loads(output.read_text())
+    assert report["parameters"]["mpi"] is True
+    one, two = report["results"]
+    assert one["records"] == two["records"] == 4
+    # With one rank nothing runs beside rank 0; with two, the other rank converts half.
+    assert one["workers_cpu_seconds"] == 0 and one["peak_rss_worker_kib"] is None
+    assert two["workers_cpu_seconds"] > 0 and two["peak_rss_worker_kib"] > 0
 
 
 def test_missing_manifest_fails_with_a_message(tmp_path, caplog):
