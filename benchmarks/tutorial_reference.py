@@ -11,7 +11,7 @@ checkout and only drives them, the way the tutorial's ``profile_data_loader.py``
 ``profile_train.py`` do::
 
     git clone https://github.com/exalearn/design-tutorial /tmp/design-tutorial
-    python benchmarks/tutorial_reference.py --tutorial /tmp/design-tutorial loader
+    python benchmarks/tutorial_reference.py --tutorial /tmp/design-tutorial loader --ours work/water-all
     python benchmarks/tutorial_reference.py --tutorial /tmp/design-tutorial train
 
 ``loader``: the five pipelines of ``profile_data_loader.py`` (``standard``: GZIP file, no
@@ -19,7 +19,9 @@ parallelism; ``no-compression``; ``prefetch``; ``autotune``; ``fixed-N``), each 
 timed two ways: ``fresh``, the tutorial's protocol (a new iterator for one pass over the
 file, so the pipeline's start-up is included), and ``window``, the protocol of
 ``mpnn-bench loader`` (one iterator over the repeated pipeline, warm-up batches untimed,
-windows of one pass). ``train``: the model of the tutorial's ``0_create-models.ipynb``
+windows of one pass); ``--ours DIR ...`` times mpnn-hpc's loader on prepared data sets
+in the same run, the same two ways (prepare the same file with ``mpnn-prep-water
+data/samples/water/water_clusters.proto.gz -o work/water-all --fractions 1 0 0``). ``train``: the model of the tutorial's ``0_create-models.ipynb``
 (``GraphNetwork(2, 2, 32, 8)`` on squeezed inputs), compiled as ``profile_train.py`` does
 (Adam, mean squared error) and fed by the tutorial's ``make_data_loader`` (AUTOTUNE
 threads, prefetch 16) on the uncompressed file, repeated so that a timed run may span
@@ -105,9 +107,21 @@ def time_windows(dataset: Any, batches_per_pass: int, repeats: int, warmup: int)
     return rates
 
 
+def our_pipelines(directories: list[str]) -> dict[str, Callable[[int], Any]]:
+    """``mpnn.data.manifest_dataset`` (its defaults: AUTOTUNE) on the training split of
+    each prepared data set, by name ``mpnn-hpc:<directory name>``."""
+    from mpnn.data import Manifest, manifest_dataset
+
+    def pipeline(manifest: Manifest) -> Callable[[int], Any]:
+        return lambda batch_size: manifest_dataset(manifest, "train", batch_size)[0]
+
+    return {f"mpnn-hpc:{os.path.basename(os.path.normpath(d))}": pipeline(Manifest.load(d)) for d in directories}
+
+
 def run_loader(args: argparse.Namespace, data: Any, plain_path: str) -> list[dict[str, Any]]:
     results = []
-    for name, build in loader_pipelines(data, args.records, plain_path, args.threads).items():
+    pipelines = {**loader_pipelines(data, args.records, plain_path, args.threads), **our_pipelines(args.ours)}
+    for name, build in pipelines.items():
         for batch_size in args.batch_sizes:
             dataset = build(batch_size)
             batches_per_pass = sum(1 for _ in dataset)
@@ -172,6 +186,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loader = sub.add_parser("loader", help="the tutorial's profile_data_loader sweep")
     loader.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1024])
     loader.add_argument("--threads", type=int, default=2, help="threads of the fixed-N pipeline (default 2)")
+    loader.add_argument(
+        "--ours", nargs="*", default=[], metavar="DIR",
+        help="also time mpnn-hpc's loader on these prepared data sets (training split), in the same way",
+    )
     train = sub.add_parser("train", help="training rate of the tutorial's MPNN")
     train.add_argument("--batch-sizes", type=int, nargs="+", default=[256])
     train.add_argument("--features", type=int, default=32)
