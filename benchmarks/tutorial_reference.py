@@ -21,8 +21,10 @@ file, so the pipeline's start-up is included), and ``window``, the protocol of
 ``mpnn-bench loader`` (one iterator over the repeated pipeline, warm-up batches untimed,
 windows of one pass); ``--ours DIR ...`` times mpnn-hpc's loader on prepared data sets
 in the same run, the same two ways (prepare the same file with ``mpnn-prep-water
-data/samples/water/water_clusters.proto.gz -o work/water-all --fractions 1 0 0``). ``train``: the model of the tutorial's ``0_create-models.ipynb``
-(``GraphNetwork(2, 2, 32, 8)`` on squeezed inputs), compiled as ``profile_train.py`` does
+data/samples/water/water_clusters.proto.gz -o work/water-all --fractions 1 0 0``).
+
+``train``: the model of the tutorial's ``0_create-models.ipynb`` (``GraphNetwork(2, 2,
+32, 8)`` on squeezed inputs), compiled as ``profile_train.py`` does
 (Adam, mean squared error) and fed by the tutorial's ``make_data_loader`` (AUTOTUNE
 threads, prefetch 16) on the uncompressed file, repeated so that a timed run may span
 passes. The report is JSON with the machine and date (`mpnn.bench.common.environment`).
@@ -203,8 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
-    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+    if args.intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+    if args.inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     data, layers = tutorial_modules(args.tutorial)
     with tempfile.TemporaryDirectory() as scratch:
         # The tutorial profiles the uncompressed file for every pipeline but "standard".

@@ -3,8 +3,8 @@
 Runs unchanged as one process (``mpnn-train --data ...``) and as K data-parallel ranks
 (``horovodrun -np K mpnn-train ...``, ``mpirun``, ``srun``). The shape follows Horovod's
 Keras example: init and device pinning, learning rate scaled by the global batch with
-warm-up, `hvd.DistributedOptimizer`, broadcast of rank 0's initial weights, averaged
-metrics, and only rank 0 writing files and showing progress.
+warm-up, `hvd.DistributedOptimizer` (one fused allreduce per step), broadcast of rank 0's
+initial weights, averaged metrics, and only rank 0 writing files and showing progress.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def train(config: TrainConfig) -> dict | None:
     weight_decay = defaults["weight_decay"] if config.weight_decay is None else config.weight_decay
     architecture = models.model_config(model_name, config.model_options)
     model = models.build_from_manifest(model_name, architecture, manifest.content)
-    optimizer = hvd.DistributedOptimizer(make_optimizer(scaled_lr, weight_decay))
+    optimizer = distributed.distributed_optimizer(make_optimizer(scaled_lr, weight_decay))
     model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
     state = resume_or_start(config, run_dir, model)
     start_epoch, seconds_before = state.epochs_done, state.train_seconds

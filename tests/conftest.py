@@ -19,6 +19,16 @@ if hasattr(os, "getuid") and os.getuid() == 0:
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 
 
+def load_benchmark_script(name: str):
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def tutorial_subset(tmp_path_factory) -> Path:
     """The first 2,000 real clusters of the tutorial file, in the tutorial's own format."""

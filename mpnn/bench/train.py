@@ -2,7 +2,7 @@
 
 Builds the model of the data set's manifest (`mpnn.models.build_from_manifest`) for each
 width and batch size, compiles it as ``mpnn-train`` does (Adam, MAE loss, the optimiser
-wrapped in `hvd.DistributedOptimizer`) and feeds it the project's loader (shuffled,
+wrapped by `mpnn.distributed.distributed_optimizer`) and feeds it the project's loader (shuffled,
 records cached in memory, repeated). Untimed: one pass over the data (it fills the cache,
 as from ``mpnn-train``'s second epoch on) and ``--warmup-steps`` training steps; timed:
 ``--steps`` training steps, ``--repeats`` times. Graphs are counted from the length of
@@ -79,10 +79,9 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
             rank: int, size: int) -> list[dict[str, Any]]:
     """Rates of one rank for one width and batch size, one entry per variant (see the
     module docstring)."""
-    import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from mpnn import models
+    from mpnn import distributed, models
     from mpnn.data import LoaderOptions, manifest_dataset
     from mpnn.train import LOSSES, only_model_inputs
 
@@ -99,7 +98,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
             raise BenchError(f"variant {variant!r}: {exc}") from None
         tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
         model = models.build_from_manifest(model_name, config, manifest.content)
-        model.compile(optimizer=hvd.DistributedOptimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
+        model.compile(optimizer=distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,

@@ -5,7 +5,6 @@ These tests check the reports, never the speed (that is the benchmark's job).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from mpnn.bench.__main__ import main
 from mpnn.bench.loader import SETTING_NAMES
-from tests.conftest import MINIMA, PDBBIND, REPO
+from tests.conftest import MINIMA, PDBBIND, REPO, load_benchmark_script
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +118,7 @@ JITTER = 0.05  # Angstrom per coordinate, the script's default
 
 @pytest.fixture(scope="module")
 def make_pdbbind_tree():
-    """benchmarks/make_pdbbind_tree.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_pdbbind_tree", REPO / "benchmarks" / "make_pdbbind_tree.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("make_pdbbind_tree")
 
 
 @pytest.fixture(scope="module")
