@@ -27,7 +27,8 @@ data/samples/water/water_clusters.proto.gz -o work/water-all --fractions 1 0 0``
 32, 8)`` on squeezed inputs), compiled as ``profile_train.py`` does
 (Adam, mean squared error) and fed by the tutorial's ``make_data_loader`` (AUTOTUNE
 threads, prefetch 16) on the uncompressed file, repeated so that a timed run may span
-passes. The report is JSON with the machine and date (`mpnn.bench.common.environment`).
+passes; besides graphs/s it reports the process's CPU seconds per step (all threads), which
+the load of a shared machine changes less. The report is JSON with the machine and date (`mpnn.bench.common.environment`).
 """
 
 from __future__ import annotations
@@ -162,17 +163,19 @@ def run_train(args: argparse.Namespace, data: Any, layers: Any, plain_path: str)
         model.compile(tf.keras.optimizers.Adam(), "mean_squared_error")
         loader = data.make_data_loader(plain_path, batch_size=batch_size).repeat().prefetch(16)
         model.fit(loader, epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
-        rates = []
+        rates, cpu_per_step = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             model.fit(loader, epochs=1, steps_per_epoch=args.steps, verbose=0)
             rates.append(args.steps * batch_size / (time.perf_counter() - start))
+            cpu_per_step.append((time.process_time() - cpu_start) / args.steps)
         results.append({
             "batch_size": batch_size, "features": args.features, "message_steps": args.message_steps,
-            "parameters": int(model.count_params()), "graphs_per_second": rates, "peak_rss_kib": peak_rss_kib(),
+            "parameters": int(model.count_params()), "graphs_per_second": rates,
+            "cpu_seconds_per_step": cpu_per_step, "peak_rss_kib": peak_rss_kib(),
         })
         print(f"train batch {batch_size:5d}: {median(rates):8,.0f} graphs/s (runs: "
-              f"{', '.join(f'{r:,.0f}' for r in rates)})", flush=True)
+              f"{', '.join(f'{r:,.0f}' for r in rates)}); CPU {1000 * median(cpu_per_step):.0f} ms/step", flush=True)
     return results
 
 
