@@ -28,7 +28,8 @@ data/samples/water/water_clusters.proto.gz -o work/water-all --fractions 1 0 0``
 (Adam, mean squared error) and fed by the tutorial's ``make_data_loader`` (AUTOTUNE
 threads, prefetch 16) on the uncompressed file, repeated so that a timed run may span
 passes; besides graphs/s it reports the process's CPU seconds per step (all threads), which
-the load of a shared machine changes less. The report is JSON with the machine and date (`mpnn.bench.common.environment`).
+the load of a shared machine changes less. The report is JSON with the machine and date
+(`mpnn.bench.common.environment`).
 """
 
 from __future__ import annotations
