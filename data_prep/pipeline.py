@@ -113,6 +113,8 @@ def prepare_dataset(
         records.NothingConvertedError: when no task produced a record (on every rank).
         records.StrictModeError: with `out.strict`, at the first skipped input (every rank).
     """
+    if comm is not None and comm.Get_size() == 1:
+        comm = None  # one rank: nothing to gather (gathering 30,000 records from itself took 0.3 s)
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     # Everything alive now (TensorFlow's ~250,000 objects from its import, the tasks) outlives
     # the conversion: keep the garbage collector from scanning it again and again (a full

@@ -62,7 +62,7 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
                 index,
                 serialize_graph(graph, task.features),
                 float(graph["energy"]),
-                np.bincount(graph["atom"], minlength=len(ATOM_VOCAB)),
+                tuple(np.bincount(graph["atom"], minlength=len(ATOM_VOCAB)).tolist()),
                 group=int(graph["n_waters"]),
                 note=graph.get("note"),
                 n_atom=int(graph["n_atom"]),

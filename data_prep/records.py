@@ -46,7 +46,9 @@ class Converted:
         index: its position in that file.
         example: the serialised `tf.train.Example`.
         target: the regression target (units in the manifest).
-        atom_type_counts: ``[n_atom_types]`` number of atoms of each type.
+        atom_type_counts: number of atoms of each type of the atom vocabulary (a tuple of
+            ints: records travel between processes and MPI ranks, and a tuple pickles
+            several times faster than a small NumPy array).
         group: a small integer to report errors by (water: number of waters).
         note: what the converter had to repair, if anything (counted in the manifest).
         n_atom, n_bond: size of the graph (summed into the manifest's totals).
@@ -56,7 +58,7 @@ class Converted:
     index: int
     example: bytes
     target: float
-    atom_type_counts: np.ndarray
+    atom_type_counts: tuple[int, ...]
     group: int = 0
     note: str | None = None
     n_atom: int = 0
