@@ -142,32 +142,36 @@ def prepare_dataset(
     if errors:
         raise records.StrictModeError(errors[0])
 
-    # Global order: task position, then the record's index within its file.
-    my_keys = [(my_positions[t], r.index) for t, r in zip(task_of, converted)]
-    keys = list(my_keys)
-    metadata = converted
+    # Global order: task position, then the record's index within its file. Kept in NumPy
+    # arrays: with millions of records, Python dicts of keys would cost seconds per rank.
+    my_keys = np.array([(my_positions[t], r.index) for t, r in zip(task_of, converted)], dtype=np.int64)
+    my_keys = my_keys.reshape(-1, 2)
+    keys, metadata, my_offset = my_keys, converted, 0
     if comm is not None:
         metadata = [dataclasses.replace(r, example=b"") for r in converted]  # only metadata travels
-        gathered = comm.allgather((keys, metadata, skipped))
-        keys = [k for part in gathered for k in part[0]]
+        gathered = comm.allgather((my_keys, metadata, skipped))
+        my_offset = sum(len(part[0]) for part in gathered[:rank])
+        keys = np.concatenate([part[0] for part in gathered])
         metadata = [m for part in gathered for m in part[1]]
         skipped = [s for part in gathered for s in part[2]]
     if not metadata:
         raise records.NothingConvertedError(f"nothing converted from {len(sources)} file(s); {len(skipped)} skipped")
-    order = sorted(range(len(keys)), key=keys.__getitem__)
+    order = np.lexsort((keys[:, 1], keys[:, 0]))  # global position -> position in `keys`
     metadata = [metadata[i] for i in order]
     if assign is None:
         global_splits = records.assign_splits(len(metadata), out.fractions, out.seed, out.test_every)
     else:
         global_splits = assign(metadata)
 
-    # This rank's records, and where each sits in the global order.
-    global_index = {key: position for position, key in enumerate(keys[i] for i in order)}
-    mine = {global_index[key]: j for j, key in enumerate(my_keys)}
-    local_splits = {
-        split: np.array([mine[i] for i in indices if i in mine], dtype=np.int64)
-        for split, indices in global_splits.items()
-    }
+    # This rank's records: for each global position, its index in `converted` (or -1).
+    global_position = np.empty(len(order), dtype=np.int64)
+    global_position[order] = np.arange(len(order))
+    local_of_global = np.full(len(order), -1, dtype=np.int64)
+    local_of_global[global_position[my_offset : my_offset + len(converted)]] = np.arange(len(converted))
+    local_splits = {}
+    for split, indices in global_splits.items():
+        local = local_of_global[np.asarray(indices, dtype=np.int64)]
+        local_splits[split] = local[local >= 0]
     prefix = f"r{rank:04d}-" if size > 1 else ""
     write_timer = _Timer()
     section = records.write_splits(

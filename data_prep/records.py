@@ -239,7 +239,7 @@ def target_statistics(records: Sequence[Converted], atom_vocab: Sequence[str]) -
     if not records:
         raise ValueError("no records to compute target statistics from")
     targets = np.array([r.target for r in records], dtype=np.float64)
-    counts = np.stack([r.atom_type_counts for r in records]).astype(np.float64)
+    counts = np.array([r.atom_type_counts for r in records], dtype=np.float64)
     design = np.concatenate([counts, np.ones((len(counts), 1))], axis=1)
     solution, *_ = np.linalg.lstsq(design, targets, rcond=None)
     residual = targets - design @ solution
