@@ -3,8 +3,9 @@
 Pipeline per rank::
 
     shard files (or records) across ranks -> parallel interleave over shard files
-    -> [cache] -> shuffle serialised records -> batch -> vectorised parse_example
-    -> merge the batch into one disjoint graph -> prefetch
+    (in blocks of READ_BLOCK records) -> [cache] -> shuffle serialised records -> batch
+    -> vectorised parse_example of the used features -> merge the batch into one
+    disjoint graph -> prefetch
 
 Every record is seen by exactly one rank per epoch, and every rank runs the same number of
 steps (a Horovod allreduce would otherwise wait forever for the rank that finished early):
