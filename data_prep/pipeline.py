@@ -1,9 +1,9 @@
 """Run a conversion end to end, in one process (with worker processes) or across MPI ranks.
 
 With MPI (``mpirun -np K mpnn-prep-water ... --mpi``), rank r converts every K-th task,
-the ranks exchange only the small per-record metadata (never the records), every rank
-computes the same global split from it, each rank writes its own shards
-(``<split>-r<rank>-...``), and rank 0 writes the manifest. The result holds the same
+sends rank 0 only the small per-record metadata (never the records), rank 0 computes the
+global split and sends each rank the positions of its records in each split, each rank
+writes its own shards (``<split>-r<rank>-...``), and rank 0 writes the manifest. The result holds the same
 records in the same splits as a single-process run with the same seed.
 """
 
@@ -99,10 +99,10 @@ def prepare_dataset(
     Args:
         comm: an mpi4py communicator to spread the work over its ranks, or None.
         processes: the conversion processes of this rank, or None for this one only.
-        assign: computes the split from the records in global order (with MPI, their
-            ``example`` emptied), returning indices into that list per split like
-            `records.assign_splits`; every rank calls it with the same list. None: split by
-            `out.fractions`, `out.seed` and `out.test_every`.
+        assign: computes the split from the records in global order (with MPI, those of
+            other ranks than 0 with their ``example`` emptied), returning indices into that
+            list per split like `records.assign_splits`; called on rank 0 only. None: split
+            by `out.fractions`, `out.seed` and `out.test_every`.
 
     Returns:
         the manifest (on rank 0; None on other ranks). Its ``timing`` section holds rank
@@ -114,7 +114,7 @@ def prepare_dataset(
         records.StrictModeError: with `out.strict`, at the first skipped input (every rank).
     """
     if comm is not None and comm.Get_size() == 1:
-        comm = None  # one rank: nothing to gather (gathering 30,000 records from itself took 0.3 s)
+        comm = None  # one rank: nothing to gather
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     # Everything alive now (TensorFlow's ~250,000 objects from its import, the tasks) outlives
     # the conversion: keep the garbage collector from scanning it again and again (a full
@@ -142,36 +142,29 @@ def prepare_dataset(
     if errors:
         raise records.StrictModeError(errors[0])
 
-    # Global order: task position, then the record's index within its file. Kept in NumPy
-    # arrays: with millions of records, Python dicts of keys would cost seconds per rank.
+    # Global order: task position, then the record's index within its file.
     my_keys = np.array([(my_positions[t], r.index) for t, r in zip(task_of, converted)], dtype=np.int64)
     my_keys = my_keys.reshape(-1, 2)
-    keys, metadata, my_offset = my_keys, converted, 0
-    if comm is not None:
-        metadata = [dataclasses.replace(r, example=b"") for r in converted]  # only metadata travels
-        gathered = comm.allgather((my_keys, metadata, skipped))
-        my_offset = sum(len(part[0]) for part in gathered[:rank])
-        keys = np.concatenate([part[0] for part in gathered])
-        metadata = [m for part in gathered for m in part[1]]
-        skipped = [s for part in gathered for s in part[2]]
-    if not metadata:
-        raise records.NothingConvertedError(f"nothing converted from {len(sources)} file(s); {len(skipped)} skipped")
-    order = np.lexsort((keys[:, 1], keys[:, 0]))  # global position -> position in `keys`
-    metadata = [metadata[i] for i in order]
-    if assign is None:
-        global_splits = records.assign_splits(len(metadata), out.fractions, out.seed, out.test_every)
+    if comm is None:
+        plan = _plan_splits([(my_keys, converted, skipped)], out, assign, len(sources))
+        local_splits = plan.local_splits[0]
     else:
-        global_splits = assign(metadata)
-
-    # This rank's records: for each global position, its index in `converted` (or -1).
-    global_position = np.empty(len(order), dtype=np.int64)
-    global_position[order] = np.arange(len(order))
-    local_of_global = np.full(len(order), -1, dtype=np.int64)
-    local_of_global[global_position[my_offset : my_offset + len(converted)]] = np.arange(len(converted))
-    local_splits = {}
-    for split, indices in global_splits.items():
-        local = local_of_global[np.asarray(indices, dtype=np.int64)]
-        local_splits[split] = local[local >= 0]
+        # Only rank 0 needs every record's metadata (to split and for the manifest): the
+        # other ranks send theirs without the serialised graphs, rank 0 plans the splits
+        # and hands each rank the positions of its own records in each split.
+        shipped = None if rank == 0 else [dataclasses.replace(r, example=b"") for r in converted]
+        parts = comm.gather((my_keys, shipped, skipped), root=0)
+        plan, shares = None, None
+        if rank == 0:
+            parts[0] = (my_keys, converted, skipped)
+            try:
+                plan = _plan_splits(parts, out, assign, len(sources))
+                shares = plan.local_splits
+            except records.NothingConvertedError as exc:
+                shares = [str(exc)] * size
+        local_splits = comm.scatter(shares, root=0)
+        if isinstance(local_splits, str):
+            raise records.NothingConvertedError(local_splits)
     prefix = f"r{rank:04d}-" if size > 1 else ""
     write_timer = _Timer()
     section = records.write_splits(
@@ -183,12 +176,59 @@ def prepare_dataset(
     if rank != 0:
         return None
     manifest = records.build_manifest(
-        spec, metadata, skipped, global_splits, section, sources, out.compression, manifest_options
+        spec, plan.metadata, plan.skipped, plan.global_splits, section, sources, out.compression, manifest_options
     )
     manifest["ranks"] = size
     manifest["timing"] = {**convert_timer.report("convert"), **write_timer.report("write")}
     records.write_manifest(out.output, manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class _SplitPlan:
+    """The split of all records (see `_plan_splits`)."""
+
+    metadata: list[records.Converted]  # every record, in global order
+    skipped: list[records.Skipped]
+    global_splits: dict[str, np.ndarray]  # indices into `metadata` per split
+    local_splits: list[dict[str, np.ndarray]]  # per part: indices into that part's records per split
+
+
+def _plan_splits(
+    parts: Sequence[tuple[np.ndarray, Sequence[records.Converted], list[records.Skipped]]],
+    out: OutputOptions,
+    assign: Callable[[list[records.Converted]], dict[str, np.ndarray]] | None,
+    n_sources: int,
+) -> _SplitPlan:
+    """Split the records of all `parts` (one per rank: ``(keys [n, 2], records, skipped)``,
+    keys = (task position, index in its file)) in their global order, the order of the keys.
+
+    Kept in NumPy arrays: with millions of records, Python dicts of keys would cost
+    seconds.
+
+    Raises:
+        records.NothingConvertedError: when no part holds a record.
+    """
+    skipped = [s for _, _, part_skipped in parts for s in part_skipped]
+    sizes = [len(part_records) for _, part_records, _ in parts]
+    if not sum(sizes):
+        raise records.NothingConvertedError(f"nothing converted from {n_sources} file(s); {len(skipped)} skipped")
+    keys = np.concatenate([part_keys for part_keys, _, _ in parts])
+    everything = [r for _, part_records, _ in parts for r in part_records]
+    order = np.lexsort((keys[:, 1], keys[:, 0]))  # global position -> position in `everything`
+    metadata = [everything[i] for i in order]
+    if assign is None:
+        global_splits = records.assign_splits(len(metadata), out.fractions, out.seed, out.test_every)
+    else:
+        global_splits = assign(metadata)
+    part_of = np.repeat(np.arange(len(parts)), sizes)
+    index_in_part = np.concatenate([np.arange(n) for n in sizes])
+    local_splits: list[dict[str, np.ndarray]] = [{} for _ in parts]
+    for split, indices in global_splits.items():
+        positions = order[np.asarray(indices, dtype=np.int64)]
+        for part, share in enumerate(local_splits):
+            share[split] = index_in_part[positions[part_of[positions] == part]]
+    return _SplitPlan(metadata, skipped, global_splits, local_splits)
 
 
 class _Timer:
