@@ -31,12 +31,20 @@ def _read_log(run_dir):
 
 def test_single_process_training_lowers_the_loss_and_writes_the_run_directory(water_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    result = _run([sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir), *SMALL])
+    # The model starts from the target fit and its update MLPs start small, so the loss
+    # stays near the fit's for a few hundred steps (also in the demo) and moves by less
+    # than its epoch-to-epoch noise in 4 epochs: 24 epochs (about 1,200 steps) of the
+    # small model, and the first three epochs against the last three.
+    epochs = ["--epochs", "24"]
+    result = _run(
+        [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir), *SMALL, *epochs]
+    )
     assert "test" in result.stdout and str(run_dir) in result.stdout
 
     log = _read_log(run_dir)
-    assert len(log) == 4
-    assert float(log[-1]["loss"]) < float(log[0]["loss"])
+    assert len(log) == 24
+    losses = [float(row["loss"]) for row in log]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert {"lr", "epoch_seconds", "graphs_per_second", "val_loss"} <= set(log[0])
     for name in ("config.json", "host_info.json", "model.keras", "checkpoints/best.weights.h5"):
         assert (run_dir / name).exists(), name
