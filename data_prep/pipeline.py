@@ -3,8 +3,9 @@
 With MPI (``mpirun -np K mpnn-prep-water ... --mpi``), rank r converts every K-th task,
 sends rank 0 only the small per-record metadata (never the records), rank 0 computes the
 global split and sends each rank the positions of its records in each split, each rank
-writes its own shards (``<split>-r<rank>-...``), and rank 0 writes the manifest. The result holds the same
-records in the same splits as a single-process run with the same seed.
+writes its own shards (``<split>-r<rank>-...``), and rank 0 writes the manifest. The
+result holds the same records in the same splits as a single-process run with the same
+seed.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ def prepare_dataset(
         # Only rank 0 needs every record's metadata (to split and for the manifest): the
         # other ranks send theirs without the serialised graphs, rank 0 plans the splits
         # and hands each rank the positions of its own records in each split.
-        shipped = None if rank == 0 else [dataclasses.replace(r, example=b"") for r in converted]
-        parts = comm.gather((my_keys, shipped, skipped), root=0)
+        mine = (my_keys, [dataclasses.replace(r, example=b"") for r in converted], skipped) if rank else None
+        parts = comm.gather(mine, root=0)
         plan, shares = None, None
         if rank == 0:
             parts[0] = (my_keys, converted, skipped)
@@ -226,8 +227,13 @@ def _plan_splits(
     local_splits: list[dict[str, np.ndarray]] = [{} for _ in parts]
     for split, indices in global_splits.items():
         positions = order[np.asarray(indices, dtype=np.int64)]
-        for part, share in enumerate(local_splits):
-            share[split] = index_in_part[positions[part_of[positions] == part]]
+        # Grouped by part with a stable sort (each part keeps the split's order): one pass
+        # over the split whatever the number of ranks.
+        owners = part_of[positions]
+        grouped = index_in_part[positions[np.argsort(owners, kind="stable")]]
+        ends = np.cumsum(np.bincount(owners, minlength=len(parts)))
+        for share, local in zip(local_splits, np.split(grouped, ends[:-1])):
+            share[split] = local
     return _SplitPlan(metadata, skipped, global_splits, local_splits)
 
 

@@ -45,9 +45,9 @@ def distributed_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.
     reduced together, instead of one request per variable; ``sparse_as_dense``: embedding
     gradients (`tf.IndexedSlices`) are reduced as small dense tensors instead of being
     allgathered. Our models are small (3e4 to 1e5 parameters), so per-request latency,
-    not bandwidth, is the cost: on 2 CPU ranks of 2 cores these two settings raised the
-    weak-scaling efficiency at batch 64 per rank from 85% to 93% and the CPU per step
-    back to the 1-rank figure (BENCHMARKS.md, "Two ranks on 2 cores"). The price, one
+    not bandwidth, is the cost: on 2 CPU ranks of 2 cores these two settings brought the
+    CPU per step back to the 1-rank figure and the weak-scaling efficiency at 256 graphs
+    per rank from 79-90% to 96% (BENCHMARKS.md, "Two ranks on 2 cores"). The price, one
     allreduce that starts when the last gradient is ready, matters only for models whose
     gradient exchange is long enough to overlap with the backward pass.
     """

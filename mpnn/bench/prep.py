@@ -10,10 +10,11 @@ records (for pdbbind: complexes) per second, the median over `repeats`; the spee
 relative to the smallest worker count measured. With ``--mpi`` the N processes are MPI
 ranks instead (``mpirun -np N``, each running the converter with ``--mpi --workers 1``:
 each rank reads the inputs, converts its share of the tasks and writes its own shards;
-rank 0 writes the manifest), timed between barriers after every rank's imports. The workers' start-up (and whatever they
-import) is part of the time, as it is for a user. Each run also reports figures that
-depend less on the machine's load: the serial seconds (outside the conversion phase) and
-the CPU seconds of the converting process and of its workers.
+rank 0 writes the manifest), timed between barriers after every rank's imports. The
+workers' start-up (and whatever they import) is part of the time, as it is for a user.
+Each run also reports figures that depend less on the machine's load: the serial seconds
+(outside the conversion phase) and the CPU seconds of the converting process and of its
+workers.
 
 With ``--converter pdbbind`` the ``--inputs`` are PDBbind roots (``ROOT/<pdbid>/``) and
 ``--index FILE ...`` names their index files, e.g. for a tree made by
@@ -49,6 +50,7 @@ from mpnn.bench.common import (
     peak_rss_kib,
     positive_int,
 )
+from mpnn.mpi_env import mpi_launch_environment
 
 log = logging.getLogger("mpnn-bench.prep")
 
@@ -90,7 +92,7 @@ def convert_once(
         command = [sys.executable, "-c", code, converter.module, result_path, json.dumps(argv)]
         child = subprocess.run(
             mpirun_command(processes) + command if mpi else command, capture_output=True, text=True,
-            env=mpirun_environment() if mpi else None,
+            env=mpi_launch_environment() if mpi else None,
         )
         log.debug("%s: %s", converter.command, child.stdout.strip())
         if child.returncode != 0:
@@ -109,15 +111,6 @@ def mpirun_command(ranks: int) -> list[str]:
     if mpirun is None:
         raise BenchError("--mpi needs mpirun on the PATH (Open MPI: Debian's openmpi-bin)")
     return [mpirun, "-np", str(ranks), "--bind-to", "none"]
-
-
-def mpirun_environment() -> dict[str, str]:
-    """This environment; as root, with Open MPI's consent to run as root."""
-    env = dict(os.environ)
-    if os.geteuid() == 0:
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    return env
 
 
 def measure_in_this_process(module: str, result_path: str, argv_json: str) -> None:

@@ -122,8 +122,8 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     results = []
     for variant in args.variants:
         rates = [graphs / seconds for graphs, seconds, _ in timings[variant]]
-        best = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]  # the median run
-        graphs, seconds, cpu_seconds = timings[variant][best]
+        median_run = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
+        graphs, seconds, cpu_seconds = timings[variant][median_run]
         results.append({
             "rank": rank, "variant": variant, "width": width, "batch_size": batch_size,
             "parameters": parameters[variant], "steps": args.steps, "graphs": graphs, "seconds": seconds,

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from mpnn.mpi_env import mpi_launch_environment
 from mpnn.scaling.plan import Run, Study
 
 log = logging.getLogger("mpnn-scaling")
@@ -60,10 +61,7 @@ def local_command(run: Run, study: Study, study_dir: str, controller: str = "glo
 def run_local(study: Study, runs: list[Run], study_dir: str, controller: str = "gloo",
               dry_run: bool = False) -> list[Outcome]:
     """Train the unfinished runs in order; returns one `Outcome` per run."""
-    env = dict(os.environ)
-    if hasattr(os, "getuid") and os.getuid() == 0:  # OpenMPI refuses root unless told (as jobs/local/train.sh)
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    env = mpi_launch_environment()
     logs = os.path.join(study_dir, LOGS_SUBDIR)
     if not dry_run:
         os.makedirs(logs, exist_ok=True)
