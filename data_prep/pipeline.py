@@ -11,7 +11,6 @@ seed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import logging
 import time
@@ -153,11 +152,13 @@ def prepare_dataset(
         # Only rank 0 needs every record's metadata (to split and for the manifest): the
         # other ranks send theirs without the serialised graphs, rank 0 plans the splits
         # and hands each rank the positions of its own records in each split.
-        mine = (my_keys, [dataclasses.replace(r, example=b"") for r in converted], skipped) if rank else None
+        mine = (my_keys, records.metadata_columns(converted), skipped) if rank else None
         parts = comm.gather(mine, root=0)
         plan, shares = None, None
         if rank == 0:
-            parts[0] = (my_keys, converted, skipped)
+            parts = [(keys, records.from_metadata_columns(columns), part_skipped)
+                     for keys, columns, part_skipped in parts[1:]]
+            parts.insert(0, (my_keys, converted, skipped))
             try:
                 plan = _plan_splits(parts, out, assign, len(sources))
                 shares = plan.local_splits

@@ -19,11 +19,12 @@ import concurrent.futures
 import contextlib
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -37,9 +38,11 @@ MANIFEST_NAME = "manifest.json"
 COMPRESSIONS = {"GZIP": ".gz", "none": ""}
 
 
-@dataclass(frozen=True)
-class Converted:
+class Converted(NamedTuple):
     """One graph, serialised.
+
+    A named tuple rather than a dataclass: records travel between processes and MPI ranks
+    by the ten thousand, and a tuple is built and pickled several times faster.
 
     Attributes:
         source: the input file it came from.
@@ -47,8 +50,7 @@ class Converted:
         example: the serialised `tf.train.Example`.
         target: the regression target (units in the manifest).
         atom_type_counts: number of atoms of each type of the atom vocabulary (a tuple of
-            ints: records travel between processes and MPI ranks, and a tuple pickles
-            several times faster than a small NumPy array).
+            ints: it pickles several times faster than a small NumPy array).
         group: a small integer to report errors by (water: number of waters).
         note: what the converter had to repair, if anything (counted in the manifest).
         n_atom, n_bond: size of the graph (summed into the manifest's totals).
@@ -63,6 +65,26 @@ class Converted:
     note: str | None = None
     n_atom: int = 0
     n_bond: int = 0
+
+
+_EXAMPLE_FIELD = Converted._fields.index("example")
+
+
+def metadata_columns(converted: Sequence[Converted]) -> list[tuple]:
+    """Every field of `converted` but the serialised example, one tuple per field: what
+    rank 0 needs of another rank's records (to split them and write the manifest), in the
+    form that pickles fastest (15,000 water records: about 2 ms, against 45 ms for the
+    records with their examples emptied)."""
+    columns = list(zip(*converted)) if converted else [()] * len(Converted._fields)
+    del columns[_EXAMPLE_FIELD]
+    return columns
+
+
+def from_metadata_columns(columns: Sequence[tuple]) -> list[Converted]:
+    """The records of `metadata_columns`, with empty examples."""
+    columns = list(columns)
+    columns.insert(_EXAMPLE_FIELD, itertools.repeat(b""))
+    return [Converted._make(row) for row in zip(*columns)]
 
 
 @dataclass(frozen=True)

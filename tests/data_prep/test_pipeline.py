@@ -9,6 +9,7 @@ import sys
 
 import tensorflow as tf
 
+from data_prep import records
 from data_prep.prep_water import main
 from tests.conftest import MINIMA
 
@@ -84,3 +85,15 @@ def test_two_mpi_ranks_write_the_same_data_set_as_one_process(tutorial_subset, t
     assert spread["target_stats"] == single["target_stats"]
     assert {s["file"][:11] for s in spread["splits"]["train"]["shards"]} == {"train-r0000", "train-r0001"}
     assert _records_by_split(tmp_path / "mpi") == _records_by_split(tmp_path / "single")
+
+
+def test_metadata_columns_round_trip_every_field_but_the_example():
+    converted = [
+        records.Converted("a.xyz", 0, b"graph-0", -10.5, (1, 2), group=1, note=None, n_atom=3, n_bond=4),
+        records.Converted("b.xyz", 7, b"graph-7", -3.25, (2, 4), group=2, note="repaired", n_atom=6, n_bond=10),
+    ]
+
+    back = records.from_metadata_columns(records.metadata_columns(converted))
+
+    assert back == [r._replace(example=b"") for r in converted]
+    assert records.from_metadata_columns(records.metadata_columns([])) == []
