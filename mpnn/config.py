@@ -119,8 +119,10 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("early_stopping_patience", int, "stop after this many epochs without a better val_loss (0: off)"),
     ("max_train_seconds", float, "stop after the epoch that passes this many seconds of training (0: off)"),
     ("seed", int, "seed of weights initialisation and shuffling"),
-    ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: cores / local ranks)"),
-    ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 under Horovod, else TF's default)"),
+    ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: chosen from the rank's cores, "
+     "see mpnn.distributed.thread_plan)"),
+    ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 on one core, 2 on more, "
+     "with MPNN batches cut in two)"),
     ("data_threads", int, "tf.data threads per rank (0: cores / local ranks, or tf.data's default for one rank)"),
     ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),

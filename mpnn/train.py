@@ -108,9 +108,14 @@ def train(config: TrainConfig) -> dict | None:
     Writes the run directory (see `mpnn.rundir`) on rank 0.
     """
     config.validate()
-    distributed.init(config.intra_op_threads, config.inter_op_threads)
+    threads = distributed.init(config.intra_op_threads, config.inter_op_threads)
     tf.keras.utils.set_random_seed(config.seed)
     manifest = Manifest.load(config.data)
+    model_name = models.choose_model(config.model, manifest.content)
+    # Rank 0's choice, so that every rank builds the same model.
+    config.model_options = distributed.broadcast_object(
+        models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options"
+    )
     ranks, rank = distributed.size(), distributed.rank()
     run_dir = distributed.broadcast_object(config.run_dir or rundir.default_run_dir(), "run_dir")
     config.run_dir = run_dir
@@ -131,7 +136,6 @@ def train(config: TrainConfig) -> dict | None:
     scaled_lr = distributed.scaled_learning_rate(
         config.learning_rate, batch * ranks, config.batch_size, config.lr_scaling
     )
-    model_name = models.choose_model(config.model, manifest.content)
     defaults = models.TRAINING_DEFAULTS[model_name]
     loss = defaults["loss"] if config.loss == "auto" else config.loss
     weight_decay = defaults["weight_decay"] if config.weight_decay is None else config.weight_decay

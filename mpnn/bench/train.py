@@ -17,8 +17,10 @@ loader's included), which changes little with the load of a shared machine.
 
 Under ``horovodrun -np K`` each rank trains on its own shard with gradients averaged
 across ranks, as in ``mpnn-train``; rank 0 gathers every rank's rate and reports them and
-their sum. Thread settings (``--intra-op``, ``--inter-op``; 0 = TensorFlow's default) are
-applied before TensorFlow runs its first op.
+their sum. Thread settings and the cut of each batch into shards are mpnn-train's
+(`mpnn.distributed.thread_plan`: on 2 cores, one rank runs intra-op 1, inter-op 2 and
+MPNN batches cut in two); ``--intra-op`` and ``--inter-op`` override the threads and a
+variant such as ``parallel_shards=1`` the cut.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model variants to compare: 'default' or comma-separated model options, e.g. "
                              "fused_updates=false (default: default)")
     parser.add_argument("--warmup-steps", type=non_negative_int, default=5, help="untimed steps first (default 5)")
-    parser.add_argument("--intra-op", type=non_negative_int, default=0, help="intra-op threads (0: TF default)")
-    parser.add_argument("--inter-op", type=non_negative_int, default=0, help="inter-op threads (0: TF default)")
+    parser.add_argument("--intra-op", type=non_negative_int, default=0,
+                        help="intra-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)")
+    parser.add_argument("--inter-op", type=non_negative_int, default=0,
+                        help="inter-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)")
     parser.add_argument("--data-threads", type=non_negative_int, default=0,
                         help="tf.data thread pool size per rank (0: tf.data's default, one per core)")
 
@@ -76,9 +80,10 @@ def parse_variant(text: str) -> dict[str, Any]:
 
 
 def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,
-            rank: int, size: int) -> list[dict[str, Any]]:
+            rank: int, size: int, batch_shards: int) -> list[dict[str, Any]]:
     """Rates of one rank for one width and batch size, one entry per variant (see the
-    module docstring)."""
+    module docstring); the model cuts its batches into `batch_shards` unless a variant
+    says otherwise."""
     import tensorflow as tf
 
     from mpnn import distributed, models
@@ -92,6 +97,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     parameters: dict[str, int] = {}
     for variant in args.variants:
         options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
+        options = models.with_batch_shards(model_name, options, batch_shards)
         try:
             config = models.model_config(model_name, {**options, **parse_variant(variant)})
         except (TypeError, ValueError) as exc:
@@ -149,20 +155,13 @@ def _time_steps(train_step: Any, iterator: Any, steps: int) -> tuple[int, float,
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the sweep; returns the report's benchmark-specific part (on rank 0 only: the
     other ranks exit here, so that one process prints and writes the report)."""
-    import horovod.tensorflow.keras as hvd
-    import tensorflow as tf
-
-    # Before the first TensorFlow op: the runtime reads these once, when it starts.
-    hvd.init()
-    if args.intra_op:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
-    if args.inter_op:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
-
     from mpnn import distributed, models
     from mpnn.data import Manifest
 
-    rank, size = hvd.rank(), hvd.size()
+    # Before the first TensorFlow op (the runtime reads the thread settings once, when it
+    # starts), and the same choice as mpnn-train's.
+    threads = distributed.init(args.intra_op, args.inter_op)
+    rank, size = distributed.rank(), distributed.size()
     manifest = Manifest.load(args.data)
     try:
         model_name = models.choose_model(args.model, manifest.content)
@@ -171,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     results = []
     for width in args.widths:
         for batch_size in args.batch_sizes:
-            mine = measure(manifest, model_name, width, batch_size, args, rank, size)
+            mine = measure(manifest, model_name, width, batch_size, args, rank, size, threads.batch_shards)
             gathered = distributed.allgather_object(mine, f"bench_{width}_{batch_size}") if size > 1 else [mine]
             for index, variant in enumerate(args.variants):
                 ranks = [per_rank[index] for per_rank in gathered]
@@ -194,7 +193,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             "widths": list(args.widths), "message_steps": args.message_steps if model_name == "mpnn" else None,
             "batch_sizes": list(args.batch_sizes), "steps": args.steps, "warmup_steps": args.warmup_steps,
             "repeats": args.repeats, "variants": list(args.variants),
-            "intra_op_threads": args.intra_op, "inter_op_threads": args.inter_op,
+            "intra_op_threads": threads.intra_op_threads, "inter_op_threads": threads.inter_op_threads,
+            "batch_shards": threads.batch_shards,
             "data_threads": args.data_threads, "ranks": size,
             "optimizer": "adam", "loss": "mae",
         },
@@ -208,6 +208,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"train: {report['model']} on {data['manifest']} ({data['records']:,} training graphs), "
         f"{parameters['ranks']} rank(s), threads intra-op {parameters['intra_op_threads'] or 'default'} "
         f"inter-op {parameters['inter_op_threads'] or 'default'} "
+        f"batch shards {parameters.get('batch_shards', 1)} "
         f"tf.data {parameters.get('data_threads') or 'default'}; median of {parameters['repeats']} run(s) of "
         f"{parameters['steps']} timed steps after {parameters['warmup_steps']} warm-up steps"
     )

@@ -45,6 +45,17 @@ def model_config(name: str, options: dict[str, Any]) -> Any:
     return config_class(**options)
 
 
+def with_batch_shards(name: str, options: dict[str, Any], shards: int) -> dict[str, Any]:
+    """`options` with ``parallel_shards`` set to `shards` (a rank's
+    `mpnn.distributed.ThreadPlan.batch_shards`) when model `name` can cut its batches (the
+    MPNN) and `options` does not already say how. The result belongs in the run's saved
+    configuration: a checkpoint restores only into a model cut the same way."""
+    known = {f.name for f in dataclasses.fields(CONFIGS[name])}
+    if "parallel_shards" not in known or "parallel_shards" in options:
+        return dict(options)
+    return {**options, "parallel_shards": shards}
+
+
 def build_from_manifest(name: str, config: Any, manifest: dict[str, Any]) -> tf.keras.Model:
     """Build model `name` with architecture `config`, sized (and for the MPNN initialised)
     from the manifest."""

@@ -56,12 +56,3 @@ def test_missing_data_is_named(script, tmp_path):
                           cwd=tmp_path)
     assert done.returncode == 1
     assert "set DATA to a prepared data set" in done.stderr
-
-
-@pytest.mark.parametrize("path", sorted((REPO / "jobs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_training_configs_are_valid_settings(path):
-    from mpnn import models
-    from mpnn.config import config_from_args
-
-    config = config_from_args(["--config", str(path), "--data", "work/water"])
-    models.model_config("mpnn", config.model_options)  # raises on an unknown architecture key

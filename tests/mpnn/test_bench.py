@@ -229,6 +229,7 @@ def test_train_reports_graphs_per_second(tmp_path):
     check_environment(report)
     assert report["benchmark"] == "train" and report["model"] == "mpnn"
     assert report["parameters"]["intra_op_threads"] == 1 and report["parameters"]["inter_op_threads"] == 1
+    assert report["parameters"]["batch_shards"] == 1  # one inter-op thread: batches are not cut
     assert report["parameters"]["repeats"] == 2
     reference, default = report["results"]
     assert (reference["variant"], default["variant"]) == ("fused_updates=false", "default")
