@@ -17,7 +17,10 @@ loader's included), which changes little with the load of a shared machine.
 
 Under ``horovodrun -np K`` each rank trains on its own shard with gradients averaged
 across ranks, as in ``mpnn-train``; rank 0 gathers every rank's rate and reports them and
-their sum. Thread settings and the cut of each batch into shards are mpnn-train's
+their sum. With ``--baseline`` (the report of a 1-rank run of the same sweep) each result
+also gets its scaling efficiency, total graphs/s / (K x the 1-rank graphs/s): with the same
+per-rank batch, the weak-scaling efficiency (``benchmarks/weak_scaling.sh`` alternates
+such runs). Thread settings and the cut of each batch into shards are mpnn-train's
 (`mpnn.distributed.thread_plan`: on 2 cores, one rank runs intra-op 1, inter-op 2 and
 MPNN batches cut in two); ``--intra-op`` and ``--inter-op`` override the threads and a
 variant such as ``parallel_shards=1`` the cut.
@@ -26,6 +29,7 @@ variant such as ``parallel_shards=1`` the cut.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -56,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="intra-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)")
     parser.add_argument("--inter-op", type=non_negative_int, default=0,
                         help="inter-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)")
+    parser.add_argument("--baseline", metavar="FILE.json",
+                        help="report of a 1-rank run of the same sweep: each result then gets its scaling "
+                             "efficiency, graphs/s / (ranks x the baseline's graphs/s); for weak scaling run both "
+                             "with the same per-rank batch and threads")
     parser.add_argument("--data-threads", type=non_negative_int, default=0,
                         help="tf.data thread pool size per rank (0: tf.data's default, one per core)")
 
@@ -152,6 +160,29 @@ def _time_steps(train_step: Any, iterator: Any, steps: int) -> tuple[int, float,
     return graphs, time.perf_counter() - start, time.process_time() - cpu_start
 
 
+def baseline_rates(path: str, args: argparse.Namespace) -> dict[tuple[str, int, int], float]:
+    """Graphs/s of a 1-rank ``mpnn-bench train`` report by (variant, width, batch size),
+    for every combination this sweep measures.
+
+    Raises:
+        BenchError: the file is not such a report or lacks one of the combinations.
+    """
+    try:
+        with open(path) as handle:
+            report = json.load(handle)
+        if report.get("benchmark") != "train":
+            raise BenchError(f"--baseline {path}: not an mpnn-bench train report")
+        if report["parameters"]["ranks"] != 1:
+            raise BenchError(f"--baseline {path}: a run of {report['parameters']['ranks']} ranks, not 1")
+        rates = {(r["variant"], r["width"], r["batch_size"]): r["graphs_per_second"] for r in report["results"]}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BenchError(f"--baseline {path}: cannot read an mpnn-bench train report ({exc})") from None
+    for key in itertools.product(args.variants, args.widths, args.batch_sizes):
+        if key not in rates:
+            raise BenchError(f"--baseline {path}: no result for variant {key[0]!r}, width {key[1]}, batch {key[2]}")
+    return rates
+
+
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the sweep; returns the report's benchmark-specific part (on rank 0 only: the
     other ranks exit here, so that one process prints and writes the report)."""
@@ -162,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     # starts), and the same choice as mpnn-train's.
     threads = distributed.init(args.intra_op, args.inter_op)
     rank, size = distributed.rank(), distributed.size()
+    baseline = baseline_rates(args.baseline, args) if args.baseline else {}
     manifest = Manifest.load(args.data)
     try:
         model_name = models.choose_model(args.model, manifest.content)
@@ -183,6 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                                 "steps_per_second": min(r["steps_per_second"] for r in ranks),
                                 "cpu_seconds_per_step": max(r["cpu_seconds_per_step"] for r in ranks),
                                 "peak_rss_kib": max(r["peak_rss_kib"] for r in ranks), "per_rank": ranks})
+                if baseline:
+                    results[-1]["scaling_efficiency"] = total / (size * baseline[variant, width, batch_size])
     if rank != 0:
         return None  # only rank 0 reports
     return {
@@ -196,6 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             "intra_op_threads": threads.intra_op_threads, "inter_op_threads": threads.inter_op_threads,
             "batch_shards": threads.batch_shards,
             "data_threads": args.data_threads, "ranks": size,
+            "baseline": os.path.abspath(args.baseline) if args.baseline else None,
             "optimizer": "adam", "loss": "mae",
         },
         "results": results,
@@ -213,6 +248,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{parameters['steps']} timed steps after {parameters['warmup_steps']} warm-up steps"
     )
     multi = parameters["ranks"] > 1
+    scaled = any("scaling_efficiency" in r for r in report["results"])
     first = {}  # the first variant's rate for each width and batch size
     rows = []
     for r in report["results"]:
@@ -220,10 +256,13 @@ def format_report(report: dict[str, Any]) -> str:
         per_rank = [" ".join(f"{x['graphs_per_second']:,.0f}" for x in r["per_rank"])] if multi else []
         rows.append((r["variant"], r["width"], r["batch_size"], f"{r['parameters']:,}",
                      f"{r['graphs_per_second']:,.0f}", *per_rank, f"{r['graphs_per_second'] / reference:.2f}",
+                     *([f"{100 * r['scaling_efficiency']:.0f}%"] if scaled else []),
                      f"{r['steps_per_second']:,.2f}", f"{1000 * r['cpu_seconds_per_step']:,.0f}",
                      mib(r["peak_rss_kib"])))
     headers = ("variant", "width", "batch", "parameters", "graphs/s", *(["graphs/s per rank"] if multi else []),
-               "vs first", "steps/s", "CPU ms/step", "peak RSS MiB")
-    note = ("graphs/s: summed over ranks; vs first: relative to the first variant; steps/s: the slowest rank; "
+               "vs first", *(["efficiency"] if scaled else []), "steps/s", "CPU ms/step", "peak RSS MiB")
+    note = ("graphs/s: summed over ranks; vs first: relative to the first variant; "
+            + ("efficiency: graphs/s / (ranks x the --baseline run's); " if scaled else "")
+            + "steps/s: the slowest rank; "
             "CPU ms/step: CPU time of the process (all threads), largest rank; peak RSS: largest rank, process so far")
     return f"{title}\n\n{format_table(headers, rows)}\n\n{note}"

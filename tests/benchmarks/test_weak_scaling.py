@@ -24,3 +24,7 @@ def test_one_round_on_two_ranks(water_dataset, tmp_path):
     one, two = (json.loads((out / f"r1-n{n}.json").read_text()) for n in (1, 2))
     assert len(one["results"][0]["per_rank"]) == 1 and len(two["results"][0]["per_rank"]) == 2
     assert two["results"][0]["batch_size"] == 16 and two["results"][0]["graphs_per_second"] > 0
+    # The 2-rank report holds its efficiency against the 1-rank run of the same round.
+    expected = two["results"][0]["graphs_per_second"] / (2 * one["results"][0]["graphs_per_second"])
+    assert two["results"][0]["scaling_efficiency"] == pytest.approx(expected)
+    assert "scaling_efficiency" not in one["results"][0]

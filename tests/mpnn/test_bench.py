@@ -253,3 +253,23 @@ def test_train_rejects_an_unknown_model_option(tmp_path, caplog):
             "--variants", "no_such_option=1", "--output", str(tmp_path / "train.json")]
     assert main(argv) == 1
     assert "no_such_option" in caplog.text and not (tmp_path / "train.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("baseline", "message"),
+    [
+        ({"benchmark": "loader"}, "not an mpnn-bench train report"),
+        ({"benchmark": "train", "parameters": {"ranks": 2}, "results": []}, "a run of 2 ranks, not 1"),
+        ({"benchmark": "train", "parameters": {"ranks": 1},
+          "results": [{"variant": "default", "width": 8, "batch_size": 4, "graphs_per_second": 100.0}]},
+         "no result for variant 'default', width 8, batch 8"),
+    ],
+    ids=["other-benchmark", "two-ranks", "missing-batch"],
+)
+def test_train_baseline_must_be_a_one_rank_run_of_the_same_sweep(baseline, message, tmp_path, caplog):
+    path = tmp_path / "one-rank.json"
+    path.write_text(json.dumps(baseline))
+    argv = ["train", "--data", str(tmp_path / "never-read"), "--widths", "8", "--batch-sizes", "4", "8",
+            "--baseline", str(path), "--output", str(tmp_path / "train.json")]
+    assert main(argv) == 1
+    assert message in caplog.text and str(path) in caplog.text
