@@ -115,12 +115,12 @@ def prepare_dataset(
     """
     if comm is not None and comm.Get_size() == 1:
         comm = None  # one rank: nothing to gather
-    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    rank, size = rank_and_size(comm)
     # Everything alive now (TensorFlow's ~250,000 objects from its import, the tasks) outlives
     # the conversion: keep the garbage collector from scanning it again and again (a full
     # collection takes about 0.1 s) while the records pile up.
     gc.freeze()
-    my_positions = list(range(rank, len(tasks), size))
+    my_positions = [position for position in range(len(tasks)) if owns_task(position, rank, size)]
     error = None
     convert_timer = _Timer()
     try:
@@ -184,6 +184,17 @@ def prepare_dataset(
     manifest["timing"] = {**convert_timer.report("convert"), **write_timer.report("write")}
     records.write_manifest(out.output, manifest)
     return manifest
+
+
+def rank_and_size(comm: Any) -> tuple[int, int]:
+    """This rank and the number of ranks of `comm` (an mpi4py communicator), or (0, 1)."""
+    return (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+
+
+def owns_task(position: int, rank: int, size: int) -> bool:
+    """Whether `rank` of `size` ranks converts the task at `position` of the task list:
+    every size-th task, from its rank on (tasks in file order spread evenly)."""
+    return position % size == rank
 
 
 @dataclass(frozen=True)

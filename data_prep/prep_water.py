@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from data_prep.example_proto import serialize_graph
 from data_prep.pipeline import OutputOptions, prepare_dataset
 from data_prep.processes import ConversionProcesses
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs, read_structures
-from data_prep.tutorial_records import is_tutorial_file, read_tutorial_records, tutorial_graph
+from data_prep.tutorial_records import is_tutorial_file, tutorial_graph, tutorial_record_chunks
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
 
 log = logging.getLogger("mpnn-prep-water")
@@ -90,9 +90,15 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
     return out
 
 
-def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool) -> list[WaterTask]:
+def plan_tasks(
+    files: Sequence[str], energy_unit: str, with_distance: bool, owned: Callable[[int], bool] = lambda position: True
+) -> list[WaterTask]:
     """One task per structure file; tutorial files are read here, once, and cut into
     tasks of `TUTORIAL_CHUNK` records.
+
+    `owned(position)` says whether this process converts the task at that position of the
+    list; the records of the other tutorial tasks are not kept, so that each MPI rank holds
+    only its share of a large tutorial file (see `pipeline.owns_task`).
 
     Records from tutorial files carry no coordinates, so a dataset that includes one (or
     `with_distance` False) is written without the ``distance`` feature.
@@ -108,10 +114,12 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool) -> l
         if not is_tutorial_file(path):
             tasks.append(WaterTask(path, features, energy_unit))
             continue
-        serialized = read_tutorial_records(path)
-        for start in range(0, max(len(serialized), 1), TUTORIAL_CHUNK):
-            chunk = tuple(serialized[start : start + TUTORIAL_CHUNK])
-            tasks.append(WaterTask(path, features, energy_unit, start, chunk))
+        first = len(tasks)
+        chunks = tutorial_record_chunks(path, TUTORIAL_CHUNK, keep=lambda index, first=first: owned(first + index))
+        for index, chunk in enumerate(chunks):
+            tasks.append(WaterTask(path, features, energy_unit, index * TUTORIAL_CHUNK, chunk))
+        if len(tasks) == first:  # an empty file: one empty task, so that it is accounted for
+            tasks.append(WaterTask(path, features, energy_unit))
     return tasks
 
 
@@ -134,7 +142,10 @@ def prepare_water(
     """Convert (with `processes`, if any), split and write; returns the manifest (None on
     MPI ranks other than 0)."""
     files = expand_inputs(args.inputs)
-    tasks = plan_tasks(files, args.energy_unit, with_distance=not args.no_distance)
+    rank, size = pipeline.rank_and_size(comm)
+    tasks = plan_tasks(
+        files, args.energy_unit, not args.no_distance, owned=lambda position: pipeline.owns_task(position, rank, size)
+    )
     spec = records.DatasetSpec(
         kind="water",
         target="energy",

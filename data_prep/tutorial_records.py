@@ -16,6 +16,8 @@ record's note, which the manifest counts.
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import numpy as np
 from google.protobuf.message import DecodeError
 
@@ -31,13 +33,23 @@ def is_tutorial_file(path: str) -> bool:
 
 
 def read_tutorial_records(path: str) -> list[bytes]:
-    """Every serialised record of a tutorial file, in file order (reads it once; the
-    parent process does this and hands the bytes to the conversion workers)."""
+    """Every serialised record of a tutorial file, in file order."""
+    return [record for chunk in tutorial_record_chunks(path, _READ_BATCH) for record in chunk]
+
+
+def tutorial_record_chunks(
+    path: str, chunk: int, keep: Callable[[int], bool] = lambda index: True
+) -> Iterator[tuple[bytes, ...]]:
+    """The serialised records of a tutorial file in chunks of `chunk` (the last may be
+    shorter), in file order; a chunk whose index `keep` rejects comes back empty, so that a
+    process keeps in memory only the records it converts (the file is read through all the
+    same: a GZIP stream cannot be entered in the middle)."""
     import tensorflow as tf
 
     dataset = tf.data.TFRecordDataset(path, compression_type=_compression(path))
     # In batches: one Python step per record costs about 15x the reading itself.
-    return [record for batch in dataset.batch(_READ_BATCH).as_numpy_iterator() for record in batch.tolist()]
+    for index, batch in enumerate(dataset.batch(chunk).as_numpy_iterator()):
+        yield tuple(batch.tolist()) if keep(index) else ()
 
 
 REPAIRED_BOND_TYPES = "bond types re-derived from the O,H,H atom order (they disagreed with the connectivity)"

@@ -169,3 +169,16 @@ def test_splits_are_seeded_and_disjoint():
     together = np.concatenate(list(a.values()))
     assert sorted(together.tolist()) == list(range(1000))
     assert [len(a[k]) for k in ("train", "valid", "test")] == [800, 100, 100]
+
+
+def test_a_process_keeps_only_the_tutorial_records_it_converts(tutorial_subset):
+    from data_prep.prep_water import TUTORIAL_CHUNK, plan_tasks
+
+    every = plan_tasks([str(tutorial_subset)], "kcal/mol", False)
+    even = plan_tasks([str(tutorial_subset)], "kcal/mol", False, owned=lambda position: position % 2 == 0)
+
+    assert len(every) == len(even) == -(-2000 // TUTORIAL_CHUNK)
+    assert [t.start for t in every] == [t.start for t in even] == list(range(0, 2000, TUTORIAL_CHUNK))
+    for position, (mine, whole) in enumerate(zip(even, every)):
+        assert mine.records == (whole.records if position % 2 == 0 else ())
+    assert sum(len(t.records) for t in every) == 2000
