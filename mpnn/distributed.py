@@ -66,8 +66,8 @@ def init(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ThreadPlan:
     """Start Horovod, pin one GPU per local rank, and set this rank's threads (`thread_plan`).
 
     Must run before TensorFlow creates its runtime (before the first op), else the threads
-    stay as they were (with a warning). Returns the plan,
-    whose ``batch_shards`` the model should take (see `mpnn.models.with_batch_shards`).
+    stay as they were (with a warning). Returns the plan, whose ``batch_shards`` the model
+    should take (see `mpnn.models.with_batch_shards`).
     """
     hvd.init()
     gpus = tf.config.list_physical_devices("GPU")
