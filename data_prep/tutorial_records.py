@@ -25,16 +25,10 @@ from data_prep.example_proto import Example
 
 TUTORIAL_SUFFIXES = (".proto.gz", ".proto", ".tfrecord", ".tfrecord.gz")
 _INT_FEATURES = ("n_atom", "n_bond", "n_waters", "atom", "bond", "connectivity")
-_READ_BATCH = 1024
 
 
 def is_tutorial_file(path: str) -> bool:
     return path.endswith(TUTORIAL_SUFFIXES)
-
-
-def read_tutorial_records(path: str) -> list[bytes]:
-    """Every serialised record of a tutorial file, in file order."""
-    return [record for chunk in tutorial_record_chunks(path, _READ_BATCH) for record in chunk]
 
 
 def tutorial_record_chunks(

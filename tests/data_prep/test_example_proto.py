@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from data_prep.example_proto import Example, serialize_graph
 from data_prep.structures import read_structures
-from data_prep.tutorial_records import read_tutorial_records, tutorial_graph
+from data_prep.tutorial_records import tutorial_graph, tutorial_record_chunks
 from data_prep.water import FEATURES, water_graph
 from mpnn.schema import feature_dtypes
 from tests.conftest import MINIMA
@@ -31,7 +31,7 @@ def _with_tensorflow(graph, names) -> bytes:
 
 def test_records_are_byte_identical_to_tensorflows(tutorial_subset):
     no_distance = [f for f in FEATURES if f != "distance"]
-    serialized = read_tutorial_records(str(tutorial_subset))[:200]
+    serialized = next(tutorial_record_chunks(str(tutorial_subset), 200))
     graphs = [(tutorial_graph(r, f"subset:{i}"), no_distance) for i, r in enumerate(serialized)]
     for path in MINIMA[:5]:
         (structure,) = read_structures(str(path))

@@ -148,11 +148,11 @@ def test_tutorial_bond_types_are_made_consistent_with_the_connectivity(tutorial_
     from data_prep.tutorial_records import (
         REPAIRED_BOND_TYPES,
         covalent_bonds_consistent,
-        read_tutorial_records,
         tutorial_graph,
+        tutorial_record_chunks,
     )
 
-    graphs = [tutorial_graph(r, "subset") for r in read_tutorial_records(str(tutorial_subset))[:50]]
+    graphs = [tutorial_graph(r, "subset") for r in next(tutorial_record_chunks(str(tutorial_subset), 50))]
     assert all(covalent_bonds_consistent(g["atom"], g["connectivity"], g["bond"]) for g in graphs)
     assert _manifest(water_dataset)["notes"] == {REPAIRED_BOND_TYPES: 2000}
     raw = next(iter(tf.data.TFRecordDataset(str(tutorial_subset), compression_type="GZIP")))
