@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import shutil
 import sys
@@ -47,7 +46,7 @@ from typing import Any, Callable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mpnn.bench.common import environment, format_table, median, peak_rss_kib  # noqa: E402
+from mpnn.bench.common import environment, format_table, median, peak_rss_kib, write_report  # noqa: E402
 
 DEFAULT_RECORDS = os.path.join(REPO, "data", "samples", "water", "water_clusters.proto.gz")
 
@@ -224,8 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"benchmark": f"tutorial-{args.what}", **environment(), "records": os.path.abspath(args.records),
               "parameters": {k: v for k, v in vars(args).items() if k != "output"}, "results": results}
     output = args.output or f"tutorial-{args.what}.json"
-    with open(output, "w") as handle:
-        json.dump(report, handle, indent=1)
+    write_report(output, report)
     if args.what == "loader":
         rows = [(r["pipeline"], r["batch_size"], f"{median(r['fresh_graphs_per_second']):,.0f}",
                  f"{median(r['window_graphs_per_second']):,.0f}") for r in results]
