@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 import tensorflow as tf
+
+from mpnn import rundir
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ def init(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ThreadPlan:
         gpu = gpus[hvd.local_rank() % len(gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
-    plan = thread_plan(
-        max(1, available_cores() // hvd.local_size()), hvd.local_size(), bool(gpus), intra_op_threads, inter_op_threads
-    )
+    plan = thread_plan(cores_per_rank(), hvd.local_size(), bool(gpus), intra_op_threads, inter_op_threads)
     try:
         if plan.intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(plan.intra_op_threads)
@@ -107,18 +106,16 @@ def distributed_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.
     return hvd.DistributedOptimizer(optimizer, groups=1, sparse_as_dense=True)
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU binding or allocation)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def cores_per_rank() -> int:
+    """This rank's share of the cores when the ranks of its node share them evenly (``cores
+    / local ranks``, at least 1; cores: `mpnn.rundir.usable_cores`)."""
+    return max(1, rundir.usable_cores() // hvd.local_size())
 
 
 def shared_node_threads() -> int:
-    """Threads per rank when the ranks of a node share its cores evenly (``cores / local
-    ranks``, at least 1), or 0 (TensorFlow's default: every core) for a rank alone on its
-    node. Cores are those this process may run on (its CPU binding or allocation)."""
-    if hvd.local_size() == 1:
-        return 0
-    return max(1, available_cores() // hvd.local_size())
+    """Threads per rank when the ranks of a node share its cores evenly (`cores_per_rank`),
+    or 0 (TensorFlow's default: every core) for a rank alone on its node."""
+    return 0 if hvd.local_size() == 1 else cores_per_rank()
 
 
 def rank() -> int:

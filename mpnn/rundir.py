@@ -35,6 +35,14 @@ def write_json(path: str, content: Any) -> None:
     os.replace(tmp, path)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU binding or the scheduler's allocation, not
+    the whole node)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def host_info(ranks: int, local_ranks: int) -> dict[str, Any]:
     """Host, CPU, memory, GPUs, rank counts and library versions of this run."""
     import horovod

@@ -24,15 +24,8 @@ def environment() -> dict[str, Any]:
     date = info.pop("started")
     for key in ("ranks", "local_ranks"):
         info.pop(key, None)
-    info["usable_cores"] = usable_cores()
+    info["usable_cores"] = rundir.usable_cores()
     return {"date": date, "command": list(sys.argv), "machine": info, "versions": versions}
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the scheduler's allocation, not the whole node)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def peak_rss_kib(who: int = resource.RUSAGE_SELF) -> int:

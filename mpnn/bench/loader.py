@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mpnn import rundir
 from mpnn.bench.common import (
     format_table,
     median,
@@ -36,7 +37,6 @@ from mpnn.bench.common import (
     non_negative_int,
     peak_rss_kib,
     positive_int,
-    usable_cores,
 )
 
 log = logging.getLogger("mpnn-bench.loader")
@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup-batches", type=non_negative_int, default=5, help="untimed batches before the first pass (default 5)"
     )
     parser.add_argument(
-        "--threads", type=positive_int, default=usable_cores(),
+        "--threads", type=positive_int, default=rundir.usable_cores(),
         help="parallel reads and parse calls of the 'threads' setting (default: usable cores, %(default)s)",
     )
     parser.add_argument(
