@@ -83,7 +83,7 @@ def convert_complex_task(task: ComplexTask) -> list[records.Converted | records.
         return [records.Skipped(exc.path, 0, str(exc))]
     except (RuntimeError, ValueError) as exc:  # RDKit perception failing on an odd structure
         return [records.Skipped(task.directory, 0, f"conversion failed: {type(exc).__name__}: {exc}")]
-    counts = tuple(np.bincount(graph["atom"], minlength=len(ELEMENT_VOCAB)).tolist())
+    counts = records.atom_type_counts(graph["atom"], len(ELEMENT_VOCAB))
     example = serialize_graph(graph, feature_dtypes(FEATURES))
     pocket = complex_files(task.directory)["pocket.pdb"]
     return [

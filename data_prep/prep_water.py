@@ -17,8 +17,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from data_prep import pipeline, records
 from data_prep.example_proto import serialize_graph
 from data_prep.pipeline import OutputOptions, prepare_dataset
@@ -62,7 +60,7 @@ def convert_water_task(task: WaterTask) -> list[records.Converted | records.Skip
                 index,
                 serialize_graph(graph, task.features),
                 float(graph["energy"]),
-                tuple(np.bincount(graph["atom"], minlength=len(ATOM_VOCAB)).tolist()),
+                records.atom_type_counts(graph["atom"], len(ATOM_VOCAB)),
                 group=int(graph["n_waters"]),
                 note=graph.get("note"),
                 n_atom=int(graph["n_atom"]),

@@ -50,7 +50,8 @@ class Converted(NamedTuple):
         example: the serialised `tf.train.Example`.
         target: the regression target (units in the manifest).
         atom_type_counts: number of atoms of each type of the atom vocabulary (a tuple of
-            ints: it pickles several times faster than a small NumPy array).
+            ints: it pickles several times faster than a small NumPy array; see
+            `atom_type_counts`).
         group: a small integer to report errors by (water: number of waters).
         note: what the converter had to repair, if anything (counted in the manifest).
         n_atom, n_bond: size of the graph (summed into the manifest's totals).
@@ -65,6 +66,12 @@ class Converted(NamedTuple):
     note: str | None = None
     n_atom: int = 0
     n_bond: int = 0
+
+
+def atom_type_counts(atom: np.ndarray, n_types: int) -> tuple[int, ...]:
+    """`Converted.atom_type_counts` of a graph whose ``atom [N]`` holds type indices into a
+    vocabulary of `n_types`."""
+    return tuple(np.bincount(atom, minlength=n_types).tolist())
 
 
 _EXAMPLE_FIELD = Converted._fields.index("example")
