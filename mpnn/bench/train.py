@@ -103,9 +103,9 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     dataset = iterator = None
     steps: dict[str, Any] = {}
     parameters: dict[str, int] = {}
+    options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
+    options = models.with_batch_shards(model_name, options, batch_shards)
     for variant in args.variants:
-        options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
-        options = models.with_batch_shards(model_name, options, batch_shards)
         try:
             config = models.model_config(model_name, {**options, **parse_variant(variant)})
         except (TypeError, ValueError) as exc:
