@@ -1,0 +1,334 @@
+"""Synthetic water-cluster sets for benchmarks: perturbed copies of the shipped minima.
+
+Each structure is a copy of the minimum of its size (``wN_lowest.xyz``, N waters) in
+which every water is moved as a rigid body, a small random rotation about its O and a
+small random shift, and then every atom gets a little Gaussian noise. With the default
+sizes most copies stay valid water clusters, with some hydrogen bonds broken or formed.
+Energies come from ASE's TIP4P calculator (kcal/mol), or are left at 0.0 for runs that
+only time the pipeline. In a fraction of the structures the atoms are then put in random
+order, so that readers cannot rely on the O, H, H order of each water.
+
+`write_water_set` writes a set as extended XYZ (or ASE databases) in blocks of
+`BLOCK_SIZE` structures, each from its own seeded random stream: the output depends on
+the options and the seed only, not on the number of worker processes or of files.
+``benchmarks/make_water_set.py`` is its command line.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+from ase import Atoms, units
+
+from data_prep.processes import ConversionProcesses
+from data_prep.water import water_graph
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MINIMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "data", "samples", "water", "minima")
+BLOCK_SIZE = 1000  # structures per random stream and per worker task
+ENERGY_UNIT = "kcal/mol"
+SUFFIXES = {"extxyz": ".extxyz", "db": ".db"}
+REPORT_NAME = "water_set.json"
+_MINIMUM_NAME = re.compile(r"w(\d+)_lowest\.xyz$")
+_KCAL_PER_MOL = units.kcal / units.mol  # eV
+
+
+@dataclass(frozen=True)
+class WaterSetOptions:
+    """What `write_water_set` makes.
+
+    Attributes:
+        count: number of structures.
+        sizes: cluster sizes (waters) to draw from, uniformly; each needs its minimum.
+        files: number of output files (the structures in order, split evenly).
+        file_format: ``"extxyz"`` or ``"db"`` (ASE database).
+        energy: ``"tip4p"`` (ASE's TIP4P, no cutoff, kcal/mol) or ``"none"`` (0.0).
+        rotation: standard deviation of each component of a water's rotation vector,
+            degrees (the rotation is about the water's O; the typical angle is about 1.6x).
+        translation: standard deviation of a water's shift along each axis, Angstrom.
+        noise: standard deviation of the noise on each coordinate of each atom, Angstrom.
+        shuffle_fraction: fraction of structures whose atoms are put in random order.
+        seed: seed of everything random.
+        workers: processes generating blocks (this one included).
+        minima: directory of the ``wN_lowest.xyz`` minima.
+    """
+
+    count: int
+    sizes: tuple[int, ...] = tuple(range(3, 31))
+    files: int = 1
+    file_format: Literal["extxyz", "db"] = "extxyz"
+    energy: Literal["tip4p", "none"] = "tip4p"
+    rotation: float = 15.0
+    translation: float = 0.2
+    noise: float = 0.02
+    shuffle_fraction: float = 0.1
+    seed: int = 0
+    workers: int = 1
+    minima: str = field(default=os.path.normpath(DEFAULT_MINIMA))
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.files < 1 or self.workers < 1:
+            raise ValueError("count, files and workers must be at least 1")
+        if self.files > self.count:
+            raise ValueError(f"{self.files} files for {self.count} structures: some would be empty")
+        if not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"sizes must be positive numbers of waters, not {self.sizes}")
+        if not 0.0 <= self.shuffle_fraction <= 1.0:
+            raise ValueError(f"shuffle fraction {self.shuffle_fraction} is not in [0, 1]")
+        if min(self.rotation, self.translation, self.noise) < 0:
+            raise ValueError("rotation, translation and noise must not be negative")
+        if self.file_format not in SUFFIXES or self.energy not in ("tip4p", "none"):
+            raise ValueError(f"unknown file format {self.file_format!r} or energy {self.energy!r}")
+
+
+def load_minima(directory: str, sizes: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+    """The minima ``wN_lowest.xyz`` of `directory` (those of `sizes`, or all) by size.
+
+    Returns:
+        ``{n_waters: positions [n_waters, 3, 3]}``, the atoms of each water in the order
+        O, H, H, Angstrom. Some shipped minima list the atoms as O, H, H without each H
+        following its own O; waters are regrouped here by the converter's own covalent
+        bonds (`data_prep.water.water_graph`).
+
+    Raises:
+        FileNotFoundError: a size in `sizes` without its minimum.
+        ValueError: a minimum that is not a valid water cluster, or is of another size.
+    """
+    import ase.io  # imported here: scipy comes with it (see `data_prep.structures`)
+
+    paths = {int(m.group(1)): p for p in glob.glob(os.path.join(directory, "w*_lowest.xyz")) if (m := _MINIMUM_NAME.search(p))}
+    wanted = sorted(set(sizes)) if sizes is not None else sorted(paths)
+    missing = [n for n in wanted if n not in paths]
+    if missing:
+        raise FileNotFoundError(f"{directory}: no minimum w<N>_lowest.xyz for N = {missing}")
+    minima = {}
+    for n in wanted:
+        atoms = ase.io.read(paths[n], format="extxyz")
+        minima[n] = molecules(atoms, paths[n])
+        if len(minima[n]) != n:
+            raise ValueError(f"{paths[n]}: {len(minima[n])} waters, not {n}")
+    return minima
+
+
+def molecules(atoms: Atoms, source: str = "") -> np.ndarray:
+    """Positions ``[n_waters, 3, 3]`` (O, H, H per water, Angstrom) of a water cluster.
+
+    Raises:
+        ValueError: `atoms` is not a valid water cluster (naming `source`).
+    """
+    from data_prep.water import WaterGraphError
+
+    try:
+        graph = water_graph(atoms, 0.0)
+    except WaterGraphError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    receiver, sender = graph["connectivity"].T
+    covalent = (graph["bond"] == 0) & (graph["atom"][receiver] == 0)  # O <- H, sorted by O then H
+    oxygen = np.flatnonzero(graph["atom"] == 0)
+    order = np.column_stack([oxygen, sender[covalent].reshape(-1, 2)])
+    return atoms.positions[order]
+
+
+def perturb(minimum: np.ndarray, count: int, rng: np.random.Generator, options: WaterSetOptions) -> np.ndarray:
+    """`count` perturbed copies of `minimum` ``[n, 3, 3]`` (O, H, H per water, Angstrom).
+
+    Every water is rotated about its O by a rotation vector with normal components
+    (`options.rotation` degrees), shifted by a normal vector (`options.translation`), and
+    every atom then moved by normal noise (`options.noise`).
+
+    Returns:
+        positions ``[count, n, 3, 3]``, Angstrom.
+    """
+    from scipy.spatial.transform import Rotation
+
+    n = len(minimum)
+    oxygen = minimum[:, :1]  # [n, 1, 3]
+    rotvec = rng.normal(0.0, np.radians(options.rotation), size=(count * n, 3))
+    rotation = Rotation.from_rotvec(rotvec).as_matrix().reshape(count, n, 3, 3)
+    relative = minimum - oxygen  # [n, 3 atoms, 3]
+    rotated = np.einsum("cnij,naj->cnai", rotation, relative)
+    shift = rng.normal(0.0, options.translation, size=(count, n, 1, 3))
+    noise = rng.normal(0.0, options.noise, size=(count, n, 3, 3))
+    return oxygen + rotated + shift + noise
+
+
+def tip4p_energy(positions: np.ndarray) -> float:
+    """TIP4P energy (ASE's `ase.calculators.tip4p.TIP4P`) of a water cluster, kcal/mol.
+
+    Args:
+        positions: ``[n_waters, 3, 3]``, O, H, H per water, Angstrom.
+
+    The cluster is not periodic and no cutoff applies (``rc=inf``): every pair of waters
+    interacts, so the energy is the cluster's interaction (binding) energy.
+    """
+    from ase.calculators.tip4p import TIP4P
+
+    atoms = Atoms("OHH" * len(positions), positions=positions.reshape(-1, 3))
+    atoms.calc = TIP4P(rc=np.inf)
+    return float(atoms.get_potential_energy()) / _KCAL_PER_MOL
+
+
+@dataclass(frozen=True)
+class Block:
+    """Task of one worker: structures ``start .. start + count - 1`` of a set."""
+
+    index: int
+    start: int
+    count: int
+    options: WaterSetOptions
+    minima: dict[int, np.ndarray]
+
+
+@dataclass
+class Frames:
+    """The structures of a block.
+
+    Attributes:
+        numbers: atomic numbers ``[n_atom]`` of each structure.
+        positions: positions ``[n_atom, 3]`` of each, Angstrom.
+        energies: ``[count]``, kcal/mol (0.0 with ``energy="none"``).
+        shuffled: ``[count]`` bool, whether the atoms of each were put in random order.
+        texts: each as an extended XYZ frame (`extxyz_text`), made by the worker when the
+            set is written as extended XYZ; empty otherwise.
+    """
+
+    numbers: list[np.ndarray]
+    positions: list[np.ndarray]
+    energies: np.ndarray
+    shuffled: np.ndarray
+    texts: list[str]
+
+
+_WATER_NUMBERS = np.array([8, 1, 1])
+
+
+def make_block(block: Block) -> Frames:
+    """The structures of `block`, from the random stream ``(seed, block index)``."""
+    options = block.options
+    rng = np.random.default_rng([options.seed, block.index])
+    sizes = rng.choice(np.asarray(options.sizes), size=block.count)
+    clusters: list[np.ndarray] = [np.empty(0)] * block.count  # [n, 3, 3] each
+    for n in np.unique(sizes).tolist():
+        where = np.flatnonzero(sizes == n)
+        for k, copy in zip(where.tolist(), perturb(block.minima[n], len(where), rng, options)):
+            clusters[k] = copy
+    # TIP4P needs each water's atoms as O, H, H: before any shuffling.
+    if options.energy == "tip4p":
+        energies = np.array([tip4p_energy(c) for c in clusters])
+    else:
+        energies = np.zeros(block.count)
+    shuffled = rng.random(block.count) < options.shuffle_fraction
+    numbers, positions = [], []
+    for cluster, shuffle in zip(clusters, shuffled.tolist()):
+        z, p = np.tile(_WATER_NUMBERS, len(cluster)), cluster.reshape(-1, 3)
+        if shuffle:
+            order = rng.permutation(len(z))
+            z, p = z[order], p[order]
+        numbers.append(z)
+        positions.append(p)
+    texts = []
+    if options.file_format == "extxyz":
+        texts = [extxyz_text(z, p, e) for z, p, e in zip(numbers, positions, energies.tolist())]
+    return Frames(numbers, positions, energies, shuffled, texts)
+
+
+_SYMBOL = {8: "O", 1: "H"}
+
+
+def extxyz_text(numbers: np.ndarray, positions: np.ndarray, energy: float) -> str:
+    """One frame of extended XYZ as `ase.io.write` writes it (energy in kcal/mol, not
+    periodic), read back by `ase.io.read` to the same atoms, positions and energy.
+
+    Written here rather than by `ase.io.write`: ASE's writer builds the frame through
+    an `Atoms` object and a per-frame column set-up, which took about 10x as long per frame
+    as this one format string (measured on 50-atom frames), and millions of frames are
+    written. Positions have 8 decimals, as ASE writes them; the energy its shortest
+    round-tripping form.
+    """
+    lines = "".join(f"{_SYMBOL[z]} %.8f %.8f %.8f\n" for z in numbers.tolist())
+    header = (
+        f"{len(numbers)}\nProperties=species:S:1:pos:R:3 energy={float(energy)!r} "
+        f'energy_unit={ENERGY_UNIT} pbc="F F F"\n'
+    )
+    return header + lines % tuple(positions.ravel().tolist())
+
+
+def write_water_set(output: str, options: WaterSetOptions, show_progress: bool = False) -> dict:
+    """Write a set of `options.count` structures into the directory `output`.
+
+    Files are ``water_KKKK.extxyz`` (or ``.db``), K = 0 .. files - 1, each holding the
+    next ``count / files`` structures, and ``water_set.json`` with the options, the files
+    and their counts, and how long it took.
+
+    Returns:
+        the report written to ``water_set.json``.
+
+    Raises:
+        FileExistsError: `output` already holds set files.
+    """
+    from tqdm import tqdm
+
+    minima = load_minima(options.minima, options.sizes)
+    os.makedirs(output, exist_ok=True)
+    suffix = SUFFIXES[options.file_format]
+    paths = [os.path.join(output, f"water_{k:04d}{suffix}") for k in range(options.files)]
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing:
+        raise FileExistsError(f"{existing[0]} exists: choose a new output directory")
+    # File k holds structures bounds[k] .. bounds[k + 1] - 1.
+    bounds = [k * options.count // options.files for k in range(options.files + 1)]
+    blocks = [
+        Block(b, start, min(BLOCK_SIZE, options.count - start), options, minima)
+        for b, start in enumerate(range(0, options.count, BLOCK_SIZE))
+    ]
+    append = _append_database if options.file_format == "db" else _append_text
+    started, cpu_started = time.perf_counter(), time.process_time()
+    shuffled = 0
+    with ConversionProcesses(options.workers) as processes:
+        results = processes.imap(make_block, blocks)
+        for block, frames in zip(blocks, tqdm(results, total=len(blocks), unit="block", disable=not show_progress)):
+            end = block.start + block.count
+            for k, path in enumerate(paths):
+                first, last = max(bounds[k], block.start), min(bounds[k + 1], end)
+                if first < last:
+                    append(path, frames, first - block.start, last - block.start)
+            shuffled += int(frames.shuffled.sum())
+    report = {
+        "options": asdict(options),
+        "energy_unit": ENERGY_UNIT if options.energy == "tip4p" else "none (0.0 placeholder)",
+        "files": {os.path.basename(p): bounds[k + 1] - bounds[k] for k, p in enumerate(paths)},
+        "shuffled": shuffled,
+        "seconds": round(time.perf_counter() - started, 3),
+        "parent_cpu_seconds": round(time.process_time() - cpu_started, 3),
+    }
+    with open(os.path.join(output, REPORT_NAME), "w") as handle:
+        json.dump(report, handle, indent=2)
+    return report
+
+
+def _append_text(path: str, frames: Frames, first: int, last: int) -> None:
+    """Append frames `first` .. `last` - 1 of `frames` to the extended XYZ file `path`."""
+    with open(path, "a") as handle:
+        handle.writelines(frames.texts[first:last])
+
+
+def _append_database(path: str, frames: Frames, first: int, last: int) -> None:
+    """Append frames `first` .. `last` - 1 of `frames` to the ASE database `path`, in one
+    transaction: energy as the row's energy (kcal/mol), and an ``energy_unit`` key."""
+    import ase.db
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    with ase.db.connect(path, type="db") as database:
+        for z, p, e in zip(frames.numbers[first:last], frames.positions[first:last], frames.energies[first:last].tolist()):
+            atoms = Atoms(numbers=z, positions=p)
+            atoms.calc = SinglePointCalculator(atoms, energy=e)
+            database.write(atoms, energy_unit=ENERGY_UNIT)
