@@ -1,0 +1,172 @@
+"""benchmarks/make_water_set.py and `data_prep.water_set`: perturbed minima with TIP4P
+energies that the converter accepts, reproducibly, in files ASE reads back exactly."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from scipy import constants
+
+from data_prep import water_set
+from data_prep.structures import read_structures
+from tests.conftest import MINIMA, REPO, load_benchmark_script
+
+
+def _frames(count: int, **options) -> water_set.Frames:
+    opts = water_set.WaterSetOptions(count=count, **options)
+    return water_set.make_block(water_set.Block(0, 0, count, opts, water_set.load_minima(opts.minima, opts.sizes)))
+
+
+def _tip4p_by_hand(waters: np.ndarray) -> float:
+    """TIP4P energy (kcal/mol) of waters ``[n, 3, 3]`` (O, H, H) from the published model
+    (Jorgensen et al., J. Chem. Phys. 79, 926 (1983)): O-O Lennard-Jones A/r^12 - C/r^6,
+    charges +0.52 e on H and -1.04 e on M, 0.15 Angstrom from O along the HOH bisector."""
+    a, c, b = 600e3, 610.0, 0.15  # kcal A^12/mol, kcal A^6/mol, A
+    coulomb = constants.e**2 / (4 * np.pi * constants.epsilon_0) / constants.angstrom * constants.N_A / 4184.0
+    oxygen, h1, h2 = waters[:, 0], waters[:, 1], waters[:, 2]
+    bisector = (h1 + h2) / 2 - oxygen
+    m = oxygen + b * bisector / np.linalg.norm(bisector, axis=1, keepdims=True)
+    sites, charges = np.stack([h1, h2, m], axis=1), np.array([0.52, 0.52, -1.04])
+    energy = 0.0
+    for i in range(len(waters)):
+        for j in range(i + 1, len(waters)):
+            r = np.linalg.norm(oxygen[i] - oxygen[j])
+            energy += a / r**12 - c / r**6
+            r_sites = np.linalg.norm(sites[i][:, None] - sites[j][None], axis=-1)
+            energy += coulomb * (charges[:, None] * charges[None] / r_sites).sum()
+    return energy
+
+
+def test_tip4p_of_a_dimer_is_the_hand_computed_energy():
+    # A hydrogen-bonded dimer: the first water donates its second H to the second's O.
+    dimer = np.array([
+        [[0.0, 0.0, 0.0], [-0.24, 0.93, 0.0], [0.96, 0.0, 0.0]],
+        [[2.90, 0.05, 0.10], [3.20, 0.80, 0.55], [3.25, -0.70, 0.50]],
+    ])
+    expected = _tip4p_by_hand(dimer)
+    assert -8.0 < expected < -3.0  # a bound dimer (TIP4P's minimum: -6.24 kcal/mol)
+    assert water_set.tip4p_energy(dimer) == pytest.approx(expected, rel=1e-6)
+
+
+def test_tip4p_of_the_shipped_minima_is_close_to_their_own_energies():
+    """The minima's energies (their comment lines, kcal/mol) come from another water
+    model; TIP4P without cutoff on the same geometries agrees within 8%, and the binding
+    energy per water grows with the size from about -5.8 (trimer) to -10.9 kcal/mol."""
+    minima = water_set.load_minima(water_set.DEFAULT_MINIMA)
+    assert sorted(minima) == list(range(3, 31))
+    sizes = np.array(sorted(minima))
+    energies = np.array([water_set.tip4p_energy(minima[n]) for n in sizes])
+    shipped = np.array([float(open(MINIMA[0].parent / f"w{n}_lowest.xyz").read().split()[1]) for n in sizes])
+    np.testing.assert_allclose(energies / shipped, 1.0, atol=0.085)
+    per_water = energies / sizes
+    assert per_water.max() == pytest.approx(-5.75, abs=0.05)
+    assert per_water.min() == pytest.approx(-10.89, abs=0.05)
+    assert per_water[sizes >= 10].max() < per_water[sizes <= 6].min()
+
+
+def test_perturbed_waters_keep_their_shape_and_energies_stay_physical():
+    frames = _frames(200, shuffle_fraction=0.0, seed=4)
+    minima = water_set.load_minima(water_set.DEFAULT_MINIMA)
+    sizes = np.array([len(z) // 3 for z in frames.numbers])
+
+    def bond_lengths(waters):  # O-H lengths [n, 2] of waters [n, 3, 3]
+        return np.linalg.norm(waters[:, 1:] - waters[:, :1], axis=-1)
+
+    stretch = []
+    for numbers, positions in zip(frames.numbers, frames.positions):
+        assert numbers.tolist() == [8, 1, 1] * (len(numbers) // 3)  # O, H, H: not shuffled
+        waters = positions.reshape(-1, 3, 3)
+        stretch.append(bond_lengths(waters) - bond_lengths(minima[len(waters)]))
+    # Rigid moves keep each O-H length; the noise (0.02 A per coordinate on O and H)
+    # changes it by about 0.02 * sqrt(2).
+    stretch = np.concatenate(stretch).ravel()
+    assert abs(stretch.mean()) < 0.002
+    assert stretch.std() == pytest.approx(0.02 * np.sqrt(2), rel=0.1)
+    per_water = frames.energies / sizes
+    assert np.all(per_water < 0)  # every cluster bound
+    assert -8.0 < per_water.mean() < -6.0  # above the minima's -5.8 .. -10.9: perturbed
+    assert np.corrcoef(sizes, frames.energies)[0, 1] < -0.95  # binding grows with size
+    assert set(sizes.tolist()) == set(range(3, 31))
+
+
+def test_text_frames_read_back_as_ase_writes_them():
+    frames = _frames(30, shuffle_fraction=0.5, seed=6)
+    assert frames.shuffled.any() and not frames.shuffled.all()
+    ours = list(ase.io.iread(io.StringIO("".join(frames.texts)), index=":", format="extxyz"))
+    written = io.StringIO()
+    for z, p, e in zip(frames.numbers, frames.positions, frames.energies.tolist()):
+        atoms = Atoms(numbers=z, positions=p)
+        atoms.info.update(energy=e, energy_unit="kcal/mol")
+        ase.io.write(written, atoms, format="extxyz")
+    theirs = list(ase.io.iread(io.StringIO(written.getvalue()), index=":", format="extxyz"))
+    assert len(ours) == len(theirs) == 30
+    for a, b, e in zip(ours, theirs, frames.energies.tolist()):
+        assert a.get_chemical_symbols() == b.get_chemical_symbols()
+        assert np.array_equal(a.positions, b.positions)
+        assert np.array_equal(a.pbc, b.pbc) and np.array_equal(a.cell.array, b.cell.array)
+        assert a.get_potential_energy() == b.get_potential_energy() == e
+        assert a.info == b.info == {"energy_unit": "kcal/mol"}
+
+
+def test_same_seed_same_set_whatever_the_workers_and_files(tmp_path):
+    count = 2 * water_set.BLOCK_SIZE + 300
+    common = dict(count=count, energy="none", shuffle_fraction=0.2, seed=11)
+    water_set.write_water_set(str(tmp_path / "a"), water_set.WaterSetOptions(**common))
+    report = water_set.write_water_set(str(tmp_path / "b"), water_set.WaterSetOptions(**common, files=3, workers=2))
+    water_set.write_water_set(str(tmp_path / "c"), water_set.WaterSetOptions(**{**common, "seed": 12}))
+    one = (tmp_path / "a" / "water_0000.extxyz").read_bytes()
+    parts = [(tmp_path / "b" / name).read_bytes() for name in sorted(report["files"])]
+    assert b"".join(parts) == one
+    assert [p.count(b"Properties=") for p in parts] == list(report["files"].values()) == [766, 767, 767]
+    assert (tmp_path / "c" / "water_0000.extxyz").read_bytes() != one
+    assert json.loads((tmp_path / "b" / "water_set.json").read_text())["shuffled"] == report["shuffled"]
+    assert 0.15 * count < report["shuffled"] < 0.25 * count
+
+
+def test_database_holds_the_same_structures_as_the_text(tmp_path):
+    common = dict(count=25, shuffle_fraction=0.3, seed=3)
+    water_set.write_water_set(str(tmp_path / "x"), water_set.WaterSetOptions(**common))
+    water_set.write_water_set(str(tmp_path / "d"), water_set.WaterSetOptions(**common, file_format="db"))
+    text = list(read_structures(str(tmp_path / "x" / "water_0000.extxyz")))
+    rows = list(read_structures(str(tmp_path / "d" / "water_0000.db")))
+    assert len(text) == len(rows) == 25
+    for a, b in zip(text, rows):
+        assert a.error is None and b.error is None
+        assert a.energy == b.energy  # kcal/mol, exactly
+        assert a.atoms.get_chemical_symbols() == b.atoms.get_chemical_symbols()
+        np.testing.assert_allclose(a.atoms.positions, b.atoms.positions, atol=5e-9)  # 8 decimals in text
+
+
+def test_small_set_converts_with_shuffled_structures_accepted(tmp_path):
+    """mpnn-prep-water converts a generated set, shuffled atom orders included (it
+    assigns each H to its nearest O); the records keep the TIP4P energies."""
+    options = water_set.WaterSetOptions(count=120, files=2, shuffle_fraction=0.4, seed=8)
+    water_set.write_water_set(str(tmp_path / "set"), options)
+    frames = [f for name in ("water_0000.extxyz", "water_0001.extxyz")
+              for f in ase.io.read(tmp_path / "set" / name, index=":", format="extxyz")]
+    shuffled = sum(f.get_chemical_symbols() != ["O", "H", "H"] * (len(f) // 3) for f in frames)
+    assert shuffled >= 30
+    command = [sys.executable, "-m", "data_prep.prep_water", str(tmp_path / "set"), "-o", str(tmp_path / "out"),
+               "--quiet", "--fractions", "1", "0", "0"]
+    subprocess.run(command, check=True, cwd=REPO, timeout=300)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["summary"] == {"converted": 120, "skipped": 0}
+    energies = np.array([f.get_potential_energy() for f in frames])
+    assert manifest["target_stats"]["mean"] == pytest.approx(energies.mean(), rel=1e-5)
+
+
+def test_command_refuses_to_overwrite_a_set(tmp_path, caplog):
+    script = load_benchmark_script("make_water_set")
+    args = ["--count", "5", "--energy", "none", "--quiet", "-o", str(tmp_path)]
+    assert script.main(args) == 0
+    assert script.main(args) == 1
+    assert "exists" in caplog.text
+    assert script.main(["--count", "5", "--sizes", "2", "--quiet", "-o", str(tmp_path / "y")]) == 1
+    assert "no minimum w<N>_lowest.xyz for N = [2]" in caplog.text
