@@ -115,6 +115,7 @@ def test_text_frames_read_back_as_ase_writes_them():
         assert a.info == b.info == {"energy_unit": "kcal/mol"}
 
 
+@pytest.mark.integration  # a spawned worker
 def test_same_seed_same_set_whatever_the_workers_and_files(tmp_path):
     count = 2 * water_set.BLOCK_SIZE + 300
     common = dict(count=count, energy="none", shuffle_fraction=0.2, seed=11)
@@ -144,6 +145,7 @@ def test_database_holds_the_same_structures_as_the_text(tmp_path):
         np.testing.assert_allclose(a.atoms.positions, b.atoms.positions, atol=5e-9)  # 8 decimals in text
 
 
+@pytest.mark.integration  # the converter in its own process
 def test_small_set_converts_with_shuffled_structures_accepted(tmp_path):
     """mpnn-prep-water converts a generated set, shuffled atom orders included (it
     assigns each H to its nearest O); the records keep the TIP4P energies."""
