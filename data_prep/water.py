@@ -42,7 +42,8 @@ def water_graph(atoms: Atoms, energy: float, record_id: str = "") -> dict[str, n
 
     Args:
         atoms: the cluster; O and H in any order, positions in Angstrom. Periodic cells
-            (any ``atoms.pbc``) are supported: bonds across the cell boundary count.
+            (any ``atoms.pbc``) are supported: bonds across the cell boundary count (found
+            by ASE's neighbour list; other clusters by a KD-tree, see `bond_candidates`).
         energy: total energy in kcal/mol.
         record_id: where the structure came from (kept in the record).
 
