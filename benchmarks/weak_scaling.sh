@@ -15,9 +15,8 @@ ranks=${3:-2}
 rounds=${4:-3}
 batches=${BATCHES:-64 256 1024}
 export OMPI_MCA_mpi_yield_when_idle=1  # see jobs/common.sh: Open MPI's progress loop must not spin
-if [[ $(id -u) == 0 ]]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../jobs/common.sh"
+mpnn_allow_mpi_as_root
 mkdir -p "$out"
 for round in $(seq 1 "$rounds"); do
     for n in 1 "$ranks"; do

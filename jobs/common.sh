@@ -21,10 +21,12 @@ mpnn_die() {
     exit 1
 }
 
-# The scheduler's job id without the server suffix (PBS: 1234.server -> 1234), or nothing.
-mpnn_job_id() {
-    local id="${SLURM_JOB_ID:-${PBS_JOBID:-${COBALT_JOBID:-}}}"
-    echo "${id%%.*}"
+# Open MPI refuses to start as root unless told (containers, CI); only then. The one place
+# for shell scripts; Python launches use mpnn.mpi_env.mpi_launch_environment.
+mpnn_allow_mpi_as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    fi
 }
 
 # Enter the submit directory, activate the environment, check DATA and fix RUN_DIR.
@@ -50,17 +52,14 @@ mpnn_setup() {
     command -v mpnn-train >/dev/null || mpnn_die "mpnn-train is not on PATH: run scripts/setup.sh in" \
         "$MPNN_HOME, point MPNN_VENV at your environment, or load it and set MPNN_VENV=none"
 
-    local job_id
-    job_id="$(mpnn_job_id)"
-    RUN_DIR="${RUN_DIR:-runs/${job_id:-$(date -u +%Y%m%d-%H%M%S)}}"
+    # runs/<job id> (or a time stamp): mpnn.rundir holds the one list of schedulers' job-id variables.
+    RUN_DIR="${RUN_DIR:-$(python -c 'from mpnn.rundir import default_run_dir; print(default_run_dir())')}" \
+        || mpnn_die "cannot import mpnn from the active environment"
     # Absolute, so that ranks started in another directory on another node agree.
     RUN_DIR="$(realpath -m "$RUN_DIR")"
     export DATA RUN_DIR
 
-    # OpenMPI refuses to start as root unless told; only then.
-    if [[ $(id -u) -eq 0 ]]; then
-        export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    fi
+    mpnn_allow_mpi_as_root
 }
 
 # MPNN_ARGS = data, run dir, config, resume, then the script's own flags ("$@"), then
@@ -89,7 +88,7 @@ mpnn_cpu_rank_defaults() {
 
 # Log the command on stderr (quoted so it can be pasted into a shell), then run it.
 mpnn_run() {
-    echo "${MPNN_SCRIPT:-${0##*/}}: job $(mpnn_job_id) on $(hostname -s), run dir $RUN_DIR" >&2
+    echo "${MPNN_SCRIPT:-${0##*/}}: on $(hostname -s), run dir $RUN_DIR" >&2
     echo "+ $(printf '%q ' "$@")" >&2
     "$@"
 }

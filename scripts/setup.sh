@@ -7,13 +7,20 @@
 # on the same machine re-installs them from the cached wheels in about a minute.
 #
 # Environment:
-#   MPNN_EXTRAS   extras to install (default "test,notebooks"); "gpu" for CUDA machines
+#   MPNN_EXTRAS   extras to install (default "cpu,test,notebooks"); exactly one of "cpu" (tensorflow-cpu)
+#                 and "gpu" (tensorflow[and-cuda]) picks the TensorFlow build; "cpu" is added when
+#                 neither is named
 #   PYTHON        interpreter to build the venv from (default: python3.11)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo_root/.venv"
-extras="${MPNN_EXTRAS:-test,notebooks}"
+extras="${MPNN_EXTRAS:-cpu,test,notebooks}"
+case ",$extras," in
+    *,cpu,*,gpu,* | *,gpu,*,cpu,*) echo "[setup] ERROR: MPNN_EXTRAS names both cpu and gpu" >&2; exit 1 ;;
+    *,cpu,* | *,gpu,*) ;;
+    *) extras="cpu,$extras" ;;
+esac
 python_bin="${PYTHON:-python3.11}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -47,11 +54,6 @@ if ((${#missing_debs[@]})); then
     fi
 fi
 
-# OpenMPI refuses to run as root unless told; containers and CI run as root.
-if [[ $(id -u) -eq 0 ]]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-
 # ---------------------------------------------------------------- venv up to date?
 stamp="$venv/.mpnn-setup-stamp"
 want_stamp="$(cat "$repo_root/setup.cfg" "$repo_root/pyproject.toml" "${BASH_SOURCE[0]}" \
@@ -81,12 +83,18 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 
 # Horovod compiles against the TensorFlow in the venv, so TensorFlow goes first and the
 # Horovod build runs without build isolation. The framework pins are read from setup.cfg.
-tf_pin="$(grep -oE 'tensorflow-cpu==[0-9.]+' "$repo_root/setup.cfg" | head -1)"
+# The TensorFlow build is the one the chosen extra (cpu or gpu) pins.
+tf_extra=cpu
+[[ ",$extras," == *",gpu,"* ]] && tf_extra=gpu
+tf_pin="$(sed -n "/^$tf_extra =/{n;s/^ *//;p}" "$repo_root/setup.cfg")"
+[[ -n "$tf_pin" ]] || die "setup.cfg has no [options.extras_require] $tf_extra pin"
 hvd_pin="$(grep -oE 'horovod==[0-9.]+' "$repo_root/setup.cfg" | head -1)"
-gpu=0
-if [[ ",$extras," == *",gpu,"* ]]; then
-    gpu=1
-    tf_pin="tensorflow[and-cuda]==${tf_pin#*==}"
+# The two builds share their files: switching an existing venv from one to the other would
+# leave a mix, so ask for a fresh one instead of uninstalling anything.
+other_tf=tensorflow-cpu
+[[ $tf_extra == cpu ]] && other_tf=tensorflow
+if "$venv/bin/python" -m pip show -q "$other_tf" 2>/dev/null; then
+    die "$venv holds $other_tf, not the $tf_extra build asked for: remove $venv and run this script again"
 fi
 log "installing $tf_pin"
 "${pip[@]}" install "$tf_pin" cmake
@@ -107,13 +115,6 @@ CFLAGS="-O1 -g0" "${pip[@]}" install "$mpi4py_pin"
 
 log "installing mpnn-hpc[$extras]"
 "${pip[@]}" install -e "$repo_root[$extras]"
-if ((gpu)); then
-    # install_requires names tensorflow-cpu, which shares its files with the CUDA build:
-    # drop it and restore the CUDA build's files (same version, so Horovod's ABI holds).
-    "${pip[@]}" uninstall -y tensorflow-cpu
-    "${pip[@]}" install --force-reinstall --no-deps "tensorflow==${tf_pin#*==}"
-fi
-
 check_build || die "horovodrun --check-build does not list TensorFlow, MPI and Gloo (output above).
   Rebuild with: $venv/bin/python -m pip install --no-cache-dir --force-reinstall --no-build-isolation $hvd_pin"
 echo "$want_stamp" >"$stamp"

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from mpnn.mpi_env import mpi_launch_environment
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
 WATER = SAMPLES / "water"
 MINIMA = sorted((WATER / "minima").glob("w*_lowest.xyz"))
 TUTORIAL_FILE = WATER / "water_clusters.proto.gz"
 
-# OpenMPI refuses to start as root unless told; tests run as root in containers and CI.
-if hasattr(os, "getuid") and os.getuid() == 0:
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+# Open MPI refuses to start as root unless told; tests run as root in containers and CI.
+os.environ.update(mpi_launch_environment())
 
 
 def load_benchmark_script(name: str):
