@@ -156,4 +156,4 @@ def test_prepared_water_set_loads(water_dataset):
     assert target.shape == (32,)
     assert int(inputs["node_graph_indices"][-1]) == 31
     assert set(inputs) == {"atom", "bond", "connectivity", "node_graph_indices"}
-    assert steps == -(-manifest.content["splits"]["train"]["records"] // 32)
+    assert steps == -(-manifest.split_records("train") // 32)
