@@ -28,6 +28,7 @@ def _count_records(out, manifest):
         for shard in split["shards"]:
             path = str(out / shard["file"])
             n = sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+            assert records.sha256_of(path) == shard["sha256"]
             assert n == shard["records"]
             total += n
     return total
@@ -145,14 +146,10 @@ def test_tutorial_records_are_imported_with_every_tenth_in_test(water_dataset, t
 def test_tutorial_bond_types_are_made_consistent_with_the_connectivity(tutorial_subset, water_dataset):
     """The tutorial file's bond types are not aligned with its sorted connectivity; the
     imported records must have every O with two covalent bonds and every H with one."""
-    from data_prep.tutorial_records import (
-        REPAIRED_BOND_TYPES,
-        covalent_bonds_consistent,
-        tutorial_graph,
-        tutorial_record_chunks,
-    )
+    from data_prep.tutorial_records import REPAIRED_BOND_TYPES, covalent_bonds_consistent, tutorial_graph
+    from mpnn.graph_format.tfrecord import read_records
 
-    graphs = [tutorial_graph(r, "subset") for r in next(tutorial_record_chunks(str(tutorial_subset), 50))]
+    graphs = [tutorial_graph(r, "subset") for _, r in zip(range(50), read_records(str(tutorial_subset)))]
     assert all(covalent_bonds_consistent(g["atom"], g["connectivity"], g["bond"]) for g in graphs)
     assert _manifest(water_dataset)["notes"] == {REPAIRED_BOND_TYPES: 2000}
     raw = next(iter(tf.data.TFRecordDataset(str(tutorial_subset), compression_type="GZIP")))
@@ -162,23 +159,27 @@ def test_tutorial_bond_types_are_made_consistent_with_the_connectivity(tutorial_
     assert not covalent_bonds_consistent(atom, connectivity, np.array(feature["bond"].int64_list.value))
 
 
-def test_splits_are_seeded_and_disjoint():
-    a = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)
-    b = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    together = np.concatenate(list(a.values()))
-    assert sorted(together.tolist()) == list(range(1000))
-    assert [len(a[k]) for k in ("train", "valid", "test")] == [800, 100, 100]
+def test_split_rule_is_seeded_and_follows_the_fractions():
+    ids = [f"w.xyz:{i}" for i in range(20000)]
+    rule = records.SplitRule((0.8, 0.1, 0.1), seed=3)
+    splits = [rule.split_of(i, record_id) for i, record_id in enumerate(ids)]
+    assert splits == [records.SplitRule((0.8, 0.1, 0.1), seed=3).split_of(i, r) for i, r in enumerate(ids)]
+    assert splits != [records.SplitRule((0.8, 0.1, 0.1), seed=4).split_of(i, r) for i, r in enumerate(ids)]
+    counts = {split: splits.count(split) for split in records.SPLITS}
+    # Binomial spread: 3 standard deviations of 20,000 draws at p = 0.1 is about 130.
+    assert abs(counts["train"] - 16000) < 200 and abs(counts["valid"] - 2000) < 130
+    every = records.SplitRule((0.9, 0.1, 0.0), seed=0, test_every=10)
+    tested = [i for i, r in enumerate(ids) if every.split_of(i, r) == "test"]
+    assert tested == list(range(0, 20000, 10))
 
 
-def test_a_process_keeps_only_the_tutorial_records_it_converts(tutorial_subset):
-    from data_prep.prep_water import TUTORIAL_CHUNK, plan_tasks
+def test_tutorial_tasks_count_every_record_once_with_their_global_positions(tutorial_subset):
+    from data_prep.prep_water import TASK_FRAMES, plan_tasks
 
-    every = plan_tasks([str(tutorial_subset)], "kcal/mol", False)
-    even = plan_tasks([str(tutorial_subset)], "kcal/mol", False, owned=lambda position: position % 2 == 0)
-
-    assert len(every) == len(even) == -(-2000 // TUTORIAL_CHUNK)
-    assert [t.start for t in every] == [t.start for t in even] == list(range(0, 2000, TUTORIAL_CHUNK))
-    for position, (mine, whole) in enumerate(zip(even, every)):
-        assert mine.records == (whole.records if position % 2 == 0 else ())
-    assert sum(len(t.records) for t in every) == 2000
+    files = [str(MINIMA[0]), str(tutorial_subset), str(MINIMA[1])]
+    for parts in (1, 3):
+        tasks = plan_tasks(files, "kcal/mol", False, parts)
+        tutorial = [t for t in tasks if t.kind == "tutorial"]
+        size = max(TASK_FRAMES, -(-2000 // parts))
+        assert [(t.start, t.stop) for t in tutorial] == [(s, min(2000, s + size)) for s in range(0, 2000, size)]
+        assert [t.position for t in tasks] == [0, *(1 + t.start for t in tutorial), 2001]
