@@ -183,3 +183,74 @@ def test_tutorial_tasks_count_every_record_once_with_their_global_positions(tuto
         size = max(TASK_FRAMES, -(-2000 // parts))
         assert [(t.start, t.stop) for t in tutorial] == [(s, min(2000, s + size)) for s in range(0, 2000, size)]
         assert [t.position for t in tasks] == [0, *(1 + t.start for t in tutorial), 2001]
+
+
+def _xyz_frames(rng: np.random.Generator, n_frames: int) -> tuple[bytes, list[int]]:
+    """XYZ text of `n_frames` random frames (0 to 4 atoms, ragged spacing) and their offsets."""
+    text, starts = b"", []
+    for frame in range(n_frames):
+        starts.append(len(text))
+        n_atoms = int(rng.integers(0, 5))
+        lines = [f"{' ' * int(rng.integers(0, 3))}{n_atoms}", f"{-frame * 1.5}"]
+        lines += [f"H {rng.normal():.3f} {rng.normal():.3f} {rng.normal():.3f}" for _ in range(n_atoms)]
+        text += ("\n".join(lines) + "\n").encode()
+    return text, starts
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 20])
+def test_frame_scan_finds_every_frame_whatever_the_block_size(monkeypatch, block):
+    import io
+
+    from data_prep import structures
+
+    monkeypatch.setattr(structures, "_SCAN_BLOCK", block)
+    rng = np.random.default_rng(block)
+    text, starts = _xyz_frames(rng, 40)
+    frames = structures.scan_xyz_frames(io.BytesIO(text))
+    assert (frames.starts.tolist(), frames.end, frames.tail) == (starts, len(text), False)
+    # No newline after the last atom line: still a complete frame.
+    last = structures.scan_xyz_frames(io.BytesIO(text.rstrip(b"\n")))
+    assert (last.starts.tolist(), last.tail) == (starts, False)
+    # Trailing blank lines are no frame; a frame cut short or a non-count line is the tail.
+    blank = structures.scan_xyz_frames(io.BytesIO(text + b"\n  \n"))
+    assert (blank.count, blank.tail) == (40, False)
+    truncated = structures.scan_xyz_frames(io.BytesIO(text + b"5\ncomment\nH 0 0 0\n"))
+    assert (truncated.starts.tolist(), truncated.end, truncated.tail) == (starts, len(text), True)
+    garbage = structures.scan_xyz_frames(io.BytesIO(text + b"not a count\n1\n0\nH 0 0 0\n"))
+    assert (garbage.count, garbage.end, garbage.tail) == (41, len(text), True)
+
+
+def test_xyz_and_database_tasks_of_many_chunks_give_the_same_records(tmp_path, monkeypatch):
+    from data_prep import prep_water
+
+    structures = [next(read_structures(str(path))) for path in MINIMA[:7]]
+    frames = []
+    for structure in structures:
+        atoms = structure.atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=structure.energy)
+        frames.append(atoms)
+    ase.io.write(tmp_path / "frames.extxyz", frames, format="extxyz")
+    with ase.db.connect(str(tmp_path / "frames.db")) as db:
+        for atoms in frames:
+            db.write(atoms)
+        db.write(structures[0].atoms.copy())  # no energy
+    inputs = [str(tmp_path / "frames.extxyz"), str(tmp_path / "frames.db")]
+    whole = main([*inputs, "-o", str(tmp_path / "whole"), "--quiet"])
+    monkeypatch.setattr(prep_water, "TASK_FRAMES", 3)
+    tasks = prep_water.plan_tasks(inputs, "kcal/mol", True)
+    assert [(t.kind, t.position, t.start, t.stop) for t in tasks] == [
+        ("xyz", 0, 0, 3), ("xyz", 3, 3, 6), ("xyz", 6, 6, 7), ("db", 7, 0, 3), ("db", 10, 3, 6), ("db", 13, 6, 8),
+    ]
+    assert whole == main([*inputs, "-o", str(tmp_path / "chunked"), "--quiet", "--workers", "2"]) == 0
+    one, chunked = _manifest(tmp_path / "whole"), _manifest(tmp_path / "chunked")
+    assert one["summary"] == chunked["summary"] == {"converted": 14, "skipped": 1}
+    assert one["skipped"] == chunked["skipped"] and chunked["skipped"][0]["index"] == 7
+
+    def by_split(out, manifest):
+        return {
+            split: sorted(r.numpy() for s in entry["shards"]
+                          for r in tf.data.TFRecordDataset(str(out / s["file"]), compression_type="GZIP"))
+            for split, entry in manifest["splits"].items()
+        }
+
+    assert by_split(tmp_path / "whole", one) == by_split(tmp_path / "chunked", chunked)
