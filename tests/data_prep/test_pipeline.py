@@ -170,3 +170,16 @@ def test_two_mpi_ranks_write_the_same_data_set_as_one_process(tutorial_subset, t
     assert _split_of_each_record(spread) == _split_of_each_record(single)
     assert _statistics(spread) == pytest.approx(_statistics(single), rel=1e-9, abs=1e-9)
     assert {s.file[:11] for s in spread.splits["train"].shards} == {f"train-p000{p}" for p in range(4)}
+
+
+def test_written_manifest_follows_its_json_schema(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    import mpnn.graph_format
+
+    schema = json.loads((Path(mpnn.graph_format.__file__).parent / "manifest.schema.json").read_text())
+    _water(MINIMA[:3], tmp_path / "out")
+    content = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    jsonschema.validate(content, schema)
+    content["splits"]["holdout"] = content["splits"]["test"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(content, schema)
