@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 from data_prep import pipeline, records
 from data_prep.pipeline import OutputOptions
 from data_prep.structures import (
@@ -196,12 +198,10 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool, part
         else:
             with open(path, "rb") as handle:
                 frames = scan_xyz_frames(handle)
-            bounds = [*frames.starts.tolist(), frames.end]
-            if frames.tail:
-                bounds.append(os.path.getsize(path))
+            bounds = np.append(frames.starts, [frames.end, os.path.getsize(path)][: 1 + frames.tail])
             for start in range(0, frames.count, TASK_FRAMES):
                 stop = min(frames.count, start + TASK_FRAMES)
-                add(path, "xyz", start, stop, bounds[start], bounds[stop])
+                add(path, "xyz", start, stop, int(bounds[start]), int(bounds[stop]))
     return tasks
 
 

@@ -26,11 +26,10 @@ import numpy as np
 from mpnn.graph_format import manifest as mf
 from mpnn.graph_format.features import SCHEMA_VERSION, features_to_json
 from mpnn.graph_format.shards import shard_file_name
-from mpnn.graph_format.tfrecord import COMPRESSIONS, ShardInfo, ShardWriter
+from mpnn.graph_format.tfrecord import COMPRESSIONS, ShardInfo, ShardWriter  # noqa: F401  (COMPRESSIONS: CLI choices)
 
 SPLITS = mf.SPLITS
 MANIFEST_NAME = mf.MANIFEST_NAME
-__all__ = ["COMPRESSIONS", "SPLITS", "MANIFEST_NAME"]
 
 
 class Converted(NamedTuple):
