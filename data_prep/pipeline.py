@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from data_prep import records
 from mpnn.graph_format.manifest import Manifest
+from mpnn.graph_format.tfrecord import COMPRESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """The output, split and execution options every ``mpnn-prep-*`` command shares."""
     parser.add_argument("-o", "--output", required=True, help="output directory (shards + manifest.json)")
     parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4), shared by the parts")
-    parser.add_argument("--compression", choices=list(records.COMPRESSIONS), default="GZIP")
+    parser.add_argument("--compression", choices=list(COMPRESSIONS), default="GZIP")
     parser.add_argument(
         "--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST")
     )
@@ -339,11 +341,9 @@ def prepare_dataset(
         raise error
     if rank != 0:
         return None
-    manifest = records.build_manifest(
-        spec, merged, planned.sources, out.compression, options, ranks=size,
-        timing={**timing, **timer.lap("finish"), "parts": [s.process for s in summaries]},
-    )
-    return manifest.save(out.output)
+    manifest = records.build_manifest(spec, merged, planned.sources, out.compression, options, ranks=size)
+    timing = {**timing, **timer.lap("finish"), "parts": [s.process for s in summaries]}
+    return dataclasses.replace(manifest, timing=timing).save(out.output)
 
 
 class _Timer:

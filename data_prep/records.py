@@ -26,10 +26,9 @@ import numpy as np
 from mpnn.graph_format import manifest as mf
 from mpnn.graph_format.features import SCHEMA_VERSION, features_to_json
 from mpnn.graph_format.shards import shard_file_name
-from mpnn.graph_format.tfrecord import COMPRESSIONS, ShardInfo, ShardWriter  # noqa: F401  (COMPRESSIONS: CLI choices)
+from mpnn.graph_format.tfrecord import ShardInfo, ShardWriter
 
 SPLITS = mf.SPLITS
-MANIFEST_NAME = mf.MANIFEST_NAME
 
 
 class Converted(NamedTuple):
@@ -328,7 +327,6 @@ def build_manifest(
     compression: str,
     options: dict[str, Any],
     ranks: int = 1,
-    timing: dict[str, Any] | None = None,
 ) -> mf.Manifest:
     """The manifest of a data set from the merged `summary` of its parts.
 
@@ -365,6 +363,5 @@ def build_manifest(
             dict(sorted(collections.Counter(s.reason.split(":")[0] for s in skipped).items())),
         ),
         ranks=ranks,
-        timing=dict(timing or {}),
         extra=dict(spec.extra),
     )

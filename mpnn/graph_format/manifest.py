@@ -145,7 +145,7 @@ class Manifest:
     summary: Summary = Summary(0, 0)
     totals: Totals = Totals(0, 0)
     ranks: int = 1
-    timing: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     created: str = ""
