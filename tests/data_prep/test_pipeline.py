@@ -183,3 +183,15 @@ def test_written_manifest_follows_its_json_schema(tmp_path):
     content["splits"]["holdout"] = content["splits"]["test"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(content, schema)
+
+
+@pytest.mark.parametrize(
+    "module, heavy", [("data_prep.prep_water", ("tensorflow", "scipy")), ("data_prep.prep_pdbbind", ("tensorflow",))]
+)
+def test_converter_modules_import_no_tensorflow(module, heavy):
+    """Spawned workers import the converter's module: with TensorFlow each would spend
+    seconds starting (and water workers that only see tutorial records need no scipy)."""
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
