@@ -65,8 +65,13 @@ class OutputOptions:
     mpi: bool = False
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "OutputOptions":
-        """From the options of `add_output_arguments` (for the commands' ``main``)."""
+    def from_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> "OutputOptions":
+        """From the options of `add_output_arguments` (for the commands' ``main``); exits
+        with a usage error from `parser` when the split options are invalid."""
+        try:
+            records.SplitRule(tuple(args.fractions), args.seed, args.test_every)
+        except ValueError as exc:
+            parser.error(str(exc))
         return cls(
             output=args.output,
             shards=args.shards,

@@ -250,12 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def options_from_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[list[str], PdbbindOptions]:
+def options_from_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[list[str], PdbbindOptions]:
     """The roots and options of `argv` (exits with a usage error when they conflict)."""
     args = parser.parse_args(argv)
     try:
         options = PdbbindOptions(
-            OutputOptions.from_args(args), tuple(args.index), args.cutoff, args.hydrogens, args.drop_ic50,
+            OutputOptions.from_args(args, parser), tuple(args.index), args.cutoff, args.hydrogens, args.drop_ic50,
             args.drop_inequalities, args.split, args.core_index, args.test_from_year,
         )
     except ValueError as exc:

@@ -264,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    options = WaterOptions(OutputOptions.from_args(args), args.energy_unit, not args.no_distance)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    options = WaterOptions(OutputOptions.from_args(args, parser), args.energy_unit, not args.no_distance)
 
     def summary(manifest: Manifest) -> str:
         return (

@@ -290,5 +290,6 @@ def manifest_dataset(
     if not files:
         raise ManifestError(f"{manifest.path}: split {split!r} is empty")
     return make_dataset(
-        files, counts, manifest.feature_names, manifest.target.name, batch_size, compression=manifest.compression, **kwargs
+        files, counts, manifest.feature_names, manifest.target.name, batch_size, compression=manifest.compression,
+        **kwargs,
     )

@@ -100,7 +100,9 @@ class ShardWriter:
         self._stream: BinaryIO | _HashingFile = self._hashing
         if compression == "GZIP":
             # No file name and mtime 0 in the header: the same records give the same bytes.
-            self._stream = gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._hashing, mtime=0)
+            self._stream = gzip.GzipFile(
+                filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._hashing, mtime=0
+            )
 
     def write(self, record: bytes) -> None:
         self._buffer += frame(record)
@@ -116,7 +118,8 @@ class ShardWriter:
             self._stream.close()  # writes the gzip trailer; leaves the underlying file open
         self._file.close()
         os.replace(self._tmp, self.path)
-        return ShardInfo(os.path.basename(self.path), self.records, self._hashing.size, self._hashing.digest.hexdigest())
+        digest = self._hashing.digest.hexdigest()
+        return ShardInfo(os.path.basename(self.path), self.records, self._hashing.size, digest)
 
     def abort(self) -> None:
         """Drop the shard: close and remove the temporary file."""

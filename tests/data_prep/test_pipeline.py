@@ -48,7 +48,8 @@ def _split_of_each_record(manifest: Manifest) -> dict[str, tuple[str, str]]:
 
 
 def _water(inputs, out, **options) -> Manifest:
-    return prepare_water([str(i) for i in inputs], WaterOptions(OutputOptions(str(out), show_progress=False, **options)))
+    options = WaterOptions(OutputOptions(str(out), show_progress=False, **options))
+    return prepare_water([str(i) for i in inputs], options)
 
 
 def _reference_statistics(manifest: Manifest) -> dict[str, float]:
