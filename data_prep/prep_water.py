@@ -155,11 +155,12 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool, part
     - compressed XYZ and empty files: one task per file (frames counted by decompressing
       and scanning it once here);
     - ASE databases: row ranges of `TASK_FRAMES` (``db.count()``);
-    - tutorial files: records counted once here (decompressing the file), then cut into
-      `parts` ranges of at least `TASK_FRAMES` records. A GZIP stream cannot be entered in
-      the middle, so the worker of a range decompresses (without parsing) the records
-      before it: over all ranges about (parts - 1) / 2 extra decompressions of the file,
-      about 40 ms each for the 2 MB tutorial file.
+    - tutorial files: records counted once here (decompressing the file); one task per
+      file when there are at least `parts` of them, else each file cut into `parts`
+      ranges of at least `TASK_FRAMES` records. A GZIP stream cannot be entered in the
+      middle, so the worker of a range decompresses (without parsing) the records before
+      it: over all ranges about (parts - 1) / 2 extra decompressions of the file, about
+      40 ms each for the 2 MB tutorial file.
 
     Records from tutorial files carry no coordinates, so a dataset that includes one (or
     `with_distance` False) is written without the ``distance`` feature.
@@ -178,10 +179,13 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool, part
         tasks.append(WaterTask(path, kind, position, start, stop, features, energy_unit, offset, end))
         position += stop - start
 
+    # With at least as many tutorial files as parts, whole files balance the load and no
+    # worker decompresses records it does not convert.
+    whole_files = sum(map(is_tutorial_file, files)) >= parts
     for path in files:
         if is_tutorial_file(path):
             n = count_records(path)
-            size = max(TASK_FRAMES, math.ceil(n / max(1, parts)))
+            size = max(n, 1) if whole_files else max(TASK_FRAMES, math.ceil(n / parts))
             for start in range(0, n, size):
                 add(path, "tutorial", start, min(n, start + size))
         elif path.endswith(".db"):
