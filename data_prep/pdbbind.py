@@ -23,7 +23,7 @@ from rdkit.Chem import ChemicalFeatures, rdPartialCharges
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from mpnn.schema import N_ATOM_FEATURES, RWPE_ORDER, validate_graph
+from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER, validate_graph
 
 ELEMENT_VOCAB = ("B", "C", "N", "O", "F", "P", "S", "other")
 BOND_VOCAB = ("intra-ligand", "intra-protein", "ligand-protein")
@@ -46,7 +46,7 @@ _MAX_DEGREE = 6  # degrees 0..5, then "6 or more"
 _DEGREES = [str(d) for d in range(_MAX_DEGREE)] + [f"{_MAX_DEGREE}+"]
 # The atom features, in column order. The study's list (element 8, hybridisation 7, heavy
 # and hetero degree 7 each, Gasteiger charge, hydrophobic, aromatic, acceptor, donor, ring)
-# has 35 columns, one short of the 36 that `mpnn.schema.N_ATOM_FEATURES` (37) reserves
+# has 35 columns, one short of the 36 that `mpnn.graph_format.features.N_ATOM_FEATURES` (37) reserves
 # before the ligand flag; the number of attached hydrogens fills that column, since
 # heavy-atom graphs otherwise lose it.
 ATOM_FEATURE_NAMES = (
@@ -120,7 +120,7 @@ def complex_graph(
         hydrogens: keep hydrogen atoms as nodes (element "other"); default heavy atoms only.
 
     Returns:
-        graph dict (see `mpnn.schema`): ``atom [n_atom]`` (index into `ELEMENT_VOCAB`),
+        graph dict (see `mpnn.graph_format.features`): ``atom [n_atom]`` (index into `ELEMENT_VOCAB`),
         ``atom_features [n_atom, 37]`` (`ATOM_FEATURE_NAMES`), ``rwpe [n_atom, 20]``,
         ``bond [n_bond]`` (index into `BOND_VOCAB`), ``connectivity [n_bond, 2]``
         (receiver, sender; sorted by receiver, then sender), ``distance [n_bond]``

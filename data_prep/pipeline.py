@@ -1,35 +1,57 @@
-"""Run a conversion end to end, in one process (with worker processes) or across MPI ranks.
+"""Run a conversion end to end: plan tasks once, convert them in parts that stream their
+records into their own shards, gather small summaries, write the manifest.
 
-With MPI (``mpirun -np K mpnn-prep-water ... --mpi``), rank r converts every K-th task,
-sends rank 0 only the small per-record metadata (never the records), rank 0 computes the
-global split and sends each rank the positions of its records in each split, each rank
-writes its own shards (``<split>-r<rank>-...``), and rank 0 writes the manifest. The
-result holds the same records in the same splits as a single-process run with the same
-seed.
+- Planning (`prepare_dataset`'s `plan`) runs once, on this process or MPI rank 0, and its
+  tasks are broadcast: each task knows the global input position of its first structure.
+- P *parts* = MPI ranks x ``--workers`` processes per rank (this process is one of them;
+  with one part no child process at all). Task t goes to part t % P. Each part converts
+  its tasks one by one and writes every record at once into its own shards
+  (``max(1, shards // P)`` per split, `data_prep.records.PartWriter`), so a process never
+  holds more than the record being written (memory does not grow with the data set).
+- The split of each record is decided in the part (`records.SplitRule`), so the same
+  records are in the same splits whatever P is.
+- Each part returns a `records.PartSummary`; rank 0 gathers them (mpi4py), merges and
+  writes the manifest.
+
+Worker processes are spawned (a forked child of a process running threads can deadlock),
+through `concurrent.futures.ProcessPoolExecutor`; they import the converter's module,
+which imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import concurrent.futures
+import contextlib
+import dataclasses
 import logging
+import multiprocessing
+import os
+import resource
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
+from tqdm import tqdm
 
 from data_prep import records
-from data_prep.processes import ConversionProcesses
+from mpnn.graph_format.manifest import Manifest
+from mpnn.graph_format.tfrecord import COMPRESSIONS
 
 log = logging.getLogger(__name__)
 
-TASK_CHUNKS_PER_WORKER = 32
+Converter = Callable[[Any], Iterable["records.Converted | records.Skipped"]]
 
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """Where and how to write: see ``mpnn-prep-water --help``."""
+    """Where and how to write, and how to split: see ``mpnn-prep-water --help``.
+
+    Attributes:
+        workers: conversion processes per MPI rank (this one and workers - 1 spawned).
+        mpi: spread the work over the ranks of mpirun / srun.
+    """
 
     output: str
     shards: int = 4
@@ -40,10 +62,16 @@ class OutputOptions:
     workers: int = 1
     strict: bool = False
     show_progress: bool = True
+    mpi: bool = False
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "OutputOptions":
-        """From the options of `add_output_arguments`."""
+    def from_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> "OutputOptions":
+        """From the options of `add_output_arguments` (for the commands' ``main``); exits
+        with a usage error from `parser` when the split options are invalid."""
+        try:
+            records.SplitRule(tuple(args.fractions), args.seed, args.test_every)
+        except ValueError as exc:
+            parser.error(str(exc))
         return cls(
             output=args.output,
             shards=args.shards,
@@ -54,14 +82,23 @@ class OutputOptions:
             workers=args.workers,
             strict=args.strict,
             show_progress=not args.quiet,
+            mpi=args.mpi,
         )
+
+    def as_options(self) -> dict[str, Any]:
+        """The manifest's record of these options (the command-line names)."""
+        return {
+            "output": self.output, "shards": self.shards, "compression": self.compression,
+            "fractions": list(self.fractions), "test_every": self.test_every, "seed": self.seed,
+            "workers": self.workers, "strict": self.strict, "mpi": self.mpi,
+        }
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """The output, split and execution options every ``mpnn-prep-*`` command shares."""
     parser.add_argument("-o", "--output", required=True, help="output directory (shards + manifest.json)")
-    parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4)")
-    parser.add_argument("--compression", choices=list(records.COMPRESSIONS), default="GZIP")
+    parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4), shared by the parts")
+    parser.add_argument("--compression", choices=list(COMPRESSIONS), default="GZIP")
     parser.add_argument(
         "--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST")
     )
@@ -69,224 +106,276 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--test-every",
         type=int,
         metavar="K",
-        help="records 0, K, 2K, ... (input order) form the test set; the rest is split by --fractions",
+        help="structures 0, K, 2K, ... (input order, skipped ones counted) form the test set; the rest "
+        "is split into train and valid by the first two --fractions",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    parser.add_argument("--workers", type=int, default=1, help="conversion processes (default 1)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="conversion processes (per MPI rank with --mpi; default 1)"
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first input that cannot be converted")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--mpi",
         action="store_true",
-        help="spread the work over the ranks of mpirun/srun; each rank writes max(1, SHARDS // ranks) "
-        "shards per split and rank 0 the manifest",
+        help="spread the work over the ranks of mpirun/srun; each of the ranks x workers parts writes "
+        "max(1, SHARDS // parts) shards per split and rank 0 the manifest",
     )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The work of a conversion: its tasks in input order, the input files (for the
+    manifest's ``sources``) and what the data set is."""
+
+    tasks: Sequence[Any]
+    sources: Sequence[str]
+    spec: records.DatasetSpec
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """What one part converts and where it writes (picklable: sent to spawned workers).
+
+    Attributes:
+        part: this part's number; `n_parts`: all parts of the run.
+        tasks: the part's tasks, in order.
+        n_types: size of the atom vocabulary (for the target statistics).
+    """
+
+    part: int
+    n_parts: int
+    tasks: tuple[Any, ...]
+    converter: Converter
+    rule: records.SplitRule
+    out_dir: str
+    shards_per_split: int
+    compression: str
+    n_types: int
+    strict: bool = False
+    show_progress: bool = False
+
+
+def run_part(job: PartJob) -> records.PartSummary:
+    """Convert `job.tasks` one by one, each record straight into its split's shards.
+
+    Raises:
+        records.StrictModeError: with `job.strict`, at the first skipped input (the part's
+            unfinished shards are removed).
+    """
+    cpu = time.process_time()
+    summary = records.PartSummary(job.part, records.TargetSums(job.n_types))
+    writer = records.PartWriter(
+        job.out_dir, job.shards_per_split, job.compression, job.part if job.n_parts > 1 else None
+    )
+    try:
+        for task in tqdm(job.tasks, unit="task", disable=not job.show_progress):
+            for item in job.converter(task):
+                if isinstance(item, records.Skipped):
+                    if job.strict:
+                        raise records.StrictModeError(f"{item.source} [{item.index}]: {item.reason}")
+                    log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
+                    summary.skipped.append(item)
+                    continue
+                split = job.rule.split_of(item.position, item.record_id)
+                writer.write(split, item.example)
+                if split == "train":
+                    summary.train_sums.add(item.target, item.atom_type_counts)
+                summary.per_source[item.source] += 1
+                if item.note:
+                    summary.notes[item.note] += 1
+                summary.converted += 1
+                summary.atoms += item.n_atom
+                summary.edges += item.n_bond
+    except BaseException:
+        writer.abort()
+        raise
+    summary.shards = writer.close()
+    summary.train_sums.flush()
+    summary.process = {
+        "part": job.part,
+        "pid": os.getpid(),
+        "cpu_seconds": round(time.process_time() - cpu, 3),
+        "peak_rss_kib": peak_rss_kib(),
+        "tensorflow_imported": "tensorflow" in sys.modules,
+    }
+    return summary
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak resident set size, KiB: ``VmHWM`` where /proc has it.
+    (``ru_maxrss`` of a spawned worker starts from its parent's peak at spawn time: Linux
+    carries it over fork and exec.)"""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_parts(jobs: Sequence[PartJob]) -> list[records.PartSummary]:
+    """Run `jobs[0]` in this process and the others in spawned worker processes.
+
+    Every part runs to its end even when another fails; then the first error is raised
+    and the shards of the parts that finished are removed.
+    """
+    if len(jobs) == 1:
+        return [run_part(jobs[0])]
+    with _spawn_executor(len(jobs) - 1) as executor:
+        with _one_blas_thread():  # the executor's processes start on submit
+            futures = [executor.submit(run_part, job) for job in jobs[1:]]
+        results: list[records.PartSummary | BaseException] = []
+        try:
+            results.append(run_part(jobs[0]))
+        except Exception as exc:  # the others still finish (and are cleaned up) below
+            results.append(exc)
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                results.append(exc)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        remove_shards([r for r in results if isinstance(r, records.PartSummary)], jobs[0].out_dir)
+        raise errors[0]
+    return results  # type: ignore[return-value]
+
+
+def remove_shards(summaries: Iterable[records.PartSummary], out_dir: str) -> None:
+    """Delete the shard files of `summaries` (after a failed run)."""
+    for summary in summaries:
+        for shards in summary.shards.values():
+            for shard in shards:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(out_dir, shard.file))
+
+
+def _spawn_executor(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Worker processes started inside use one OpenBLAS thread each (unless the user chose
+    otherwise): the processes are the parallelism, and on a molecule's small matrices
+    OpenBLAS's own threads only spin (they cost the structure-file path about 30% of its
+    CPU time). Workers read the variable when they start."""
+    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = blas_threads or "1"
+    try:
+        yield
+    finally:
+        if blas_threads is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+
+
 def prepare_dataset(
-    tasks: Sequence[Any],
-    converter: Callable[[Any], list[records.Converted | records.Skipped]],
-    spec: records.DatasetSpec,
-    sources: Sequence[str],
+    plan: Callable[[int], Plan],
+    converter: Converter,
     out: OutputOptions,
-    manifest_options: dict[str, Any],
+    rule: records.SplitRule,
+    options: dict[str, Any],
     comm: Any = None,
-    assign: Callable[[list[records.Converted]], dict[str, np.ndarray]] | None = None,
-    processes: ConversionProcesses | None = None,
-) -> dict[str, Any] | None:
-    """Convert `tasks`, split, write shards and the manifest.
+) -> Manifest | None:
+    """Plan, convert in parts, write shards and the manifest.
 
     Args:
-        comm: an mpi4py communicator to spread the work over its ranks, or None.
-        processes: the conversion processes of this rank, or None for this one only.
-        assign: computes the split from the records in global order (with MPI, those of
-            other ranks than 0 with their ``example`` emptied), returning indices into that
-            list per split like `records.assign_splits`; called on rank 0 only. None: split
-            by `out.fractions`, `out.seed` and `out.test_every`.
+        plan: ``plan(n_parts)`` -> the `Plan` (run once, on rank 0, and broadcast).
+        rule: the split of each record.
+        comm: an mpi4py communicator to spread the parts over its ranks, or None.
 
     Returns:
-        the manifest (on rank 0; None on other ranks). Its ``timing`` section holds rank
-        0's wall-clock and CPU seconds (all threads of this process, not the workers') of
-        the conversion and of writing the shards.
+        the manifest (on rank 0; None on other ranks). Its ``timing`` holds rank 0's
+        wall-clock and CPU seconds of planning, converting (with writing) and finishing,
+        and per part its process's CPU seconds and peak RSS.
 
     Raises:
         records.NothingConvertedError: when no task produced a record (on every rank).
         records.StrictModeError: with `out.strict`, at the first skipped input (every rank).
+        OSError: an unreadable input found while planning (every rank).
     """
     if comm is not None and comm.Get_size() == 1:
-        comm = None  # one rank: nothing to gather
-    rank, size = rank_and_size(comm)
-    # Everything alive now (TensorFlow's ~250,000 objects from its import, the tasks) outlives
-    # the conversion: keep the garbage collector from scanning it again and again (a full
-    # collection takes about 0.1 s) while the records pile up.
-    gc.freeze()
-    my_positions = [position for position in range(len(tasks)) if owns_task(position, rank, size)]
-    error = None
-    convert_timer = _Timer()
-    try:
-        converted, skipped, task_of = records.convert_all(
-            [tasks[i] for i in my_positions],
-            converter,
-            processes,
-            strict=out.strict,
-            show_progress=out.show_progress and rank == 0,
-            # Handing out and collecting a task costs this process about 0.7 ms; with
-            # many small tasks (one per structure file) workers take them in chunks, still
-            # about TASK_CHUNKS_PER_WORKER per worker so that the load stays balanced.
-            chunksize=max(1, len(my_positions) // (TASK_CHUNKS_PER_WORKER * out.workers)),
-        )
-    except records.StrictModeError as exc:
-        error, converted, skipped, task_of = str(exc), [], [], []
-    convert_timer.stop()
-    errors = [e for e in (comm.allgather(error) if comm is not None else [error]) if e]
-    if errors:
-        raise records.StrictModeError(errors[0])
-
-    # Global order: task position, then the record's index within its file.
-    my_keys = np.array([(my_positions[t], r.index) for t, r in zip(task_of, converted)], dtype=np.int64)
-    my_keys = my_keys.reshape(-1, 2)
-    if comm is None:
-        plan = _plan_splits([(my_keys, converted, skipped)], out, assign, len(sources))
-        local_splits = plan.local_splits[0]
-    else:
-        # Only rank 0 needs every record's metadata (to split and for the manifest): the
-        # other ranks send theirs without the serialised graphs, rank 0 plans the splits
-        # and hands each rank the positions of its own records in each split.
-        mine = (my_keys, records.metadata_columns(converted), skipped) if rank else None
-        parts = comm.gather(mine, root=0)
-        plan, shares = None, None
-        if rank == 0:
-            parts = [(keys, records.from_metadata_columns(columns), part_skipped)
-                     for keys, columns, part_skipped in parts[1:]]
-            parts.insert(0, (my_keys, converted, skipped))
-            try:
-                plan = _plan_splits(parts, out, assign, len(sources))
-                shares = plan.local_splits
-            except records.NothingConvertedError as exc:
-                shares = [str(exc)] * size
-        local_splits = comm.scatter(shares, root=0)
-        if isinstance(local_splits, str):
-            raise records.NothingConvertedError(local_splits)
-    prefix = f"r{rank:04d}-" if size > 1 else ""
-    write_timer = _Timer()
-    section = records.write_splits(
-        converted, local_splits, out.output, max(1, out.shards // size), out.compression, out.workers, prefix
-    )
-    write_timer.stop()
+        comm = None
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    workers = max(1, out.workers)
+    n_parts = size * workers
+    timer = _Timer()
+    planned: Plan | BaseException | None = None
+    if rank == 0:
+        try:
+            planned = plan(n_parts)
+        except (OSError, ValueError) as exc:
+            planned = exc
     if comm is not None:
-        section = _merge_sections(comm.gather(section, root=0)) if rank == 0 else comm.gather(section, root=0)
+        planned = comm.bcast(planned, root=0)
+    if isinstance(planned, BaseException):
+        raise planned
+    tasks, spec = planned.tasks, planned.spec
+    timing = timer.lap("plan")
+    os.makedirs(out.output, exist_ok=True)
+    shards_per_split = max(1, out.shards // n_parts)
+    jobs = [
+        PartJob(
+            part, n_parts, tuple(tasks[part::n_parts]), converter, rule, out.output, shards_per_split,
+            out.compression, len(spec.vocab["atom"]), out.strict, out.show_progress and part == 0,
+        )
+        for part in range(rank * workers, (rank + 1) * workers)
+    ]
+    try:
+        mine: list[records.PartSummary] | str = run_parts(jobs)
+    except records.StrictModeError as exc:
+        mine = str(exc)
+    timing.update(timer.lap("convert"))
+    gathered = comm.gather(mine, root=0) if comm is not None else [mine]
+    error: BaseException | None = None
+    if rank == 0:
+        failures = [g for g in gathered if isinstance(g, str)]
+        summaries = [s for g in gathered if not isinstance(g, str) for s in g]
+        merged = records.merge_summaries(summaries, len(spec.vocab["atom"]))
+        if failures:
+            remove_shards(summaries, out.output)
+            error = records.StrictModeError(failures[0])
+        elif not merged.converted:
+            error = records.NothingConvertedError(
+                f"nothing converted from {len(planned.sources)} file(s); {len(merged.skipped)} skipped"
+            )
+    if comm is not None:
+        error = comm.bcast(error, root=0)
+    if error is not None:
+        raise error
     if rank != 0:
         return None
-    manifest = records.build_manifest(
-        spec, plan.metadata, plan.skipped, plan.global_splits, section, sources, out.compression, manifest_options
-    )
-    manifest["ranks"] = size
-    manifest["timing"] = {**convert_timer.report("convert"), **write_timer.report("write")}
-    records.write_manifest(out.output, manifest)
-    return manifest
-
-
-def rank_and_size(comm: Any) -> tuple[int, int]:
-    """This rank and the number of ranks of `comm` (an mpi4py communicator), or (0, 1)."""
-    return (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
-
-
-def owns_task(position: int, rank: int, size: int) -> bool:
-    """Whether `rank` of `size` ranks converts the task at `position` of the task list:
-    every size-th task, from its rank on (tasks in file order spread evenly)."""
-    return position % size == rank
-
-
-@dataclass(frozen=True)
-class _SplitPlan:
-    """The split of all records (see `_plan_splits`)."""
-
-    metadata: list[records.Converted]  # every record, in global order
-    skipped: list[records.Skipped]
-    global_splits: dict[str, np.ndarray]  # indices into `metadata` per split
-    local_splits: list[dict[str, np.ndarray]]  # per part: indices into that part's records per split
-
-
-def _plan_splits(
-    parts: Sequence[tuple[np.ndarray, Sequence[records.Converted], list[records.Skipped]]],
-    out: OutputOptions,
-    assign: Callable[[list[records.Converted]], dict[str, np.ndarray]] | None,
-    n_sources: int,
-) -> _SplitPlan:
-    """Split the records of all `parts` (one per rank: ``(keys [n, 2], records, skipped)``,
-    keys = (task position, index in its file)) in their global order, the order of the keys.
-
-    Kept in NumPy arrays: with millions of records, Python dicts of keys would cost
-    seconds.
-
-    Raises:
-        records.NothingConvertedError: when no part holds a record.
-    """
-    skipped = [s for _, _, part_skipped in parts for s in part_skipped]
-    sizes = [len(part_records) for _, part_records, _ in parts]
-    if not sum(sizes):
-        raise records.NothingConvertedError(f"nothing converted from {n_sources} file(s); {len(skipped)} skipped")
-    keys = np.concatenate([part_keys for part_keys, _, _ in parts])
-    everything = [r for _, part_records, _ in parts for r in part_records]
-    order = np.lexsort((keys[:, 1], keys[:, 0]))  # global position -> position in `everything`
-    metadata = [everything[i] for i in order]
-    if assign is None:
-        global_splits = records.assign_splits(len(metadata), out.fractions, out.seed, out.test_every)
-    else:
-        global_splits = assign(metadata)
-    part_of = np.repeat(np.arange(len(parts)), sizes)
-    index_in_part = np.concatenate([np.arange(n) for n in sizes])
-    local_splits: list[dict[str, np.ndarray]] = [{} for _ in parts]
-    for split, indices in global_splits.items():
-        positions = order[np.asarray(indices, dtype=np.int64)]
-        # Grouped by part with a stable sort (each part keeps the split's order): one pass
-        # over the split whatever the number of ranks.
-        owners = part_of[positions]
-        grouped = index_in_part[positions[np.argsort(owners, kind="stable")]]
-        ends = np.cumsum(np.bincount(owners, minlength=len(parts)))
-        for share, local in zip(local_splits, np.split(grouped, ends[:-1])):
-            share[split] = local
-    return _SplitPlan(metadata, skipped, global_splits, local_splits)
+    manifest = records.build_manifest(spec, merged, planned.sources, out.compression, options, ranks=size)
+    timing = {**timing, **timer.lap("finish"), "parts": [s.process for s in summaries]}
+    return dataclasses.replace(manifest, timing=timing).save(out.output)
 
 
 class _Timer:
-    """Wall-clock and CPU seconds (this process) from creation to `stop`."""
+    """Wall-clock and CPU seconds (this process) of consecutive phases."""
 
     def __init__(self) -> None:
         self._wall, self._cpu = time.perf_counter(), time.process_time()
 
-    def stop(self) -> None:
-        self._wall, self._cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
-
-    def report(self, phase: str) -> dict[str, float]:
-        return {f"{phase}_seconds": round(self._wall, 3), f"{phase}_cpu_seconds": round(self._cpu, 3)}
-
-
-def _merge_sections(sections: list[dict[str, dict]]) -> dict[str, dict]:
-    merged: dict[str, dict] = {}
-    for section in sections:
-        for split, entry in section.items():
-            target = merged.setdefault(split, {"records": 0, "shards": []})
-            target["records"] += entry["records"]
-            target["shards"].extend(entry["shards"])
-    return merged
+    def lap(self, phase: str) -> dict[str, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        report = {f"{phase}_seconds": round(wall - self._wall, 3), f"{phase}_cpu_seconds": round(cpu - self._cpu, 3)}
+        self._wall, self._cpu = wall, cpu
+        return report
 
 
 def run_command(
-    args: argparse.Namespace,
-    prepare: Callable[[argparse.Namespace, Any, ConversionProcesses], dict[str, Any] | None],
-    summary: Callable[[dict[str, Any]], str],
+    prepare: Callable[[Any], Manifest | None],
+    summary: Callable[[Manifest], str],
+    mpi: bool,
     command_log: logging.Logger,
 ) -> int:
-    """The body of every ``mpnn-prep-*`` command: prepare (over MPI with ``--mpi``) with
-    ``--workers`` conversion processes, whose pool starts first so that its workers start up
-    while this process reads and plans; print `summary` of the manifest on rank 0; exit
-    status 1 with the error logged when nothing converts, on a strict-mode skip, or on an
-    unreadable input."""
-    comm = mpi_communicator() if args.mpi else None
+    """The body of every ``mpnn-prep-*`` command: ``prepare(comm)`` (over MPI with
+    ``--mpi``); print `summary` of the manifest on rank 0; exit status 1 with the error
+    logged when nothing converts, on a strict-mode skip, or on an unreadable input."""
+    comm = mpi_communicator() if mpi else None
     try:
-        with ConversionProcesses(args.workers) as processes:
-            manifest = prepare(args, comm, processes)
+        manifest = prepare(comm)
     except (records.StrictModeError, records.NothingConvertedError, OSError) as exc:
         command_log.error("%s", exc)
         return 1
@@ -295,9 +384,13 @@ def run_command(
     return 0
 
 
+def split_counts(manifest: Manifest) -> str:
+    """``train N, valid N, test N`` of a manifest (for the commands' summary line)."""
+    return ", ".join(f"{s} {manifest.split_records(s)}" for s in records.SPLITS)
+
+
 def mpi_communicator() -> Any:
     """The MPI world communicator (imports mpi4py, which initialises MPI)."""
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
-

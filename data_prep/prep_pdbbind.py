@@ -16,18 +16,15 @@ manifest's ``skipped`` with its file and reason.
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
 import logging
 import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import Any, Iterator, Sequence
 
 from data_prep import pipeline, records
-from data_prep.example_proto import serialize_graph
 from data_prep.pdbbind import (
     ATOM_FEATURE_NAMES,
     BOND_VOCAB,
@@ -39,9 +36,10 @@ from data_prep.pdbbind import (
     complex_graph,
 )
 from data_prep.pdbbind_index import IndexEntry, IndexFormatError, read_index
-from data_prep.pipeline import OutputOptions, prepare_dataset
-from data_prep.processes import ConversionProcesses
-from mpnn.schema import RWPE_ORDER
+from data_prep.pipeline import OutputOptions
+from mpnn.graph_format.example import serialize_graph
+from mpnn.graph_format.features import RWPE_ORDER, feature_dtypes
+from mpnn.graph_format.manifest import Manifest
 
 log = logging.getLogger("mpnn-prep-pdbbind")
 
@@ -58,6 +56,7 @@ class ComplexTask:
         cutoff: edge cutoff, Angstrom.
         hydrogens: keep hydrogen atoms as nodes.
         skip: when set, the task yields only this (bad index line, filtered measurement).
+        position: the task's place in the list of tasks (its global input position).
     """
 
     directory: str
@@ -65,44 +64,39 @@ class ComplexTask:
     cutoff: float = DEFAULT_CUTOFF
     hydrogens: bool = False
     skip: records.Skipped | None = None
+    position: int = 0
 
 
-def convert_complex_task(task: ComplexTask) -> list[records.Converted | records.Skipped]:
-    """Convert one complex into a serialised record, or say why not (runs in pool workers).
+def convert_complex_task(task: ComplexTask) -> Iterator[records.Converted | records.Skipped]:
+    """Convert one complex into a serialised record, or say why not (runs in any
+    conversion process; a complex whose conversion raises is a skip, never the end of the run).
 
-    The record's source is the complex's pocket file; its target is the affinity,
-    -log10(K / M); its atom type counts are over `ELEMENT_VOCAB`.
+    The record's source is the complex's pocket file, its id the PDB code; its target is
+    the affinity, -log10(K / M); its atom type counts are over `ELEMENT_VOCAB`.
     """
-    from mpnn.schema import feature_dtypes
-
     if task.skip is not None:
-        return [task.skip]
+        yield task.skip
+        return
     try:
         graph = complex_graph(task.directory, task.affinity, task.cutoff, task.hydrogens)
     except ComplexError as exc:
-        return [records.Skipped(exc.path, 0, str(exc))]
-    except (RuntimeError, ValueError) as exc:  # RDKit perception failing on an odd structure
-        return [records.Skipped(task.directory, 0, f"conversion failed: {type(exc).__name__}: {exc}")]
-    counts = records.atom_type_counts(graph["atom"], len(ELEMENT_VOCAB))
-    example = serialize_graph(graph, feature_dtypes(FEATURES))
-    pocket = complex_files(task.directory)["pocket.pdb"]
-    return [
-        records.Converted(
-            pocket,
-            0,
-            example,
-            float(task.affinity),
-            counts,
-            note=graph["note"],
-            n_atom=int(graph["n_atom"]),
-            n_bond=int(graph["n_bond"]),
-        )
-    ]
-
-
-def record_code(record: records.Converted) -> str:
-    """PDB code of a record made by `convert_complex_task` (its source is ``.../<code>/<code>_pocket.pdb``)."""
-    return os.path.basename(os.path.dirname(record.source))
+        yield records.Skipped(exc.path, 0, str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001  (RDKit perception failing on an odd structure, ...)
+        yield records.Skipped(task.directory, 0, f"conversion failed: {type(exc).__name__}: {exc}")
+        return
+    yield records.Converted(
+        complex_files(task.directory)["pocket.pdb"],
+        0,
+        task.position,
+        str(graph["record_id"]),
+        serialize_graph(graph, feature_dtypes(FEATURES)),
+        float(task.affinity),
+        records.atom_type_counts(graph["atom"], len(ELEMENT_VOCAB)),
+        note=graph["note"],
+        n_atom=int(graph["n_atom"]),
+        n_bond=int(graph["n_bond"]),
+    )
 
 
 def find_complexes(roots: Sequence[str]) -> list[str]:
@@ -173,48 +167,57 @@ def plan_tasks(
     unused = len(set(entries) - set(seen))
     if unused:
         log.info("%d index entries have no complex directory under %s", unused, ", ".join(roots))
-    return tasks
+    return [dataclasses.replace(task, position=position) for position, task in enumerate(tasks)]
 
 
-def assign_by_test_set(
-    metadata: Sequence[records.Converted],
-    is_test: Callable[[str], bool],
-    fractions: tuple[float, float, float],
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Split with a fixed test set: records whose PDB code passes `is_test` are the test set,
-    the rest is split into train and valid in the ratio of ``fractions[0] : fractions[1]``
-    (seeded). Train indices are shuffled, valid and test sorted, as `records.assign_splits`.
+@dataclass(frozen=True)
+class PdbbindOptions:
+    """Options of `prepare_pdbbind` (see ``mpnn-prep-pdbbind --help``).
+
+    Attributes:
+        index: PDBbind index files (a later one overrides an earlier one).
+        split: ``"random"`` (by the output's fractions / test_every), ``"core"`` (the
+            complexes of `core_index` are the test set) or ``"year"`` (those released in
+            `test_from_year` or later are); in both, the rest goes to train / valid by the
+            first two fractions (a seeded hash of the PDB code).
+        cutoff: edge cutoff, Angstrom.
     """
-    if not fractions[0] + fractions[1] > 0:
-        raise ValueError(f"train and valid fractions must not both be zero, got {fractions}")
-    test = np.array([is_test(record_code(r)) for r in metadata], dtype=bool)
-    rng = np.random.default_rng(seed)
-    rest = rng.permutation(np.flatnonzero(~test))
-    n_valid = int(round(fractions[1] / (fractions[0] + fractions[1]) * len(rest)))
-    return {"train": rest[n_valid:], "valid": np.sort(rest[:n_valid]), "test": np.flatnonzero(test)}
+
+    output: OutputOptions
+    index: tuple[str, ...]
+    cutoff: float = DEFAULT_CUTOFF
+    hydrogens: bool = False
+    drop_ic50: bool = False
+    drop_inequalities: bool = False
+    split: str = "random"
+    core_index: str | None = None
+    test_from_year: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        if self.split not in ("random", "core", "year"):
+            raise ValueError(f"split must be random, core or year, got {self.split!r}")
+        if self.split == "core" and not self.core_index:
+            raise ValueError("--split core needs --core-index")
+        if self.split == "year" and self.test_from_year is None:
+            raise ValueError("--split year needs --test-from-year")
+        if self.split != "random" and self.output.test_every:
+            raise ValueError("--test-every applies to --split random only")
+        if self.split != "random" and not self.output.fractions[0] + self.output.fractions[1] > 0:
+            raise ValueError("--split core|year needs a positive TRAIN or VALID fraction")
 
 
-def split_assigner(
-    args: argparse.Namespace, entries: dict[str, IndexEntry]
-) -> Callable[[list[records.Converted]], dict[str, np.ndarray]] | None:
-    """The ``assign`` function of `prepare_dataset` for ``--split core|year`` (None for random).
-
-    core: the complexes in ``--core-index`` are the test set; year: those released in
-    ``--test-from-year`` or later.
-    """
-    if args.split == "core":
-        core, errors = read_index(args.core_index)
+def test_codes(options: PdbbindOptions, entries: dict[str, IndexEntry]) -> frozenset[str] | None:
+    """PDB codes of the test set for ``split`` core / year; None for random."""
+    if options.split == "core":
+        core, errors = read_index(options.core_index)
         for error in errors:
             log.warning("core index: %s", error)
-        test_codes = frozenset(e.code for e in core)
-    elif args.split == "year":
-        test_codes = frozenset(code for code, e in entries.items() if e.year >= args.test_from_year)
-    else:
-        return None
-    return functools.partial(
-        assign_by_test_set, is_test=test_codes.__contains__, fractions=tuple(args.fractions), seed=args.seed
-    )
+        return frozenset(e.code for e in core)
+    if options.split == "year":
+        return frozenset(code for code, e in entries.items() if e.year >= options.test_from_year)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,76 +250,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse and cross-check the options (exits with a usage error when they conflict)."""
-    parser = build_parser()
+def options_from_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[list[str], PdbbindOptions]:
+    """The roots and options of `argv` (exits with a usage error when they conflict)."""
     args = parser.parse_args(argv)
-    if not args.cutoff > 0:
-        parser.error(f"--cutoff must be positive, got {args.cutoff}")
-    if args.split == "core" and not args.core_index:
-        parser.error("--split core needs --core-index")
-    if args.split == "year" and args.test_from_year is None:
-        parser.error("--split year needs --test-from-year")
-    if args.split != "random" and args.test_every:
-        parser.error("--test-every applies to --split random only")
-    if args.split != "random" and not args.fractions[0] + args.fractions[1] > 0:
-        parser.error("--split core|year needs a positive TRAIN or VALID fraction")
-    return args
+    try:
+        options = PdbbindOptions(
+            OutputOptions.from_args(args, parser), tuple(args.index), args.cutoff, args.hydrogens, args.drop_ic50,
+            args.drop_inequalities, args.split, args.core_index, args.test_from_year,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args.roots, options
 
 
-def prepare_pdbbind(
-    args: argparse.Namespace, comm: Any = None, processes: ConversionProcesses | None = None
-) -> dict | None:
-    """Convert (with `processes`, if any), split and write; returns the manifest (None on
-    MPI ranks other than 0)."""
-    entries, index_errors = load_indexes(args.index)
-    tasks = plan_tasks(
-        args.roots, entries, index_errors, args.cutoff, args.hydrogens, args.drop_ic50, args.drop_inequalities
-    )
-    spec = records.DatasetSpec(
-        kind="pdbbind",
-        target="affinity",
-        target_units="-log10(K/M)",
-        extensive=False,
-        features=FEATURES,
-        vocab={"atom": list(ELEMENT_VOCAB), "bond": list(BOND_VOCAB)},
-        extra={
-            "atom_features": list(ATOM_FEATURE_NAMES),
-            "cutoff": args.cutoff,
-            "rwpe_order": RWPE_ORDER,
-            "index_files": [os.path.abspath(p) for p in args.index],
-        },
-    )
-    out = OutputOptions.from_args(args)
-    inputs = [
-        path
-        for task in tasks
-        if task.skip is None
-        for path in complex_files(task.directory).values()
-        if os.path.exists(path)
-    ]
-    sources = [*args.index, *([args.core_index] if args.core_index else []), *inputs]
-    options = {k: v for k, v in vars(args).items() if k != "quiet"}
-    return prepare_dataset(
-        tasks, convert_complex_task, spec, sources, out, options, comm, split_assigner(args, entries), processes
-    )
+def prepare_pdbbind(roots: Sequence[str], options: PdbbindOptions, comm: Any = None) -> Manifest | None:
+    """Convert the complexes under `roots`, split and write the shards and manifest of
+    `options.output`.
+
+    Args:
+        comm: an mpi4py communicator to spread the work over its ranks, or None.
+
+    Returns:
+        the manifest (None on MPI ranks other than 0).
+    """
+    out = options.output
+    entries, index_errors = load_indexes(options.index)
+    rule = records.SplitRule(out.fractions, out.seed, out.test_every, test_codes(options, entries))
+    run_options = {
+        "roots": list(roots), **out.as_options(), "index": list(options.index), "cutoff": options.cutoff,
+        "hydrogens": options.hydrogens, "drop_ic50": options.drop_ic50,
+        "drop_inequalities": options.drop_inequalities, "split": options.split,
+        "core_index": options.core_index, "test_from_year": options.test_from_year,
+    }
+
+    def plan(parts: int) -> pipeline.Plan:
+        tasks = plan_tasks(
+            roots, entries, index_errors, options.cutoff, options.hydrogens, options.drop_ic50,
+            options.drop_inequalities,
+        )
+        inputs = [
+            path
+            for task in tasks
+            if task.skip is None
+            for path in complex_files(task.directory).values()
+            if os.path.exists(path)
+        ]
+        sources = [*options.index, *([options.core_index] if options.core_index else []), *inputs]
+        spec = records.DatasetSpec(
+            kind="pdbbind",
+            target="affinity",
+            target_units="-log10(K/M)",
+            extensive=False,
+            features=FEATURES,
+            vocab={"atom": list(ELEMENT_VOCAB), "bond": list(BOND_VOCAB)},
+            extra={
+                "atom_features": list(ATOM_FEATURE_NAMES),
+                "cutoff": options.cutoff,
+                "rwpe_order": RWPE_ORDER,
+                "index_files": [os.path.abspath(p) for p in options.index],
+            },
+        )
+        return pipeline.Plan(tasks, sources, spec)
+
+    return pipeline.prepare_dataset(plan, convert_complex_task, out, rule, run_options, comm)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    roots, options = options_from_args(build_parser(), argv)
 
-    def summary(manifest: dict) -> str:
-        totals = manifest["totals"]
-        reasons = ", ".join(f"{reason} {n}" for reason, n in totals["skipped_by_reason"].items())
-        counts = ", ".join(f"{s} {manifest['splits'][s]['records']}" for s in records.SPLITS)
+    def summary(manifest: Manifest) -> str:
+        totals = manifest.totals
+        reasons = ", ".join(f"{reason} {n}" for reason, n in totals.skipped_by_reason.items())
         return (
-            f"converted {manifest['summary']['converted']}, skipped {manifest['summary']['skipped']}"
-            f"{f' ({reasons})' if reasons else ''}; {counts}; {totals['atoms']} atoms, {totals['edges']} edges "
-            f"-> {args.output}/{records.MANIFEST_NAME}"
+            f"converted {manifest.summary.converted}, skipped {manifest.summary.skipped}"
+            f"{f' ({reasons})' if reasons else ''}; {pipeline.split_counts(manifest)}; {totals.atoms} atoms, "
+            f"{totals.edges} edges -> {manifest.path}"
         )
 
-    return pipeline.run_command(args, prepare_pdbbind, summary, log)
+    return pipeline.run_command(lambda comm: prepare_pdbbind(roots, options, comm), summary, options.output.mpi, log)
 
 
 if __name__ == "__main__":

@@ -1,68 +1,60 @@
-"""Convert inputs in parallel, split, and write sharded TFRecord files with a manifest.
+"""What every conversion part does with its records, whatever the source: decide each
+record's split, write it straight into the part's shards, and keep small running sums.
 
 Source-specific code (water, PDBbind) supplies a *converter*: a picklable function that
-turns one input task (usually a file) into `Converted` records and `Skipped` entries. This
-module does the rest, the same way for every source:
+turns one task into a stream of `Converted` records and `Skipped` entries. A conversion
+*part* (one process; see `data_prep.pipeline`) runs it over its tasks and keeps only a
+`PartSummary`: per split its shards (`mpnn.graph_format.tfrecord.ShardInfo`), the
+skipped entries, per-source counts, notes, totals and the `TargetSums` of the train
+split. `merge_summaries` adds up the parts' summaries and `build_manifest` turns them
+into the `mpnn.graph_format.manifest.Manifest`.
 
-1. run the converter over the tasks in this process and a pool of workers (tqdm progress),
-   keeping input order (`data_prep.processes`);
-2. split the records into train/valid/test (seeded fractions, or every k-th record to test);
-3. write each split into N shards in parallel threads, each under a temporary name then renamed;
-4. write ``manifest.json``: schema, feature specs, shards and their record counts, target
-   statistics, sources with sha256, and every skipped input with its reason.
+Splits are decided per record by `SplitRule`, with no global state, so that the same
+records land in the same splits whatever the number of parts.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import contextlib
-import datetime as _dt
 import hashlib
-import itertools
-import json
-import logging
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from data_prep.processes import ConversionProcesses
+from mpnn.graph_format import manifest as mf
+from mpnn.graph_format.features import SCHEMA_VERSION, features_to_json
+from mpnn.graph_format.shards import shard_file_name
+from mpnn.graph_format.tfrecord import ShardInfo, ShardWriter
 
-log = logging.getLogger(__name__)
-
-SPLITS = ("train", "valid", "test")
-MANIFEST_NAME = "manifest.json"
-COMPRESSIONS = {"GZIP": ".gz", "none": ""}
+SPLITS = mf.SPLITS
 
 
 class Converted(NamedTuple):
     """One graph, serialised.
 
-    A named tuple rather than a dataclass: records travel between processes and MPI ranks
-    by the ten thousand, and a tuple is built and pickled several times faster.
-
     Attributes:
         source: the input file it came from.
-        index: its position in that file.
+        index: its position in that file (frame, row or record).
+        position: its global input position: the number of structures of all inputs
+            before it, in input order, skipped ones included (see `SplitRule`).
+        record_id: the record's id (``record_id`` feature); seeds its split.
         example: the serialised `tf.train.Example`.
         target: the regression target (units in the manifest).
-        atom_type_counts: number of atoms of each type of the atom vocabulary (a tuple of
-            ints: it pickles several times faster than a small NumPy array; see
-            `atom_type_counts`).
-        group: a small integer to report errors by (water: number of waters).
+        atom_type_counts: number of atoms of each type of the atom vocabulary
+            (`atom_type_counts`).
         note: what the converter had to repair, if anything (counted in the manifest).
         n_atom, n_bond: size of the graph (summed into the manifest's totals).
     """
 
     source: str
     index: int
+    position: int
+    record_id: str
     example: bytes
     target: float
     atom_type_counts: tuple[int, ...]
-    group: int = 0
     note: str | None = None
     n_atom: int = 0
     n_bond: int = 0
@@ -74,36 +66,16 @@ def atom_type_counts(atom: np.ndarray, n_types: int) -> tuple[int, ...]:
     return tuple(np.bincount(atom, minlength=n_types).tolist())
 
 
-_EXAMPLE_FIELD = Converted._fields.index("example")
-
-
-def metadata_columns(converted: Sequence[Converted]) -> list[tuple]:
-    """Every field of `converted` but the serialised example, one tuple per field: what
-    rank 0 needs of another rank's records (to split them and write the manifest), in the
-    form that pickles fastest (15,000 water records: about 2 ms, against 45 ms for the
-    records with their examples emptied)."""
-    columns = list(zip(*converted)) if converted else [()] * len(Converted._fields)
-    del columns[_EXAMPLE_FIELD]
-    return columns
-
-
-def from_metadata_columns(columns: Sequence[tuple]) -> list[Converted]:
-    """The records of `metadata_columns`, with empty examples."""
-    columns = list(columns)
-    columns.insert(_EXAMPLE_FIELD, itertools.repeat(b""))
-    return [Converted._make(row) for row in zip(*columns)]
-
-
 @dataclass(frozen=True)
 class Skipped:
-    """An input that could not be converted, and why."""
+    """An input that could not be converted, and why (`index`: frame, row or line in `source`)."""
 
     source: str
     index: int
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class DatasetSpec:
     """What a source contributes to the manifest besides its records."""
 
@@ -111,7 +83,7 @@ class DatasetSpec:
     target: str
     target_units: str
     extensive: bool
-    features: Sequence[str]
+    features: tuple[str, ...]
     vocab: dict[str, list[str]]
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -124,165 +96,204 @@ class NothingConvertedError(RuntimeError):
     """Raised when no input could be converted."""
 
 
-def convert_all(
-    tasks: Sequence[Any],
-    converter: Callable[[Any], list[Converted | Skipped]],
-    processes: ConversionProcesses | None = None,
-    strict: bool = False,
-    show_progress: bool = True,
-    chunksize: int = 1,
-) -> tuple[list[Converted], list[Skipped], list[int]]:
-    """Run `converter` over `tasks` with `processes` (None: this process only), in order;
-    the spawned workers take `chunksize` tasks at a time.
+@dataclass(frozen=True)
+class SplitRule:
+    """The split of one record, from its global input position and its id alone.
 
-    Returns:
-        the converted records, the skipped inputs, and for each converted record the
-        position in `tasks` of the task that produced it.
-
-    Raises:
-        StrictModeError: with `strict`, at the first skipped input.
+    - `test_ids` (PDBbind core / year splits): ids in it are test;
+    - else with `test_every` K: the structure at global input position p is test iff
+      p % K == 0 (positions count every input structure, skipped ones too);
+    - the other records go to train / valid in the ratio ``fractions[0] : fractions[1]``
+      by `uniform`, a seeded hash of the record id; without `test_ids` or `test_every`,
+      all three splits by `fractions` (normalised).
     """
-    converted: list[Converted] = []
-    skipped: list[Skipped] = []
-    task_of: list[int] = []
-    results = (processes or ConversionProcesses(1)).imap(converter, tasks, chunksize)
-    with contextlib.closing(results):  # on a strict-mode error, stop handing out tasks at once
-        for position, result in enumerate(tqdm(results, total=len(tasks), unit="task", disable=not show_progress)):
-            for item in result:
-                if isinstance(item, Skipped):
-                    if strict:
-                        raise StrictModeError(f"{item.source} [{item.index}]: {item.reason}")
-                    log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
-                    skipped.append(item)
-                else:
-                    converted.append(item)
-                    task_of.append(position)
-    return converted, skipped, task_of
+
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    test_every: int | None = None
+    test_ids: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        weights = np.asarray(self.fractions, dtype=float)
+        if weights.shape != (3,) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(f"split fractions must be three non-negative numbers, got {self.fractions}")
+        if self.test_every is not None and self.test_every < 2:
+            raise ValueError(f"--test-every must be at least 2, got {self.test_every}")
+        if (self.test_every or self.test_ids is not None) and not weights[0] + weights[1] > 0:
+            raise ValueError(f"train and valid fractions must not both be zero, got {self.fractions}")
+
+    def uniform(self, record_id: str) -> float:
+        """A number in [0, 1) from the seed and `record_id` (blake2b), the same on every machine."""
+        digest = hashlib.blake2b(f"{self.seed}\0{record_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") / 2**64
+
+    def split_of(self, position: int, record_id: str) -> str:
+        train, valid, test = self.fractions
+        if self.test_ids is not None and record_id in self.test_ids:
+            return "test"
+        if self.test_every and position % self.test_every == 0:
+            return "test"
+        u = self.uniform(record_id)
+        if self.test_ids is not None or self.test_every:
+            return "valid" if u < valid / (train + valid) else "train"
+        total = train + valid + test
+        return "train" if u < train / total else "valid" if u < (train + valid) / total else "test"
 
 
-def assign_splits(
-    n_records: int,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    test_every: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Indices of the records in each split.
+_SUMS_BLOCK = 4096
 
-    Args:
-        n_records: number of records, in input order.
-        fractions: (train, valid, test) fractions; normalised to sum to one.
-        seed: seed of the random assignment (the same seed gives the same split).
-        test_every: if given, records 0, k, 2k, ... form the test set and the rest is split
-            into train and valid in the ratio of their fractions.
 
-    Returns:
-        ``{"train": idx, "valid": idx, "test": idx}``; training indices are shuffled,
-        validation and test indices are sorted (input order).
+@dataclass
+class TargetSums:
+    """Running sums of the target over records, enough for `statistics` to be exact:
+    count, sum, sum of squares, min, max and the normal equations ``X^T X``, ``X^T y``,
+    ``y^T y`` of the design ``X = [atom type counts, 1]`` (one row per record)."""
+
+    n_types: int
+    count: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+    minimum: float = np.inf
+    maximum: float = -np.inf
+    xtx: np.ndarray | None = None  # [T + 1, T + 1]
+    xty: np.ndarray | None = None  # [T + 1]
+
+    def __post_init__(self) -> None:
+        if self.xtx is None:
+            self.xtx = np.zeros((self.n_types + 1, self.n_types + 1))
+            self.xty = np.zeros(self.n_types + 1)
+        # Added records not yet in the sums: one matrix product per block of them costs
+        # far less than an outer product per record.
+        self._targets: list[float] = []
+        self._counts: list[Sequence[int]] = []
+
+    def add(self, target: float, counts: Sequence[int]) -> None:
+        self._targets.append(target)
+        self._counts.append(counts)
+        if len(self._targets) >= _SUMS_BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the pending records to the sums."""
+        if not self._targets:
+            return
+        y = np.asarray(self._targets, dtype=np.float64)
+        x = np.ones((len(y), self.n_types + 1))
+        x[:, :-1] = np.asarray(self._counts, dtype=np.float64).reshape(len(y), self.n_types)
+        self.count += len(y)
+        self.total += float(y.sum())
+        self.squares += float(y @ y)
+        self.minimum, self.maximum = min(self.minimum, float(y.min())), max(self.maximum, float(y.max()))
+        self.xtx += x.T @ x
+        self.xty += x.T @ y
+        self._targets, self._counts = [], []
+
+    @property
+    def records(self) -> int:
+        """Records added so far."""
+        return self.count + len(self._targets)
+
+    def merge(self, other: "TargetSums") -> None:
+        self.flush()
+        other.flush()
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
+        self.minimum, self.maximum = min(self.minimum, other.minimum), max(self.maximum, other.maximum)
+        self.xtx += other.xtx
+        self.xty += other.xty
+
+    def statistics(self, atom_vocab: Sequence[str]) -> mf.TargetStats:
+        """Statistics of the target over the records added.
+
+        ``per_atom_type_mean`` and ``graph_offset`` are the least-squares (minimum-norm)
+        solution of ``target ~ sum_t count_t * mean_t + offset``, solved on the normal
+        equations (same minimum-norm solution: ``X^T X`` has the null space and row space
+        of ``X``): the model starts from it and only learns the remainder, whose spread per
+        graph is ``residual_std``. The offset matters: water-cluster energies are close to
+        linear in the size *with* an intercept, which a sum of per-atom terms alone cannot
+        represent.
+        """
+        self.flush()
+        if not self.count:
+            raise ValueError("no records to compute target statistics from")
+        n = self.count
+        mean = self.total / n
+        # Rank-deficient designs are the rule (water: H = 2 O): singular values of X^T X
+        # below 1e-10 of the largest are its null space, not data.
+        solution, *_ = np.linalg.lstsq(self.xtx, self.xty, rcond=1e-10)
+        column_sums = self.xtx[:, -1]  # X^T 1: per-type atom totals, then n
+        residual_mean = (self.total - solution @ column_sums) / n
+        residual_squares = self.squares - 2 * solution @ self.xty + solution @ self.xtx @ solution
+        return mf.TargetStats(
+            count=int(n),
+            mean=float(mean),
+            std=float(np.sqrt(max(self.squares / n - mean * mean, 0.0))),
+            min=float(self.minimum),
+            max=float(self.maximum),
+            per_atom_type_mean={t: float(m) for t, m in zip(atom_vocab, solution[:-1])},
+            graph_offset=float(solution[-1]),
+            residual_std=float(np.sqrt(max(residual_squares / n - residual_mean**2, 0.0))),
+            atoms_per_graph_mean=float(column_sums[:-1].sum() / n),
+        )
+
+
+@dataclass
+class PartSummary:
+    """What one conversion part reports (small: no records).
+
+    Attributes:
+        shards: per split, the part's finished shards.
+        per_source: converted records per input file.
+        process: facts about the process that ran the part (pid, CPU seconds, peak RSS
+            in KiB, whether TensorFlow was imported).
     """
-    weights = np.asarray(fractions, dtype=float)
-    if weights.shape != (3,) or np.any(weights < 0) or weights.sum() <= 0:
-        raise ValueError(f"split fractions must be three non-negative numbers, got {fractions}")
-    rng = np.random.default_rng(seed)
-    indices = np.arange(n_records)
-    if test_every:
-        if test_every < 2:
-            raise ValueError(f"--test-every must be at least 2, got {test_every}")
-        test = indices[indices % test_every == 0]
-        rest = rng.permutation(indices[indices % test_every != 0])
-        valid_share = weights[1] / max(weights[0] + weights[1], 1e-12)
-        n_valid = int(round(valid_share * len(rest)))
-        valid, train = rest[:n_valid], rest[n_valid:]
-    else:
-        order = rng.permutation(indices)
-        weights = weights / weights.sum()
-        n_train = int(round(weights[0] * n_records))
-        n_valid = int(round(weights[1] * n_records))
-        train, valid, test = order[:n_train], order[n_train : n_train + n_valid], order[n_train + n_valid :]
-    return {"train": rng.permutation(train), "valid": np.sort(valid), "test": np.sort(test)}
+
+    part: int
+    train_sums: TargetSums
+    shards: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    per_source: collections.Counter = field(default_factory=collections.Counter)
+    notes: collections.Counter = field(default_factory=collections.Counter)
+    converted: int = 0
+    atoms: int = 0
+    edges: int = 0
+    process: dict[str, Any] = field(default_factory=dict)
 
 
-def shard_file_name(split: str, shard: int, n_shards: int, compression: str, prefix: str = "") -> str:
-    return f"{split}-{prefix}{shard:05d}-of-{n_shards:05d}.tfrecord{COMPRESSIONS[compression]}"
+class PartWriter:
+    """The shards of one part: per split `shards_per_split` files, opened when their first
+    record arrives, records dealt round-robin over them (sizes differ by at most one)."""
 
+    def __init__(
+        self, out_dir: str, shards_per_split: int, compression: str, part: int | None
+    ) -> None:
+        self.out_dir, self.shards_per_split, self.compression, self.part = out_dir, shards_per_split, compression, part
+        self._writers: dict[tuple[str, int], ShardWriter] = {}
+        self._count = collections.Counter()
 
-def write_shard(path: str, examples: Sequence[bytes], compression: str) -> None:
-    """Write `examples` to `path` via a temporary file renamed on success, so a reader
-    never sees a half-written shard."""
-    import tensorflow as tf  # imported here: conversion workers import this module, but need no TF
+    def write(self, split: str, example: bytes) -> None:
+        shard = self._count[split] % self.shards_per_split
+        self._count[split] += 1
+        writer = self._writers.get((split, shard))
+        if writer is None:
+            name = shard_file_name(split, shard, self.shards_per_split, self.compression, self.part)
+            writer = self._writers[(split, shard)] = ShardWriter(os.path.join(self.out_dir, name), self.compression)
+        writer.write(example)
 
-    tmp = f"{path}.tmp-{os.getpid()}"
-    options = tf.io.TFRecordOptions(compression_type="GZIP" if compression == "GZIP" else "")
-    with tf.io.TFRecordWriter(tmp, options) as writer:
-        for example in examples:
-            writer.write(example)
-    os.replace(tmp, path)
+    def close(self) -> dict[str, list[ShardInfo]]:
+        """Finish every shard; returns them per split, in shard order."""
+        shards: dict[str, list[ShardInfo]] = {}
+        for (split, _), writer in sorted(self._writers.items()):
+            shards.setdefault(split, []).append(writer.close())
+        self._writers.clear()
+        return shards
 
-
-def write_splits(
-    records: Sequence[Converted],
-    splits: dict[str, np.ndarray],
-    out_dir: str,
-    shards: int,
-    compression: str = "GZIP",
-    workers: int = 1,
-    prefix: str = "",
-) -> dict[str, dict]:
-    """Write every split into `shards` files (fewer if the split is smaller), records
-    dealt round-robin so shard sizes differ by at most one, `workers` shards at a time.
-    `prefix` goes into the file names (MPI ranks use it to write distinct files).
-
-    Returns:
-        the manifest's ``splits`` section: per split, ``records`` and the list of
-        ``{"file": name relative to out_dir, "records": n}``.
-    """
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}")
-    os.makedirs(out_dir, exist_ok=True)
-    jobs, section = [], {}
-    for split, indices in splits.items():
-        n_shards = max(1, min(shards, len(indices)))
-        entries = []
-        for shard in range(n_shards if len(indices) else 0):
-            name = shard_file_name(split, shard, n_shards, compression, prefix)
-            examples = [records[i].example for i in indices[shard::n_shards]]
-            jobs.append((os.path.join(out_dir, name), examples, compression))
-            entries.append({"file": name, "records": len(examples)})
-        section[split] = {"records": int(len(indices)), "shards": entries}
-    # Threads, not processes: TensorFlow's record writer releases the GIL while it
-    # compresses and writes, and a process would first have to import TensorFlow (~2 s).
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as threads:
-        for done in [threads.submit(write_shard, *job) for job in jobs]:
-            done.result()  # re-raises a writer's error
-    return section
-
-
-def target_statistics(records: Sequence[Converted], atom_vocab: Sequence[str]) -> dict[str, Any]:
-    """Statistics of the target over `records` (normally the training split).
-
-    ``per_atom_type_mean`` and ``graph_offset`` are the least-squares (minimum-norm)
-    solution of ``target ~ sum_t count_t * mean_t + offset``: the model starts from it and
-    only learns the remainder, whose spread per graph is ``residual_std``. The offset
-    matters: water-cluster energies are close to linear in the size *with* an intercept,
-    which a sum of per-atom terms alone cannot represent.
-    """
-    if not records:
-        raise ValueError("no records to compute target statistics from")
-    targets = np.array([r.target for r in records], dtype=np.float64)
-    counts = np.array([r.atom_type_counts for r in records], dtype=np.float64)
-    design = np.concatenate([counts, np.ones((len(counts), 1))], axis=1)
-    solution, *_ = np.linalg.lstsq(design, targets, rcond=None)
-    residual = targets - design @ solution
-    return {
-        "count": int(len(targets)),
-        "mean": float(targets.mean()),
-        "std": float(targets.std()),
-        "min": float(targets.min()),
-        "max": float(targets.max()),
-        "per_atom_type_mean": {t: float(m) for t, m in zip(atom_vocab, solution[:-1])},
-        "graph_offset": float(solution[-1]),
-        "residual_std": float(residual.std()),
-        "atoms_per_graph_mean": float(counts.sum(axis=1).mean()),
-    }
+    def abort(self) -> None:
+        """Drop every unfinished shard (no file is left behind)."""
+        for writer in self._writers.values():
+            writer.abort()
+        self._writers.clear()
 
 
 def sha256_of(path: str) -> str:
@@ -293,56 +304,64 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def merge_summaries(parts: Iterable[PartSummary], n_types: int) -> PartSummary:
+    """One summary of all `parts` (shards in part order; part -1)."""
+    merged = PartSummary(-1, TargetSums(n_types))
+    for part in sorted(parts, key=lambda p: p.part):
+        merged.train_sums.merge(part.train_sums)
+        for split, shards in part.shards.items():
+            merged.shards.setdefault(split, []).extend(shards)
+        merged.skipped.extend(part.skipped)
+        merged.per_source.update(part.per_source)
+        merged.notes.update(part.notes)
+        merged.converted += part.converted
+        merged.atoms += part.atoms
+        merged.edges += part.edges
+    return merged
+
+
 def build_manifest(
     spec: DatasetSpec,
-    records: Sequence[Converted],
-    skipped: Sequence[Skipped],
-    splits: dict[str, np.ndarray],
-    split_section: dict[str, dict],
-    sources: Iterable[str],
+    summary: PartSummary,
+    sources: Sequence[str],
     compression: str,
     options: dict[str, Any],
-) -> dict[str, Any]:
-    """Assemble ``manifest.json`` (see the module docstring for its sections)."""
-    from mpnn.schema import SCHEMA_VERSION, features_to_json  # imports TensorFlow, which workers need not
+    ranks: int = 1,
+) -> mf.Manifest:
+    """The manifest of a data set from the merged `summary` of its parts.
 
-    per_source: dict[str, int] = {}
-    for record in records:
-        per_source[record.source] = per_source.get(record.source, 0) + 1
-    train = [records[i] for i in splits["train"]]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "kind": spec.kind,
-        "target": {"name": spec.target, "units": spec.target_units, "extensive": spec.extensive},
-        "features": features_to_json(spec.features),
-        "vocab": spec.vocab,
-        "compression": compression,
-        "splits": split_section,
-        "target_stats": target_statistics(train, spec.vocab["atom"]) if train else None,
-        "options": options,
-        "sources": [
-            {"path": os.path.abspath(s), "sha256": sha256_of(s), "records": per_source.get(s, 0)}
-            for s in sources
-        ],
-        "skipped": [asdict(s) for s in skipped],
-        "notes": dict(collections.Counter(r.note for r in records if r.note)),
-        "summary": {"converted": len(records), "skipped": len(skipped)},
-        "totals": {
-            "atoms": sum(r.n_atom for r in records),
-            "edges": sum(r.n_bond for r in records),
-            "skipped_by_reason": dict(sorted(collections.Counter(s.reason.split(":")[0] for s in skipped).items())),
-        },
-        **spec.extra,
+    Skipped entries are listed in input order (file in `sources`, then index).
+    """
+    order = {path: i for i, path in enumerate(sources)}
+    skipped = sorted(summary.skipped, key=lambda s: (order.get(s.source, len(order)), s.source, s.index))
+    splits = {
+        split: mf.Split(
+            sum(s.records for s in summary.shards.get(split, [])),
+            tuple(mf.Shard(s.file, s.records, s.bytes, s.sha256) for s in summary.shards.get(split, [])),
+        )
+        for split in SPLITS
     }
-
-
-def write_manifest(out_dir: str, manifest: dict[str, Any]) -> str:
-    """Write ``manifest.json`` atomically; returns its path."""
-    path = os.path.join(out_dir, MANIFEST_NAME)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as handle:
-        json.dump(manifest, handle, indent=1)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
+    return mf.Manifest(
+        schema_version=SCHEMA_VERSION,
+        kind=spec.kind,
+        target=mf.Target(spec.target, spec.target_units, spec.extensive),
+        features=features_to_json(spec.features),
+        vocab=spec.vocab,
+        compression=compression,
+        splits=splits,
+        target_stats=summary.train_sums.statistics(spec.vocab["atom"]) if summary.train_sums.records else None,
+        options=options,
+        sources=tuple(
+            mf.Source(os.path.abspath(s), sha256_of(s), summary.per_source.get(s, 0)) for s in sources
+        ),
+        skipped=tuple(mf.SkippedEntry(s.source, s.index, s.reason) for s in skipped),
+        notes=dict(sorted(summary.notes.items())),
+        summary=mf.Summary(summary.converted, len(skipped)),
+        totals=mf.Totals(
+            summary.atoms,
+            summary.edges,
+            dict(sorted(collections.Counter(s.reason.split(":")[0] for s in skipped).items())),
+        ),
+        ranks=ranks,
+        extra=dict(spec.extra),
+    )

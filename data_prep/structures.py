@@ -1,27 +1,41 @@
-"""Read atomic structures and their energies with ASE, one file at a time.
+"""Read atomic structures and their energies with ASE, a whole file or a chunk of one.
 
 Supported: plain XYZ with the energy as the only thing on the comment line (the HydroNet
-minima), extended XYZ (energy in ``info`` or in the calculator, as ASE writes it), and ASE
-databases (``.db``, energy from the row). A file may hold one or many structures. Every
-structure yields a `Structure`, which carries either the atoms or the reason they cannot be
-used, so a bad frame never hides the good ones around it.
+minima), extended XYZ (energy in ``info`` or in the calculator, as ASE writes it), either
+optionally compressed (``.gz``, ``.bz2``, ``.xz``), and ASE databases (``.db``, energy from
+the row). A file may hold one or many structures. Every structure yields a `Structure`,
+which carries either the atoms or the reason they cannot be used, so a bad frame never
+hides the good ones around it.
+
+Large uncompressed XYZ files are cut into chunks of frames without parsing them:
+`scan_xyz_frames` finds the byte offset of every frame (a natoms line, a comment line,
+natoms atom lines) from the newline positions of big blocks (NumPy), and `read_xyz_chunk`
+parses only the bytes of one chunk with ASE.
 """
 
 from __future__ import annotations
 
+import array
+import bz2
 import glob
+import gzip
+import io
+import lzma
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import ase.units
+import numpy as np
 from ase import Atoms
 
 # Energies enter the records in kcal/mol; this converts from the unit of the input files.
 KCAL_PER_MOL_PER = {"kcal/mol": 1.0, "eV": ase.units.mol / ase.units.kcal}
 STRUCTURE_SUFFIXES = (".xyz", ".extxyz", ".db")
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_SCAN_BLOCK = 1 << 24  # bytes read at a time by `scan_xyz_frames`
 ENERGY_KEYS = ("energy", "Energy", "total_energy", "E")
 
 
@@ -69,34 +83,180 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Structure]:
-    """Yield every structure in `path`, energies converted to kcal/mol.
+def is_compressed(path: str) -> bool:
+    return os.path.splitext(path)[1] in COMPRESSED
 
-    A frame that cannot be parsed (for example a truncated last frame) yields a
-    `Structure` with its `error` and ends the file; the frames before it are kept.
+
+@dataclass(frozen=True)
+class XyzFrames:
+    """Where the frames of an XYZ file are.
+
+    Attributes:
+        starts: ``[n_frames]`` byte offset of each complete frame (int64).
+        end: byte offset just past the last complete frame.
+        tail: True when non-blank bytes follow `end` (a truncated or malformed frame, which
+            counts as one more, unreadable, frame).
     """
+
+    starts: np.ndarray
+    end: int
+    tail: bool
+
+    @property
+    def count(self) -> int:
+        """Frames, the unreadable tail included."""
+        return len(self.starts) + int(self.tail)
+
+
+def scan_xyz_frames(handle: BinaryIO) -> XyzFrames:
+    """Find the frames of the XYZ text read from `handle` (binary) without parsing atoms.
+
+    A frame is a line holding the atom count n, a comment line and n atom lines. The scan
+    stops at the first line that should hold an atom count and does not (a blank line
+    ends the file, as for ASE) or at a frame cut short; what follows is the `tail`.
+    Reads blocks of `_SCAN_BLOCK` bytes: one NumPy pass per block finds its newlines, and
+    Python only steps from frame to frame.
+    """
+    starts = array.array("q")  # 8 bytes a frame (a list of ints would take about 36)
+    base = 0  # offset of the current block's first byte
+    header = 0  # offset of the line that should hold the next atom count
+    carry = b""  # the part of that line in earlier blocks
+    pending = 0  # newlines still to pass to the end of the current frame
+    block = b""
+    while True:
+        previous, block = block, handle.read(_SCAN_BLOCK)
+        if not block:
+            block = previous
+            break
+        newlines = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+        i = 0  # the next newline of this block to look at
+        if pending:
+            if pending > len(newlines):
+                pending -= len(newlines)
+                base += len(block)
+                continue
+            i, pending = pending, 0
+            header = base + int(newlines[i - 1]) + 1
+        while i < len(newlines):
+            line = carry + block[max(header - base, 0) : newlines[i]]
+            carry = b""
+            n_atoms = _atom_count(line)
+            if n_atoms is None:
+                rest = line + block[newlines[i] :]
+                tail = bool(rest.strip()) or any(more.strip() for more in iter(lambda: handle.read(_SCAN_BLOCK), b""))
+                return XyzFrames(np.asarray(starts, np.int64), header, tail)
+            starts.append(header)
+            last_line = i + n_atoms + 1  # the newline that ends the frame
+            if last_line >= len(newlines):
+                pending = last_line + 1 - len(newlines)
+                break
+            i = last_line + 1
+            header = base + int(newlines[last_line]) + 1
+        else:
+            carry += block[max(header - base, 0) :]  # a count line running into the next block
+        base += len(block)
+    if pending == 1 and block and not block.endswith(b"\n"):
+        pending = 0  # only the newline after the last atom line is missing
+        header = base
+    if pending:  # the last frame is cut short
+        last_start = starts.pop()
+        return XyzFrames(np.asarray(starts, np.int64), last_start, True)
+    return XyzFrames(np.asarray(starts, np.int64), header, bool(carry.strip()))
+
+
+def _atom_count(line: bytes) -> int | None:
+    """The atom count on an XYZ count line, or None if it holds none."""
+    try:
+        count = int(line)
+    except ValueError:
+        return None
+    return count if count >= 0 else None
+
+
+def open_structure_file(path: str) -> BinaryIO:
+    """`path` opened for binary reading, decompressed if its suffix says so."""
+    opener = COMPRESSED.get(os.path.splitext(path)[1], open)
+    return opener(path, "rb")
+
+
+def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Structure]:
+    """Yield every structure in `path`, energies converted to kcal/mol (see `read_xyz_chunk`)."""
+    factor = KCAL_PER_MOL_PER[energy_unit]
+    if path.endswith(".db"):
+        yield from read_database_rows(path, factor)
+        return
+    if os.path.getsize(path) == 0:
+        yield Structure(path, 0, None, None, "empty file")
+        return
+    with open_structure_file(path) as handle:
+        text = handle.read()
+        frames = scan_xyz_frames(io.BytesIO(text))
+    yield from _parse_frames(path, 0, text, frames, factor)
+
+
+def read_xyz_chunk(
+    path: str, first_index: int, start: int, stop: int, n_frames: int, energy_unit: str = "kcal/mol"
+) -> Iterator[Structure]:
+    """Yield the `n_frames` structures in bytes [start, stop) of the uncompressed XYZ file
+    `path`, the first being frame `first_index` of the file.
+
+    A frame ASE cannot parse yields a `Structure` with its `error` ("unreadable: ...") and
+    parsing goes on at the next frame.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        text = handle.read(stop - start)
+    frames = scan_xyz_frames(io.BytesIO(text))
+    if frames.count != n_frames:
+        raise ValueError(f"{path}: {frames.count} frames in bytes {start}-{stop}, planned {n_frames}: file changed?")
+    yield from _parse_frames(path, first_index, text, frames, KCAL_PER_MOL_PER[energy_unit])
+
+
+def _parse_frames(path: str, first_index: int, text: bytes, frames: XyzFrames, factor: float) -> Iterator[Structure]:
+    """The structures of the XYZ `text` whose frames are `frames`: the complete ones, then
+    the tail as one unreadable frame."""
+    yield from _parse_run(path, first_index, text, [*frames.starts.tolist(), frames.end], factor)
+    if frames.tail:
+        yield from _parse_run(path, first_index + len(frames.starts), text, [frames.end, len(text)], factor)
+
+
+def _parse_run(path: str, first_index: int, text: bytes, bounds: list[int], factor: float) -> Iterator[Structure]:
+    """The structures of the frames ``text[bounds[k]:bounds[k + 1]]``; a frame ASE cannot
+    parse is reported and parsing goes on after it."""
     # ASE's readers are imported here, not above: they bring in scipy (about 0.2 s), which
     # conversion workers that only see tutorial records never need.
     import ase.io
 
-    factor = KCAL_PER_MOL_PER[energy_unit]
-    if path.endswith(".db"):
-        yield from _read_database(path, factor)
-        return
-    index = 0
-    try:
-        # ASE's extxyz reader also reads plain XYZ; a comment line that is only a number
-        # ends up in `info` (see `_energy_of`). parallel=False: under MPI, ASE would
-        # otherwise read on rank 0 and broadcast, while our ranks read different files.
-        for atoms in ase.io.iread(path, index=":", format="extxyz", parallel=False):
-            energy = _energy_of(atoms)
-            error = None if energy is not None else "no energy (comment line, info or calculator)"
-            yield Structure(path, index, atoms, None if energy is None else energy * factor, error)
-            index += 1
-    except Exception as exc:  # ASE raises many types for malformed text
-        yield Structure(path, index, None, None, f"unreadable: {type(exc).__name__}: {exc}")
-    if index == 0 and os.path.getsize(path) == 0:
-        yield Structure(path, 0, None, None, "empty file")
+    n_frames = len(bounds) - 1
+    position = 0  # the next frame to parse
+    while position < n_frames:
+        parsed = 0
+        chunk = io.StringIO(text[bounds[position] : bounds[-1]].decode(errors="replace"))
+        try:
+            # ASE's extxyz reader also reads plain XYZ; a comment line that is only a number
+            # ends up in `info` (see `_energy_of`). parallel=False: under MPI, ASE would
+            # otherwise read on rank 0 and broadcast, while our ranks read different chunks.
+            for atoms in ase.io.iread(chunk, index=":", format="extxyz", parallel=False):
+                energy = _energy_of(atoms)
+                error = None if energy is not None else "no energy (comment line, info or calculator)"
+                index = first_index + position + parsed
+                yield Structure(path, index, atoms, None if energy is None else energy * factor, error)
+                parsed += 1
+            if position + parsed < n_frames:
+                raise ValueError("no frame where one was expected")
+        except Exception as exc:  # ASE raises many types for malformed text
+            index = first_index + position + parsed
+            yield Structure(path, index, None, None, f"unreadable: {type(exc).__name__}: {exc}")
+            parsed += 1
+        position += parsed
+
+
+def count_database_rows(path: str) -> int:
+    """Rows of the ASE database `path`."""
+    import ase.db  # see _parse_frames
+
+    with ase.db.connect(path, type="db", serial=True) as db:
+        return db.count()
 
 
 def _energy_of(atoms: Atoms) -> float | None:
@@ -127,15 +287,21 @@ def _as_float(value: object) -> float | None:
     return number if math.isfinite(number) else math.nan
 
 
-def _read_database(path: str, factor: float) -> Iterator[Structure]:
-    import ase.db  # see read_structures
+def read_database_rows(
+    path: str, factor: float, start: int = 0, stop: int | None = None
+) -> Iterator[Structure]:
+    """The structures of rows [start, stop) of the ASE database `path` (in id order),
+    energies times `factor`."""
+    import ase.db  # see _parse_frames
 
     try:
-        rows = list(ase.db.connect(path, type="db", serial=True).select())
+        db = ase.db.connect(path, type="db", serial=True)
+        limit = None if stop is None else stop - start
+        rows = list(db.select(offset=start, limit=limit, sort="id")) if limit != 0 else []
     except Exception as exc:
-        yield Structure(path, 0, None, None, f"unreadable database: {type(exc).__name__}: {exc}")
+        yield Structure(path, start, None, None, f"unreadable database: {type(exc).__name__}: {exc}")
         return
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows, start=start):
         energy = row.get("energy")
         if energy is None:
             energy = row.key_value_pairs.get("energy")

@@ -16,12 +16,10 @@ record's note, which the manifest counts.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
-
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from data_prep.example_proto import Example
+from mpnn.graph_format.example import Example
 
 TUTORIAL_SUFFIXES = (".proto.gz", ".proto", ".tfrecord", ".tfrecord.gz")
 _INT_FEATURES = ("n_atom", "n_bond", "n_waters", "atom", "bond", "connectivity")
@@ -31,26 +29,11 @@ def is_tutorial_file(path: str) -> bool:
     return path.endswith(TUTORIAL_SUFFIXES)
 
 
-def tutorial_record_chunks(
-    path: str, chunk: int, keep: Callable[[int], bool] = lambda index: True
-) -> Iterator[tuple[bytes, ...]]:
-    """The serialised records of a tutorial file in chunks of `chunk` (the last may be
-    shorter), in file order; a chunk whose index `keep` rejects comes back empty, so that a
-    process keeps in memory only the records it converts (the file is read through all the
-    same: a GZIP stream cannot be entered in the middle)."""
-    import tensorflow as tf
-
-    dataset = tf.data.TFRecordDataset(path, compression_type=_compression(path))
-    # In batches: one Python step per record costs about 15x the reading itself.
-    for index, batch in enumerate(dataset.batch(chunk).as_numpy_iterator()):
-        yield tuple(batch.tolist()) if keep(index) else ()
-
-
 REPAIRED_BOND_TYPES = "bond types re-derived from the O,H,H atom order (they disagreed with the connectivity)"
 
 
 def tutorial_graph(serialized: bytes, record_id: str) -> dict:
-    """The graph dict (see `mpnn.schema`) of one serialised tutorial record.
+    """The graph dict (see `mpnn.graph_format.features`) of one serialised tutorial record.
 
     A repaired graph has a ``"note"`` entry.
 
@@ -133,7 +116,3 @@ def bond_types_from_water_order(atom: np.ndarray, connectivity: np.ndarray) -> n
     if not covalent_bonds_consistent(atom, connectivity, bond):
         raise ValueError("bond types disagree with the connectivity and cannot be re-derived")
     return bond
-
-
-def _compression(path: str) -> str:
-    return "GZIP" if path.endswith(".gz") else ""

@@ -48,7 +48,7 @@ def water_graph(atoms: Atoms, energy: float, record_id: str = "") -> dict[str, n
         record_id: where the structure came from (kept in the record).
 
     Returns:
-        graph dict (see `mpnn.schema`): ``atom [n_atom]`` (O = 0, H = 1), ``bond [n_bond]``
+        graph dict (see `mpnn.graph_format.features`): ``atom [n_atom]`` (O = 0, H = 1), ``bond [n_bond]``
         (covalent = 0, hydrogen = 1), ``connectivity [n_bond, 2]`` (receiver, sender),
         ``distance [n_bond]`` (Angstrom), ``n_atom``, ``n_bond``, ``n_waters`` and
         ``energy`` (kcal/mol).

@@ -26,17 +26,17 @@ and the target ``[B] float32``.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import tensorflow as tf
 
-from mpnn.schema import FEATURES, REQUIRED, SCHEMA_VERSION, parse_spec
+from mpnn.graph_format.features import FEATURES, REQUIRED, feature_specs
+from mpnn.graph_format.manifest import Manifest, ManifestError
 
 AUTOTUNE = tf.data.AUTOTUNE
+_TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
 # Features the loader passes on to the model (when present in the records).
 MODEL_NODE_EDGE_FEATURES = ("atom", "bond", "distance", "atom_features", "rwpe")
 # Graph-level features kept beside the model inputs for evaluation and reporting.
@@ -51,57 +51,20 @@ FILE_SHARDING_IMBALANCE = 0.05
 READ_BLOCK = 256
 
 
-class ManifestError(ValueError):
-    """A manifest that cannot be used (the message names the file and the problem)."""
+def parse_spec(names: Iterable[str]) -> dict[str, tf.io.FixedLenFeature | tf.io.RaggedFeature]:
+    """Feature spec for `tf.io.parse_example` on a *batch* of serialised records.
 
-
-@dataclass(frozen=True)
-class Manifest:
-    """A prepared data set: ``manifest.json`` and the directory of its shards."""
-
-    path: str
-    content: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: str) -> "Manifest":
-        """Load ``manifest.json`` (or the directory holding it)."""
-        if os.path.isdir(path):
-            path = os.path.join(path, "manifest.json")
-        try:
-            with open(path) as handle:
-                content = json.load(handle)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
-        version = content.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ManifestError(f"{path}: schema version {version}, this mpnn reads {SCHEMA_VERSION}")
-        for key in ("features", "splits", "target", "vocab"):
-            if key not in content:
-                raise ManifestError(f"{path}: manifest has no {key!r} section")
-        return cls(path, content)
-
-    @property
-    def directory(self) -> str:
-        return os.path.dirname(os.path.abspath(self.path))
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.content["features"])
-
-    @property
-    def target(self) -> str:
-        return self.content["target"]["name"]
-
-    @property
-    def compression(self) -> str:
-        return self.content.get("compression", "GZIP")
-
-    def split(self, name: str) -> tuple[list[str], list[int]]:
-        """Shard paths and their record counts of split `name`."""
-        if name not in self.content["splits"]:
-            raise ManifestError(f"{self.path}: no split {name!r} (has {list(self.content['splits'])})")
-        shards = self.content["splits"][name]["shards"]
-        return [os.path.join(self.directory, s["file"]) for s in shards], [int(s["records"]) for s in shards]
+    Graph-level features parse to dense ``[batch]`` tensors; node and edge features to
+    ragged ``[batch, None]`` tensors of the flattened rows (see `mpnn.graph_format.example`).
+    """
+    spec = {}
+    for name, feature in feature_specs(names).items():
+        dtype = _TF_DTYPES[feature.dtype]
+        if feature.level == "graph":
+            spec[name] = tf.io.FixedLenFeature([], dtype)
+        else:
+            spec[name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -285,7 +248,7 @@ def merge_batch(parsed: dict[str, tf.Tensor | tf.RaggedTensor]) -> dict[str, tf.
     """Merge a parsed batch of B graphs into one disjoint graph (see the module docstring).
 
     Args:
-        parsed: output of `tf.io.parse_example` with `mpnn.schema.parse_spec`: ragged
+        parsed: output of `tf.io.parse_example` with `parse_spec`: ragged
             ``[B, None]`` node/edge features (flattened rows), dense ``[B]`` graph features.
     """
     atom, bond = parsed["atom"], parsed["bond"]
@@ -327,5 +290,6 @@ def manifest_dataset(
     if not files:
         raise ManifestError(f"{manifest.path}: split {split!r} is empty")
     return make_dataset(
-        files, counts, manifest.features, manifest.target, batch_size, compression=manifest.compression, **kwargs
+        files, counts, manifest.feature_names, manifest.target.name, batch_size, compression=manifest.compression,
+        **kwargs,
     )

@@ -9,6 +9,7 @@ initial weights, averaged metrics, and only rank 0 writing files and showing pro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -111,7 +112,7 @@ def train(config: TrainConfig) -> dict | None:
     threads = distributed.init(config.intra_op_threads, config.inter_op_threads)
     tf.keras.utils.set_random_seed(config.seed)
     manifest = Manifest.load(config.data)
-    model_name = models.choose_model(config.model, manifest.content)
+    model_name = models.choose_model(config.model, manifest)
     # Rank 0's choice, so that every rank builds the same model.
     config.model_options = distributed.broadcast_object(
         models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options"
@@ -140,7 +141,7 @@ def train(config: TrainConfig) -> dict | None:
     loss = defaults["loss"] if config.loss == "auto" else config.loss
     weight_decay = defaults["weight_decay"] if config.weight_decay is None else config.weight_decay
     architecture = models.model_config(model_name, config.model_options)
-    model = models.build_from_manifest(model_name, architecture, manifest.content)
+    model = models.build_from_manifest(model_name, architecture, manifest)
     optimizer = distributed.distributed_optimizer(make_optimizer(scaled_lr, weight_decay))
     model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
     state = resume_or_start(config, run_dir, model)
@@ -152,7 +153,7 @@ def train(config: TrainConfig) -> dict | None:
         manifest, "train", batch, shuffle=True, seed=start_seed + rank, **common
     )
     train_data = only_model_inputs(train_data, model).repeat()
-    splits = [s for s in ("valid", "test") if manifest.content["splits"].get(s, {}).get("records", 0) >= ranks]
+    splits = [s for s in ("valid", "test") if manifest.split_records(s) >= ranks]
     if "valid" in splits:
         valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
         valid_data, monitor = only_model_inputs(valid_data, model).repeat(), "val_loss"
@@ -160,7 +161,7 @@ def train(config: TrainConfig) -> dict | None:
         log.warning("no validation set (fewer records than ranks): best checkpoint and stopping follow the loss")
         valid_data, valid_steps, monitor = None, None, "loss"
 
-    graphs_per_epoch = manifest.content["splits"]["train"]["records"]
+    graphs_per_epoch = manifest.split_records("train")
     if distributed.is_root():
         log.info(
             "%s, %d parameters; %d rank(s), %d graphs per rank-batch (%s), global batch %d, learning rate %.3g",
@@ -191,7 +192,7 @@ def train(config: TrainConfig) -> dict | None:
         return None
     save_for_inference(model, os.path.join(run_dir, "model.keras"))
     metrics = {
-        "target": manifest.content["target"],
+        "target": dataclasses.asdict(manifest.target),
         **{split: split_report(predictions) for split, predictions in results.items()},
         "epochs_run": state.epochs_done,
         "train_seconds": train_seconds,
@@ -209,7 +210,7 @@ def train(config: TrainConfig) -> dict | None:
     if "test" in results:
         train_targets = split_targets(manifest, "train")
         metrics["baselines"] = {"test_mae_of_group_mean": group_mean_baseline_mae(train_targets, results["test"])}
-        group_name = manifest.content.get("group", {}).get("name", "group")
+        group_name = manifest.extra.get("group", {}).get("name", "group")
         write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
     rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics

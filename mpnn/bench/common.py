@@ -7,7 +7,6 @@ import os
 import resource
 import statistics
 import sys
-import threading
 from typing import Any, Sequence
 
 from mpnn import rundir
@@ -35,70 +34,6 @@ def peak_rss_kib(who: int = resource.RUSAGE_SELF) -> int:
     a sweep; for ``RUSAGE_CHILDREN`` the largest of the terminated, waited-for children.
     """
     return int(resource.getrusage(who).ru_maxrss)
-
-
-class ChildrenPeakMemory:
-    """Samples the peak resident memory (``VmHWM``) of this process's live children.
-
-    ``RUSAGE_CHILDREN`` cannot tell a worker's own peak: on Linux a child starts from its
-    parent's high-water mark (fork and exec carry it over), so it reports at least the
-    parent's size at spawn time. ``VmHWM`` of the child's own address space does not. Use
-    as a context manager around the work; `peak_kib` stays None when not `enabled` (the
-    sampling thread costs the parent a little CPU) or where /proc is unavailable.
-    """
-
-    def __init__(self, enabled: bool = True, interval: float = 0.1) -> None:
-        self.enabled = enabled
-        self.interval = interval
-        self.peak_kib: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="children-peak-memory", daemon=True)
-
-    def __enter__(self) -> "ChildrenPeakMemory":
-        if self.enabled and os.path.isdir("/proc/self"):
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _sample(self) -> None:
-        parent = os.getpid()
-        while True:
-            for pid in _children_of(parent):
-                hwm = _vm_hwm_kib(pid)
-                if hwm is not None and (self.peak_kib is None or hwm > self.peak_kib):
-                    self.peak_kib = hwm
-            if self._stop.wait(self.interval):
-                return
-
-
-def _children_of(parent: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile
-        if int(fields[1]) == parent:
-            children.append(int(entry))
-    return children
-
-
-def _vm_hwm_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def positive_int(text: str) -> int:

@@ -3,9 +3,9 @@
 Each run calls the converter's ``main`` (``--converter water``: `data_prep.prep_water`;
 ``pdbbind``: `data_prep.prep_pdbbind`) in a fresh Python process with the inputs, a fresh
 temporary output directory and ``--workers N --quiet`` (plus ``--index`` for pdbbind and
-``--prep-args``), and times it end to end after its imports: reading, conversion (by that
-process and N - 1 spawned workers), splitting and writing the shards and manifest (for
-pdbbind also its count of atoms and edges over the written shards). The rate is converted
+``--prep-args``), and times it end to end after its imports: planning, conversion and
+writing of the shards (by that process and N - 1 spawned workers, each streaming its
+records into its own shards) and the manifest. The rate is converted
 records (for pdbbind: complexes) per second, the median over `repeats`; the speed-up is
 relative to the smallest worker count measured. With ``--mpi`` the N processes are MPI
 ranks instead (``mpirun -np N``, each running the converter with ``--mpi --workers 1``:
@@ -41,15 +41,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mpnn.bench.common import (
-    BenchError,
-    ChildrenPeakMemory,
-    format_table,
-    median,
-    mib,
-    peak_rss_kib,
-    positive_int,
-)
+from mpnn.bench.common import BenchError, format_table, median, mib, positive_int
+from mpnn.graph_format.manifest import Manifest
 from mpnn.mpi_env import mpi_launch_environment
 
 log = logging.getLogger("mpnn-bench.prep")
@@ -114,20 +107,19 @@ def mpirun_command(ranks: int) -> list[str]:
 
 
 def measure_in_this_process(module: str, result_path: str, argv_json: str) -> None:
-    """Run ``module.main(argv)`` and write its timing and CPU use to `result_path` (JSON).
+    """Run ``module.main(argv)`` and write its timing, CPU use and memory to `result_path` (JSON).
 
-    TensorFlow and the module are imported before the clock starts (as a user's command
-    imports them before it converts). CPU seconds are user + system: ``parent`` of this
-    process, ``workers`` of its children (the pool, reaped when it closes) or, with
-    ``--mpi`` in `argv`, of the other ranks. Under MPI every rank runs this; the clock
-    starts and stops at barriers (the run takes as long as its slowest rank) and rank 0
-    writes the result. ``serial_seconds`` is the wall time outside the conversion phase
-    (reading, planning, splitting, writing shards, manifest), ``serial_cpu_seconds`` this
-    process's CPU time in it: the part more workers shorten little (shards are written by
-    `workers` threads, or by each rank).
+    The module is imported before the clock starts (as a user's command imports it before
+    it converts; the converters import no TensorFlow). CPU seconds are user + system:
+    ``parent`` of this process, ``workers`` of its children (the spawned conversion
+    processes, reaped when they end) or, with ``--mpi`` in `argv`, of the other ranks.
+    Under MPI every rank runs this; the clock starts and stops at barriers (the run takes
+    as long as its slowest rank) and rank 0 writes the result. ``serial_seconds`` is the
+    wall time outside the conversion phase (planning, merging the parts' summaries,
+    manifest), ``serial_cpu_seconds`` this process's CPU time in it. ``parts`` lists every
+    conversion process (parent, spawned workers, other ranks) with its CPU seconds and its
+    own peak RSS (``VmHWM``), as the manifest reports them.
     """
-    import tensorflow  # noqa: F401  (see above)
-
     main = importlib.import_module(module).main
     argv = json.loads(argv_json)
     comm = None
@@ -140,10 +132,7 @@ def measure_in_this_process(module: str, result_path: str, argv_json: str) -> No
     if comm is not None:
         comm.Barrier()
     start = time.perf_counter()
-    workers = int(argv[argv.index("--workers") + 1])
-    # Sampled twice a second: a worker's VmHWM keeps its peak, and sampling costs this process CPU.
-    with ChildrenPeakMemory(enabled=workers > 1, interval=0.5) as workers_memory:
-        code = main(argv)
+    code = main(argv)
     if comm is not None:
         comm.Barrier()
     seconds = time.perf_counter() - start
@@ -151,27 +140,26 @@ def measure_in_this_process(module: str, result_path: str, argv_json: str) -> No
     if code != 0:
         sys.exit(code)
     parent_cpu, workers_cpu = (a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
-    worker_peak = workers_memory.peak_kib
     if comm is not None:
-        ranks = comm.gather((parent_cpu, peak_rss_kib()), root=0)
+        ranks = comm.gather(parent_cpu + workers_cpu, root=0)
         if comm.Get_rank() != 0:
             return
-        workers_cpu = sum(cpu for cpu, _ in ranks[1:])
-        worker_peak = max((peak for _, peak in ranks[1:]), default=None)
-    with open(os.path.join(argv[argv.index("-o") + 1], "manifest.json")) as handle:
-        manifest = json.load(handle)
+        workers_cpu += sum(ranks[1:])
+    manifest = Manifest.load(argv[argv.index("-o") + 1])
+    parts = manifest.timing["parts"]
     result = {
         "seconds": seconds,
-        "converted": int(manifest["summary"]["converted"]),
-        "skipped": int(manifest["summary"]["skipped"]),
-        "serial_seconds": seconds - manifest["timing"]["convert_seconds"],
-        "serial_cpu_seconds": parent_cpu - manifest["timing"]["convert_cpu_seconds"],
-        "timing": manifest["timing"],
+        "converted": manifest.summary.converted,
+        "skipped": manifest.summary.skipped,
+        "serial_seconds": seconds - manifest.timing["convert_seconds"],
+        "serial_cpu_seconds": parent_cpu - manifest.timing["convert_cpu_seconds"],
+        "timing": {k: v for k, v in manifest.timing.items() if k != "parts"},
         "parent_cpu_seconds": parent_cpu,
         "workers_cpu_seconds": workers_cpu,
         "load_average": load,
-        "peak_rss_kib": peak_rss_kib(),
-        "peak_rss_worker_kib": worker_peak,
+        "peak_rss_kib": parts[0]["peak_rss_kib"],
+        "peak_rss_worker_kib": max((p["peak_rss_kib"] for p in parts[1:]), default=None),
+        "parts": [{k: p[k] for k in ("part", "cpu_seconds", "peak_rss_kib")} for p in parts],
     }
     with open(result_path, "w") as handle:
         json.dump(result, handle)
@@ -238,6 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "timing": [r["timing"] for r in runs],
             "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
             "peak_rss_worker_kib": max(worker_peaks) if worker_peaks else None,
+            "parts": [r["parts"] for r in runs],
         }
         log.info("workers %d: %d %s, %.1f %s/s", workers, records, converter.unit, result["records_per_second"],
                  converter.unit)
@@ -296,7 +285,8 @@ def format_report(report: dict[str, Any]) -> str:
         "serial: wall (and the converting process's CPU) seconds outside the conversion phase\n"
         "(reading, splitting, writing, manifest);\n"
         "CPU: user + system seconds of the converting process and of all its workers together (medians);\n"
-        "load: 1-minute load average at the start of each run; peak RSS: the converting process;\n"
-        "worker: largest spawned worker's own VmHWM; with --mpi: workers = the ranks other than 0"
+        "load: 1-minute load average at the start of each run; peak RSS: the parent (rank 0's) conversion\n"
+        "process's own VmHWM; worker: the largest of the other conversion processes (spawned workers, other\n"
+        "ranks); every process's CPU seconds and peak are in the JSON report under results[].parts"
     )
     return f"{title}\n\n{format_table(headers, rows)}\n\n{note}"

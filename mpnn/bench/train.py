@@ -111,7 +111,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
         except (TypeError, ValueError) as exc:
             raise BenchError(f"variant {variant!r}: {exc}") from None
         tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
-        model = models.build_from_manifest(model_name, config, manifest.content)
+        model = models.build_from_manifest(model_name, config, manifest)
         model.compile(optimizer=distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     baseline = baseline_rates(args.baseline, args) if args.baseline else {}
     manifest = Manifest.load(args.data)
     try:
-        model_name = models.choose_model(args.model, manifest.content)
+        model_name = models.choose_model(args.model, manifest)
     except ValueError as exc:
         raise BenchError(f"{manifest.path}: {exc}") from None
     results = []
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         return None  # only rank 0 reports
     return {
         "data": {"manifest": os.path.abspath(manifest.path), "split": "train",
-                 "records": manifest.content["splits"]["train"]["records"]},
+                 "records": manifest.split_records("train")},
         "model": model_name,
         "parameters": {
             "widths": list(args.widths), "message_steps": args.message_steps if model_name == "mpnn" else None,

@@ -12,6 +12,7 @@ from nfp.layers import RBFExpansion
 
 import mpnn.attention  # noqa: F401  (registers the attention layers with Keras)
 import mpnn.layers  # noqa: F401  (registers our layers with Keras)
+from mpnn.graph_format.manifest import Manifest
 from mpnn.models.gat_lspe import GATLSPEConfig, build_gat_lspe
 from mpnn.models.mpnn import MPNNConfig, build_mpnn
 
@@ -23,13 +24,13 @@ CONFIGS = {"mpnn": MPNNConfig, "gat-lspe": GATLSPEConfig}
 TRAINING_DEFAULTS = {"mpnn": {"loss": "mae", "weight_decay": 0.0}, "gat-lspe": {"loss": "mse", "weight_decay": 1e-4}}
 
 
-def choose_model(requested: str, manifest: dict[str, Any]) -> str:
+def choose_model(requested: str, manifest: Manifest) -> str:
     """`requested`, or the default for the manifest's kind when it is ``"auto"``."""
     if requested != "auto":
         if requested not in CONFIGS:
             raise ValueError(f"unknown model {requested!r}; choose from {sorted(CONFIGS)}")
         return requested
-    kind = manifest.get("kind")
+    kind = manifest.kind
     if kind not in DEFAULT_MODEL:
         raise ValueError(f"no default model for data of kind {kind!r}; pass --model")
     return DEFAULT_MODEL[kind]
@@ -56,20 +57,20 @@ def with_batch_shards(name: str, options: dict[str, Any], shards: int) -> dict[s
     return {**options, "parallel_shards": shards}
 
 
-def build_from_manifest(name: str, config: Any, manifest: dict[str, Any]) -> tf.keras.Model:
+def build_from_manifest(name: str, config: Any, manifest: Manifest) -> tf.keras.Model:
     """Build model `name` with architecture `config`, sized (and for the MPNN initialised)
     from the manifest."""
-    features = manifest["features"]
+    features = manifest.features
     if name == "mpnn":
-        stats = manifest["target_stats"]
-        atom_vocab = manifest["vocab"]["atom"]
-        output_scale = stats["residual_std"] / math.sqrt(max(stats["atoms_per_graph_mean"], 1.0))
+        stats = manifest.target_stats
+        atom_vocab = manifest.vocab["atom"]
+        output_scale = stats.residual_std / math.sqrt(max(stats.atoms_per_graph_mean, 1.0))
         return build_mpnn(
             config,
             n_atom_types=len(atom_vocab),
-            n_bond_types=len(manifest["vocab"]["bond"]),
-            atom_type_means=[stats["per_atom_type_mean"][t] for t in atom_vocab],
-            graph_offset=stats.get("graph_offset", 0.0),
+            n_bond_types=len(manifest.vocab["bond"]),
+            atom_type_means=[stats.per_atom_type_mean[t] for t in atom_vocab],
+            graph_offset=stats.graph_offset,
             output_scale=max(output_scale, 1e-3),
             with_distance="distance" in features,
         )
@@ -80,7 +81,7 @@ def build_from_manifest(name: str, config: Any, manifest: dict[str, Any]) -> tf.
         config,
         n_node_features=features["atom_features"]["inner_shape"][0],
         rwpe_order=features["rwpe"]["inner_shape"][0],
-        n_edge_types=len(manifest["vocab"]["bond"]),
+        n_edge_types=len(manifest.vocab["bond"]),
     )
 
 

@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from mpnn.attention import GATLSPEUpdate
 from mpnn.layers import GraphMean
-from mpnn.schema import N_ATOM_FEATURES, RWPE_ORDER
+from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
 
 
 @dataclass(frozen=True)

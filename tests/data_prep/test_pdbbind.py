@@ -24,7 +24,8 @@ from data_prep.pdbbind import (
 )
 from data_prep.pdbbind_index import read_index
 from data_prep.prep_pdbbind import load_indexes, main, plan_tasks
-from mpnn.schema import N_ATOM_FEATURES, RWPE_ORDER, parse_spec
+from mpnn.data import parse_spec
+from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
 from tests.conftest import SAMPLES
 
 PDBBIND = SAMPLES / "pdbbind"

@@ -28,6 +28,7 @@ def _count_records(out, manifest):
         for shard in split["shards"]:
             path = str(out / shard["file"])
             n = sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+            assert records.sha256_of(path) == shard["sha256"]
             assert n == shard["records"]
             total += n
     return total
@@ -145,14 +146,10 @@ def test_tutorial_records_are_imported_with_every_tenth_in_test(water_dataset, t
 def test_tutorial_bond_types_are_made_consistent_with_the_connectivity(tutorial_subset, water_dataset):
     """The tutorial file's bond types are not aligned with its sorted connectivity; the
     imported records must have every O with two covalent bonds and every H with one."""
-    from data_prep.tutorial_records import (
-        REPAIRED_BOND_TYPES,
-        covalent_bonds_consistent,
-        tutorial_graph,
-        tutorial_record_chunks,
-    )
+    from data_prep.tutorial_records import REPAIRED_BOND_TYPES, covalent_bonds_consistent, tutorial_graph
+    from mpnn.graph_format.tfrecord import read_records
 
-    graphs = [tutorial_graph(r, "subset") for r in next(tutorial_record_chunks(str(tutorial_subset), 50))]
+    graphs = [tutorial_graph(r, "subset") for _, r in zip(range(50), read_records(str(tutorial_subset)))]
     assert all(covalent_bonds_consistent(g["atom"], g["connectivity"], g["bond"]) for g in graphs)
     assert _manifest(water_dataset)["notes"] == {REPAIRED_BOND_TYPES: 2000}
     raw = next(iter(tf.data.TFRecordDataset(str(tutorial_subset), compression_type="GZIP")))
@@ -162,23 +159,98 @@ def test_tutorial_bond_types_are_made_consistent_with_the_connectivity(tutorial_
     assert not covalent_bonds_consistent(atom, connectivity, np.array(feature["bond"].int64_list.value))
 
 
-def test_splits_are_seeded_and_disjoint():
-    a = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)
-    b = records.assign_splits(1000, (0.8, 0.1, 0.1), seed=3)
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    together = np.concatenate(list(a.values()))
-    assert sorted(together.tolist()) == list(range(1000))
-    assert [len(a[k]) for k in ("train", "valid", "test")] == [800, 100, 100]
+def test_split_rule_is_seeded_and_follows_the_fractions():
+    ids = [f"w.xyz:{i}" for i in range(20000)]
+    rule = records.SplitRule((0.8, 0.1, 0.1), seed=3)
+    splits = [rule.split_of(i, record_id) for i, record_id in enumerate(ids)]
+    assert splits == [records.SplitRule((0.8, 0.1, 0.1), seed=3).split_of(i, r) for i, r in enumerate(ids)]
+    assert splits != [records.SplitRule((0.8, 0.1, 0.1), seed=4).split_of(i, r) for i, r in enumerate(ids)]
+    counts = {split: splits.count(split) for split in records.SPLITS}
+    # Binomial spread: 3 standard deviations of 20,000 draws at p = 0.1 is about 130.
+    assert abs(counts["train"] - 16000) < 200 and abs(counts["valid"] - 2000) < 130
+    every = records.SplitRule((0.9, 0.1, 0.0), seed=0, test_every=10)
+    tested = [i for i, r in enumerate(ids) if every.split_of(i, r) == "test"]
+    assert tested == list(range(0, 20000, 10))
 
 
-def test_a_process_keeps_only_the_tutorial_records_it_converts(tutorial_subset):
-    from data_prep.prep_water import TUTORIAL_CHUNK, plan_tasks
+def test_tutorial_tasks_count_every_record_once_with_their_global_positions(tutorial_subset):
+    from data_prep.prep_water import TASK_FRAMES, plan_tasks
 
-    every = plan_tasks([str(tutorial_subset)], "kcal/mol", False)
-    even = plan_tasks([str(tutorial_subset)], "kcal/mol", False, owned=lambda position: position % 2 == 0)
+    files = [str(MINIMA[0]), str(tutorial_subset), str(MINIMA[1])]
+    for parts in (1, 3):
+        tasks = plan_tasks(files, "kcal/mol", False, parts)
+        tutorial = [t for t in tasks if t.kind == "tutorial"]
+        size = max(TASK_FRAMES, -(-2000 // parts))
+        assert [(t.start, t.stop) for t in tutorial] == [(s, min(2000, s + size)) for s in range(0, 2000, size)]
+        assert [t.position for t in tasks] == [0, *(1 + t.start for t in tutorial), 2001]
 
-    assert len(every) == len(even) == -(-2000 // TUTORIAL_CHUNK)
-    assert [t.start for t in every] == [t.start for t in even] == list(range(0, 2000, TUTORIAL_CHUNK))
-    for position, (mine, whole) in enumerate(zip(even, every)):
-        assert mine.records == (whole.records if position % 2 == 0 else ())
-    assert sum(len(t.records) for t in every) == 2000
+
+def _xyz_frames(rng: np.random.Generator, n_frames: int) -> tuple[bytes, list[int]]:
+    """XYZ text of `n_frames` random frames (0 to 4 atoms, ragged spacing) and their offsets."""
+    text, starts = b"", []
+    for frame in range(n_frames):
+        starts.append(len(text))
+        n_atoms = int(rng.integers(0, 5))
+        lines = [f"{' ' * int(rng.integers(0, 3))}{n_atoms}", f"{-frame * 1.5}"]
+        lines += [f"H {rng.normal():.3f} {rng.normal():.3f} {rng.normal():.3f}" for _ in range(n_atoms)]
+        text += ("\n".join(lines) + "\n").encode()
+    return text, starts
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 20])
+def test_frame_scan_finds_every_frame_whatever_the_block_size(monkeypatch, block):
+    import io
+
+    from data_prep import structures
+
+    monkeypatch.setattr(structures, "_SCAN_BLOCK", block)
+    rng = np.random.default_rng(block)
+    text, starts = _xyz_frames(rng, 40)
+    frames = structures.scan_xyz_frames(io.BytesIO(text))
+    assert (frames.starts.tolist(), frames.end, frames.tail) == (starts, len(text), False)
+    # No newline after the last atom line: still a complete frame.
+    last = structures.scan_xyz_frames(io.BytesIO(text.rstrip(b"\n")))
+    assert (last.starts.tolist(), last.tail) == (starts, False)
+    # Trailing blank lines are no frame; a frame cut short or a non-count line is the tail.
+    blank = structures.scan_xyz_frames(io.BytesIO(text + b"\n  \n"))
+    assert (blank.count, blank.tail) == (40, False)
+    truncated = structures.scan_xyz_frames(io.BytesIO(text + b"5\ncomment\nH 0 0 0\n"))
+    assert (truncated.starts.tolist(), truncated.end, truncated.tail) == (starts, len(text), True)
+    garbage = structures.scan_xyz_frames(io.BytesIO(text + b"not a count\n1\n0\nH 0 0 0\n"))
+    assert (garbage.count, garbage.end, garbage.tail) == (41, len(text), True)
+
+
+def test_xyz_and_database_tasks_of_many_chunks_give_the_same_records(tmp_path, monkeypatch):
+    from data_prep import prep_water
+
+    structures = [next(read_structures(str(path))) for path in MINIMA[:7]]
+    frames = []
+    for structure in structures:
+        atoms = structure.atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=structure.energy)
+        frames.append(atoms)
+    ase.io.write(tmp_path / "frames.extxyz", frames, format="extxyz")
+    with ase.db.connect(str(tmp_path / "frames.db")) as db:
+        for atoms in frames:
+            db.write(atoms)
+        db.write(structures[0].atoms.copy())  # no energy
+    inputs = [str(tmp_path / "frames.extxyz"), str(tmp_path / "frames.db")]
+    whole = main([*inputs, "-o", str(tmp_path / "whole"), "--quiet"])
+    monkeypatch.setattr(prep_water, "TASK_FRAMES", 3)
+    tasks = prep_water.plan_tasks(inputs, "kcal/mol", True)
+    assert [(t.kind, t.position, t.start, t.stop) for t in tasks] == [
+        ("xyz", 0, 0, 3), ("xyz", 3, 3, 6), ("xyz", 6, 6, 7), ("db", 7, 0, 3), ("db", 10, 3, 6), ("db", 13, 6, 8),
+    ]
+    assert whole == main([*inputs, "-o", str(tmp_path / "chunked"), "--quiet", "--workers", "2"]) == 0
+    one, chunked = _manifest(tmp_path / "whole"), _manifest(tmp_path / "chunked")
+    assert one["summary"] == chunked["summary"] == {"converted": 14, "skipped": 1}
+    assert one["skipped"] == chunked["skipped"] and chunked["skipped"][0]["index"] == 7
+
+    def by_split(out, manifest):
+        return {
+            split: sorted(r.numpy() for s in entry["shards"]
+                          for r in tf.data.TFRecordDataset(str(out / s["file"]), compression_type="GZIP"))
+            for split, entry in manifest["splits"].items()
+        }
+
+    assert by_split(tmp_path / "whole", one) == by_split(tmp_path / "chunked", chunked)

@@ -79,6 +79,9 @@ def test_prep_reports_rate_and_speedup(tmp_path, capsys):
         assert 0 <= result["serial_seconds"] <= min(result["seconds"])
         assert result["parent_cpu_seconds"] > 0 and len(result["load_average"]) == 1
     assert report["results"][0]["speedup"] == 1.0
+    # Every conversion process reports its own CPU time and peak memory.
+    assert [[p["part"] for p in r["parts"][0]] for r in report["results"]] == [[0], [0, 1]]
+    assert report["results"][0]["peak_rss_worker_kib"] is None
     # One process converts in-process; with two, the pool's workers do the converting.
     assert report["results"][0]["workers_cpu_seconds"] < report["results"][1]["workers_cpu_seconds"]
     assert "records/s" in capsys.readouterr().out

@@ -8,10 +8,12 @@ import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from data_prep.example_proto import serialize_graph
-from data_prep.records import write_shard
-from mpnn.data import READ_BLOCK, Manifest, loaded_features, make_dataset, manifest_dataset, merge_batch, plan_rank
-from mpnn.schema import feature_dtypes, parse_spec, validate_graph
+from mpnn.data import (
+    READ_BLOCK, Manifest, loaded_features, make_dataset, manifest_dataset, merge_batch, parse_spec, plan_rank,
+)
+from mpnn.graph_format.example import serialize_graph
+from mpnn.graph_format.features import feature_dtypes, validate_graph
+from mpnn.graph_format.tfrecord import ShardWriter
 
 FEATURES = ("record_id", "n_atom", "n_bond", "atom", "bond", "connectivity", "distance", "energy")
 
@@ -89,7 +91,9 @@ def _write_files(tmp_path, counts) -> list[str]:
             examples.append(serialize_graph(random_graph(rng, index, 3), feature_dtypes(FEATURES)))
             index += 1
         path = str(tmp_path / f"shard-{f}.tfrecord.gz")
-        write_shard(path, examples, "GZIP")
+        with ShardWriter(path, "GZIP") as writer:
+            for example in examples:
+                writer.write(example)
         files.append(path)
     return files
 
@@ -156,4 +160,4 @@ def test_prepared_water_set_loads(water_dataset):
     assert target.shape == (32,)
     assert int(inputs["node_graph_indices"][-1]) == 31
     assert set(inputs) == {"atom", "bond", "connectivity", "node_graph_indices"}
-    assert steps == -(-manifest.content["splits"]["train"]["records"] // 32)
+    assert steps == -(-manifest.split_records("train") // 32)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mpnn.attention import GATLSPEUpdate, GATv2Attention, segment_softmax
 from mpnn.models.gat_lspe import GATLSPEConfig, build_gat_lspe
-from mpnn.schema import N_ATOM_FEATURES, RWPE_ORDER
+from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
 
 # Graph sizes of the test batch; the atoms listed in ISOLATED receive no edge (one inside
 # the batch, and the batch's last atom so that aggregation must pad trailing rows).

@@ -64,7 +64,7 @@ def test_fast_paths_compute_the_reference_loss_and_gradients_on_a_real_batch(wat
     # model saved as mpnn-train does, reloaded, and given a batch of another size.
     manifest = Manifest.load(str(water_dataset))
     reference, fast = (
-        models.build_from_manifest("mpnn", MPNNConfig(width=32, message_steps=8, **config), manifest.content)
+        models.build_from_manifest("mpnn", MPNNConfig(width=32, message_steps=8, **config), manifest)
         for config in ({"fused_updates": False}, options)
     )
     fast.set_weights(reference.get_weights())
@@ -91,7 +91,7 @@ def test_an_untrained_deep_mpnn_gives_finite_loss_and_gradients(water_dataset, s
     # The tutorial's size (8 message steps) once overflowed float32 before any training.
     manifest = Manifest.load(str(water_dataset))
     tf.keras.utils.set_random_seed(seed)
-    model = models.build_from_manifest("mpnn", MPNNConfig(width=32, message_steps=8), manifest.content)
+    model = models.build_from_manifest("mpnn", MPNNConfig(width=32, message_steps=8), manifest)
     dataset, _ = manifest_dataset(manifest, "train", 256)
     loss, gradients = _loss_and_gradients(model, *next(iter(only_model_inputs(dataset, model))))
     assert np.isfinite(loss) and loss < 10.0  # kcal/mol: the linear baseline's error, not a blown-up one

@@ -1,8 +1,9 @@
-"""The graph record schema: the one place that names, types and shapes every feature.
+"""The graph record features: the one place that names, types and shapes every feature.
 
-`data_prep` writes records with `data_prep.example_proto.serialize_graph` of the
-:func:`feature_dtypes` below; the `tf.data` loader reads them with :func:`parse_spec`.
-Both take the specs below, so the writer and reader cannot drift apart.
+`data_prep` writes records with `mpnn.graph_format.example.serialize_graph` of the
+:func:`feature_dtypes` below; the `tf.data` loader (`mpnn.data.parse_spec`) reads them.
+Both take the specs below, so the writer and reader cannot drift apart. Free of
+TensorFlow, so that conversion workers import it without starting TensorFlow.
 
 A *graph dict* (what the converters produce, one per molecule or cluster) maps feature
 names to numpy arrays:
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping
 
 import numpy as np
-import tensorflow as tf
 
 SCHEMA_VERSION = 1
 # Protein-ligand records: 36 atom features of the PDBbind scaling study + a ligand flag,
@@ -147,28 +147,8 @@ def validate_graph(graph: Mapping[str, np.ndarray], names: Iterable[str]) -> Non
 
 def feature_dtypes(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
     """``(name, dtype)`` of the features `names`, what the record writer
-    (`data_prep.example_proto.serialize_graph`) needs; plain strings, so that conversion
-    workers get them without importing this module (and TensorFlow)."""
+    (`mpnn.graph_format.example.serialize_graph`) needs."""
     return tuple((name, spec.dtype) for name, spec in feature_specs(names).items())
-
-
-_TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
-
-
-def parse_spec(names: Iterable[str]) -> dict[str, tf.io.FixedLenFeature | tf.io.RaggedFeature]:
-    """Feature spec for `tf.io.parse_example` on a *batch* of serialised records.
-
-    Graph-level features parse to dense ``[batch]`` tensors; node and edge features to
-    ragged ``[batch, None]`` tensors of the flattened rows (see `data_prep.example_proto`).
-    """
-    spec = {}
-    for name, feature in feature_specs(names).items():
-        dtype = _TF_DTYPES[feature.dtype]
-        if feature.level == "graph":
-            spec[name] = tf.io.FixedLenFeature([], dtype)
-        else:
-            spec[name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
-    return spec
 
 
 def features_to_json(names: Iterable[str]) -> dict[str, dict]:

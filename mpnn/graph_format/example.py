@@ -8,8 +8,8 @@ from the wire format of TensorFlow's ``example.proto`` and ``feature.proto`` wit
 protobuf's own descriptor API, in a private descriptor pool (no clash with TensorFlow's
 classes in the same process). Records serialised here are byte for byte those that
 TensorFlow's own ``tf.train.Example`` makes of the same features
-(tests/data_prep/test_example_proto.py checks it). This is the one record writer of the
-project; `mpnn.schema.feature_dtypes` names what it writes.
+(tests/mpnn/test_graph_format.py checks it). This is the one record serialiser of the
+project; `mpnn.graph_format.features.feature_dtypes` names what it writes.
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def serialize_graph(graph: Mapping[str, np.ndarray], dtypes: Sequence[tuple[str,
     """The serialised `tf.train.Example` of one graph dict.
 
     Args:
-        graph: graph dict (see `mpnn.schema`).
+        graph: graph dict (see `mpnn.graph_format.features`).
         dtypes: ``(name, dtype)`` of the features to store, in order; dtype ``"int64"``,
-            ``"float32"`` or ``"string"`` (`mpnn.schema.feature_dtypes`). Node and edge
+            ``"float32"`` or ``"string"`` (`mpnn.graph_format.features.feature_dtypes`). Node and edge
             features are flattened row-major (``[n_rows * row_size]``).
     """
     feature = {}
