@@ -21,19 +21,21 @@ the options and the seed only, not on the number of worker processes or of files
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import glob
 import json
 import logging
+import multiprocessing
 import os
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 from ase import Atoms, units
 
-from data_prep.processes import ConversionProcesses
 from data_prep.water import WaterGraphError, water_graph
 
 log = logging.getLogger(__name__)
@@ -302,15 +304,14 @@ def write_water_set(output: str, options: WaterSetOptions, show_progress: bool =
     append = _append_database if options.file_format == "db" else _append_text
     started, cpu_started = time.perf_counter(), time.process_time()
     shuffled = 0
-    with ConversionProcesses(options.workers) as processes:
-        results = processes.imap(make_block, blocks)
-        for block, frames in zip(blocks, tqdm(results, total=len(blocks), unit="block", disable=not show_progress)):
-            end = block.start + block.count
-            for k, path in enumerate(paths):
-                first, last = max(bounds[k], block.start), min(bounds[k + 1], end)
-                if first < last:
-                    append(path, frames, first - block.start, last - block.start)
-            shuffled += int(frames.shuffled.sum())
+    results = _made_in_order(blocks, options.workers)
+    for block, frames in zip(blocks, tqdm(results, total=len(blocks), unit="block", disable=not show_progress)):
+        end = block.start + block.count
+        for k, path in enumerate(paths):
+            first, last = max(bounds[k], block.start), min(bounds[k + 1], end)
+            if first < last:
+                append(path, frames, first - block.start, last - block.start)
+        shuffled += int(frames.shuffled.sum())
     report = {
         "options": asdict(options),
         "energy_unit": ENERGY_UNIT if options.energy == "tip4p" else "none (0.0 placeholder)",
@@ -322,6 +323,24 @@ def write_water_set(output: str, options: WaterSetOptions, show_progress: bool =
     with open(os.path.join(output, REPORT_NAME), "w") as handle:
         json.dump(report, handle, indent=2)
     return report
+
+
+def _made_in_order(blocks: Sequence[Block], workers: int) -> Iterator[Frames]:
+    """`make_block` of every block, in order: in this process alone (`workers` 1), or in
+    `workers` spawned processes with at most two blocks each in flight, so that memory stays
+    bounded however many blocks there are."""
+    if workers == 1:
+        yield from map(make_block, blocks)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
+        pending: collections.deque = collections.deque()
+        for block in blocks:
+            pending.append(executor.submit(make_block, block))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _append_text(path: str, frames: Frames, first: int, last: int) -> None:

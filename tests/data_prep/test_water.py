@@ -11,7 +11,7 @@ import pytest
 from ase import Atoms
 
 from data_prep import water_set
-from data_prep.example_proto import serialize_graph
+from mpnn.graph_format.example import serialize_graph
 from data_prep.structures import read_structures
 from data_prep.water import (
     FEATURES,
@@ -222,7 +222,7 @@ def _reference_hydrogen_bonds(atoms, hydrogen, oxygen, o_to_h):
 @pytest.fixture(scope="module")
 def record_features():
     """The ``(name, dtype)`` features the converter writes for structure files."""
-    from mpnn.schema import feature_dtypes
+    from mpnn.graph_format.features import feature_dtypes
 
     return feature_dtypes(FEATURES)
 
