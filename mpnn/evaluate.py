@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.split}: n {report['count']}  MAE {report['mae']:.4f}  RMSE {report['rmse']:.4f}  "
         f"R^2 {report['r2']:.4f}  Pearson {report['pearson_r']:.4f}  ({units})"
     )
-    group_name = manifest.extra.get("group", {}).get("name", "group")
+    group_name = manifest.group_name
     for group, row in report["by_group"].items():
         print(f"  {group_name} {group:>3}: n {row['count']:>5}  MAE {row['mae']:.4f}")
     if args.output:

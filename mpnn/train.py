@@ -210,7 +210,7 @@ def train(config: TrainConfig) -> dict | None:
     if "test" in results:
         train_targets = split_targets(manifest, "train")
         metrics["baselines"] = {"test_mae_of_group_mean": group_mean_baseline_mae(train_targets, results["test"])}
-        group_name = manifest.extra.get("group", {}).get("name", "group")
+        group_name = manifest.group_name
         write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
     rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics

@@ -297,6 +297,12 @@ class Manifest:
         shards = self.splits[name].shards
         return [os.path.join(self.directory, s.file) for s in shards], [s.records for s in shards]
 
+    @property
+    def group_name(self) -> str:
+        """Name of the per-record group that reports break errors down by (water:
+        ``n_waters``), ``"group"`` when the data set has none."""
+        return self.extra.get("group", {}).get("name", "group")
+
     def split_records(self, name: str) -> int:
         """Records of split `name`, 0 if the manifest has no such split."""
         return self.splits[name].records if name in self.splits else 0
