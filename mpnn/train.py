@@ -223,7 +223,7 @@ def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) ->
     if state is None:
         if config.resume:
             log.info("--resume: no checkpoint in %s, starting from epoch 0", run_dir)
-        elif distributed.is_root() and checkpoint.latest_state_directory(run_dir):
+        elif distributed.is_root() and checkpoint.has_checkpoint(run_dir):
             log.warning("%s holds a checkpoint; training starts afresh (pass --resume to continue it)", run_dir)
         state = checkpoint.TrainingState()
     else:
