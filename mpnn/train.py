@@ -20,9 +20,9 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import checkpoint, distributed, models, rundir
+from mpnn import checkpoint, cli_checks, distributed, models, rundir, verify
 from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
-from mpnn.config import TrainConfig, config_from_args
+from mpnn.config import TrainConfig, build_parser, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
 from mpnn.evaluate import (
     group_mean_baseline_mae,
@@ -111,12 +111,14 @@ def train(config: TrainConfig) -> dict | None:
     threads = distributed.init(config.intra_op_threads, config.inter_op_threads)
     tf.keras.utils.set_random_seed(config.seed)
     manifest = Manifest.load(config.data)
+    verify.check_shards(config.data, manifest.content["splits"])
     model_name = models.choose_model(config.model, manifest.content)
     # Rank 0's choice, so that every rank builds the same model.
     config.model_options = distributed.broadcast_object(
         models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options"
     )
     ranks, rank = distributed.size(), distributed.rank()
+    cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)
     run_dir = distributed.broadcast_object(config.run_dir or rundir.default_run_dir(), "run_dir")
     config.run_dir = run_dir
     if distributed.is_root():
@@ -275,14 +277,21 @@ def weights_checksum(model: tf.keras.Model) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        cli_checks.check_ranges(vars(build_parser().parse_args(argv)))  # names the flag
         config = config_from_args(argv)
+        cli_checks.check_ranges({**config.to_json(), **config.model_options})  # and --config's values
     except (ValueError, OSError) as exc:
         print(f"mpnn-train: error: {exc}", file=sys.stderr)
         return 2
-    metrics = train(config)
-    if metrics is not None:
-        print(format_summary(metrics, config.run_dir))
-    return 0
+
+    def train_and_report() -> int:
+        cli_checks.check_data_path(config.data)
+        metrics = train(config)
+        if metrics is not None:
+            print(format_summary(metrics, config.run_dir))
+        return 0
+
+    return cli_checks.run("mpnn-train", train_and_report, config.data)
 
 
 if __name__ == "__main__":
