@@ -20,7 +20,7 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import checkpoint, cli_checks, distributed, models, rundir, verify
+from mpnn import checkpoint, cli_checks, distributed, elastic, models, rundir, verify
 from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
 from mpnn.config import TrainConfig, build_parser, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
@@ -134,7 +134,6 @@ def train(config: TrainConfig) -> dict | None:
         cache=config.cache,
         threads=config.data_threads or distributed.shared_node_threads(),
     )
-    common = dict(rank=rank, size=ranks, options=loader)
     scaled_lr = distributed.scaled_learning_rate(
         config.learning_rate, batch * ranks, config.batch_size, config.lr_scaling
     )
@@ -149,18 +148,25 @@ def train(config: TrainConfig) -> dict | None:
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
     start_seed = state.seeds[str(start_epoch)]
     tf.keras.utils.set_random_seed(start_seed)
-    # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
-    train_data, train_steps = manifest_dataset(
-        manifest, "train", batch, shuffle=True, seed=start_seed + rank, **common
-    )
-    train_data = only_model_inputs(train_data, model).repeat()
     splits = [s for s in ("valid", "test") if manifest.content["splits"].get(s, {}).get("records", 0) >= ranks]
-    if "valid" in splits:
-        valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
-        valid_data, monitor = only_model_inputs(valid_data, model).repeat(), "val_loss"
-    else:
+    if "valid" not in splits:
         log.warning("no validation set (fewer records than ranks): best checkpoint and stopping follow the loss")
-        valid_data, valid_steps, monitor = None, None, "loss"
+    monitor = "val_loss" if "valid" in splits else "loss"
+
+    def fit_data(rank: int, ranks: int) -> tuple[tf.data.Dataset, int, tf.data.Dataset | None, int | None]:
+        """Training data and steps, validation data and steps, of rank `rank` of `ranks`."""
+        common = dict(rank=rank, size=ranks, options=loader)
+        # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
+        train_data, train_steps = manifest_dataset(
+            manifest, "train", batch, shuffle=True, seed=start_seed + rank, **common
+        )
+        train_data = only_model_inputs(train_data, model).repeat()
+        if "valid" not in splits:
+            return train_data, train_steps, None, None
+        valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
+        return train_data, train_steps, only_model_inputs(valid_data, model).repeat(), valid_steps
+
+    train_data, train_steps, valid_data, valid_steps = fit_data(rank, ranks)
 
     graphs_per_epoch = manifest.content["splits"]["train"]["records"]
     if distributed.is_root():
@@ -172,6 +178,15 @@ def train(config: TrainConfig) -> dict | None:
     started = time.perf_counter()
     if state.stopped or start_epoch >= config.epochs:
         log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
+    elif config.elastic:
+
+        def fit_arguments(rank: int, ranks: int) -> dict:
+            data, steps, valid, valid_steps = fit_data(rank, ranks)
+            callbacks = make_callbacks(config, run_dir, scaled_lr, steps, graphs_per_epoch, monitor, state)
+            return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
+                        callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
+
+        elastic.fit(model, start_epoch, config.epochs, fit_arguments)
     else:
         model.fit(
             train_data,

@@ -1,0 +1,82 @@
+"""Elastic training (``mpnn-train --elastic``): keep training when workers leave or join.
+
+Run under Horovod's elastic driver with Gloo, e.g. on one machine::
+
+    horovodrun -np 2 --min-np 1 --max-np 2 --host-discovery-script ./hosts.sh \\
+        --network-interface lo mpnn-train --elastic --data ... --run-dir ...
+
+(see jobs/README.md for Slurm). The model and optimizer live in a `hvd.elastic.KerasState`
+that is committed at the end of every epoch. When a worker dies mid-epoch the others get
+an error in the next allreduce; Horovod then rolls them back to the last commit, forms a new
+ring of the survivors, and `fit` starts again at the committed epoch. When the discovery
+script lists a host again, its new worker joins at the next commit and receives the state
+from rank 0. Each (re)start rebuilds the input pipeline for the new rank and rank count
+(each record is still seen once per epoch) and the callbacks (rank 0 writes the files).
+
+The per-rank batch stays what it was at the start, so the global batch and the gradient
+noise follow the number of live workers; the learning rate is not rescaled.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Callable
+
+import horovod.tensorflow.keras as hvd
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+# CommitStateCallback commits every `batches_per_commit` batches and at each epoch end; an
+# unreachable count leaves the epoch-end commits only.
+_EPOCH_END_ONLY = sys.maxsize
+
+
+class EpochState(hvd.elastic.UpdateEpochStateCallback):
+    """`hvd.elastic.UpdateEpochStateCallback` for a `fit` that starts at
+    ``initial_epoch=state.epoch``: Keras' epoch numbers are then absolute (our warm-up,
+    schedule, log and checkpoint callbacks need them so), while Horovod's callback expects
+    them to start at 0 after each reset and would add the start epoch twice."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.epoch = epoch + 1
+
+
+def fit(
+    model: tf.keras.Model,
+    start_epoch: int,
+    epochs: int,
+    fit_arguments: Callable[[int, int], dict[str, Any]],
+) -> int:
+    """Train `model` from `start_epoch` to `epochs` under Horovod elastic.
+
+    Args:
+        model: the compiled model (its optimizer wrapped by `hvd.DistributedOptimizer`).
+        start_epoch: epochs already done (a resumed run's).
+        epochs: the epoch to stop after.
+        fit_arguments: ``(rank, size) -> keyword arguments of model.fit`` (data, steps,
+            validation, callbacks, verbosity) for the current ring; called at each (re)start.
+
+    Returns:
+        the epochs done.
+    """
+    model.optimizer.build(model.trainable_variables)  # KerasState copies its variables
+    state = hvd.elastic.KerasState(model, epoch=start_epoch)
+
+    @hvd.elastic.run
+    def train(state: hvd.elastic.KerasState) -> None:
+        if state.epoch >= epochs:
+            return
+        arguments = fit_arguments(hvd.rank(), hvd.size())
+        if hvd.rank() == 0:
+            log.info("elastic: training on %d rank(s) from epoch %d", hvd.size(), state.epoch)
+        arguments["callbacks"] = [
+            *arguments.get("callbacks", []),
+            EpochState(state),
+            hvd.elastic.CommitStateCallback(state, batches_per_commit=_EPOCH_END_ONLY),
+        ]
+        model.fit(initial_epoch=state.epoch, epochs=epochs, **arguments)
+
+    train(state)
+    return state.epoch
