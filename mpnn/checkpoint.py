@@ -205,14 +205,18 @@ def load_latest(run_dir: str, model: tf.keras.Model) -> TrainingState | None:
     raise CheckpointError(f"{run_dir}: no usable checkpoint in {state_directory(run_dir)} ({'; '.join(failures)})")
 
 
-def restore(run_dir: str, model: tf.keras.Model) -> TrainingState | None:
+def restore(run_dir: str, model: tf.keras.Model, collective: bool = True) -> TrainingState | None:
     """Load the latest usable state of `run_dir` into `model` and its optimizer on every rank.
 
     Rank 0 reads the files (`load_latest`); every rank then holds rank 0's weights,
     optimizer variables and `TrainingState`, or raises rank 0's `CheckpointError`. Returns
     None (on every rank) when there is nothing to resume. The model must be compiled; its
-    optimizer's variables are created here.
+    optimizer's variables are created here. With ``collective=False`` (elastic training,
+    which syncs the state itself) nothing is broadcast: other ranks get None.
     """
+    if not collective:
+        model.optimizer.build(model.trainable_variables)
+        return load_latest(run_dir, model) if distributed.is_root() else None
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
     state, error = None, None

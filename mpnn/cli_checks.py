@@ -84,6 +84,13 @@ def check_batch_split(batch_size: int, strategy: str, ranks: int) -> None:
         )
 
 
+def check_elastic(elastic: bool, run_dir: str) -> None:
+    """``--elastic`` needs ``--run-dir``: a worker that joins later must find the same run
+    directory without asking the others (see `mpnn.elastic`)."""
+    if elastic and not run_dir:
+        raise UsageError("argument --run-dir: required with --elastic (workers that join later must use the same one)")
+
+
 def check_data_path(path: str) -> None:
     """`path` is a ``manifest.json`` or a directory holding one; `InputError` otherwise."""
     if not path:

@@ -15,6 +15,11 @@ from rank 0. Each (re)start rebuilds the input pipeline for the new rank and ran
 
 The per-rank batch stays what it was at the start, so the global batch and the gradient
 noise follow the number of live workers; the learning rate is not rescaled.
+
+A worker that joins later runs the set-up of `mpnn.train.train` alone, while the others
+wait in `KerasState.sync`: the set-up must not run collective operations (a broadcast there
+would wait forever for partners), so under ``--elastic`` every rank keeps its own values
+(`rank0_value`) and `sync` hands out rank 0's weights, epoch and `TrainingState`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from typing import Any, Callable
 
 import horovod.tensorflow.keras as hvd
 import tensorflow as tf
+
+from mpnn import distributed
+from mpnn.checkpoint import TrainingState
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +51,39 @@ class EpochState(hvd.elastic.UpdateEpochStateCallback):
         self.state.epoch = epoch + 1
 
 
+def rank0_value(value: Any, name: str, elastic: bool) -> Any:
+    """Rank 0's `value` on every rank (a broadcast), or under elastic training this rank's
+    own `value` (see the module docstring: no collectives outside `fit`)."""
+    return value if elastic else distributed.broadcast_object(value, name)
+
+
 def fit(
     model: tf.keras.Model,
-    start_epoch: int,
+    training: TrainingState,
     epochs: int,
-    fit_arguments: Callable[[int, int], dict[str, Any]],
-) -> int:
-    """Train `model` from `start_epoch` to `epochs` under Horovod elastic.
+    fit_arguments: Callable[[int, int, TrainingState], dict[str, Any]],
+) -> TrainingState:
+    """Train `model` from ``training.epochs_done`` to `epochs` under Horovod elastic.
 
     Args:
         model: the compiled model (its optimizer wrapped by `hvd.DistributedOptimizer`).
-        start_epoch: epochs already done (a resumed run's).
+        training: this rank's training state (a resumed run's on rank 0); rank 0's is used.
         epochs: the epoch to stop after.
-        fit_arguments: ``(rank, size) -> keyword arguments of model.fit`` (data, steps,
-            validation, callbacks, verbosity) for the current ring; called at each (re)start.
+        fit_arguments: ``(rank, size, training state) -> keyword arguments of model.fit``
+            (data, steps, validation, callbacks, verbosity) for the current ring; called at
+            each (re)start with rank 0's training state.
 
     Returns:
-        the epochs done.
+        rank 0's training state at the end.
     """
     model.optimizer.build(model.trainable_variables)  # KerasState copies its variables
-    state = hvd.elastic.KerasState(model, epoch=start_epoch)
+    state = hvd.elastic.KerasState(model, epoch=training.epochs_done, training=training)
 
     @hvd.elastic.run
     def train(state: hvd.elastic.KerasState) -> None:
-        if state.epoch >= epochs:
+        if state.epoch >= epochs or state.training.stopped:
             return
-        arguments = fit_arguments(hvd.rank(), hvd.size())
+        arguments = fit_arguments(hvd.rank(), hvd.size(), state.training)
         if hvd.rank() == 0:
             log.info("elastic: training on %d rank(s) from epoch %d", hvd.size(), state.epoch)
         arguments["callbacks"] = [
@@ -79,4 +94,4 @@ def fit(
         model.fit(initial_epoch=state.epoch, epochs=epochs, **arguments)
 
     train(state)
-    return state.epoch
+    return state.training

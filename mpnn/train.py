@@ -114,12 +114,12 @@ def train(config: TrainConfig) -> dict | None:
     verify.check_shards(config.data, manifest.content["splits"])
     model_name = models.choose_model(config.model, manifest.content)
     # Rank 0's choice, so that every rank builds the same model.
-    config.model_options = distributed.broadcast_object(
-        models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options"
+    config.model_options = elastic.rank0_value(
+        models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options", config.elastic
     )
     ranks, rank = distributed.size(), distributed.rank()
     cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)
-    run_dir = distributed.broadcast_object(config.run_dir or rundir.default_run_dir(), "run_dir")
+    run_dir = elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     config.run_dir = run_dir
     if distributed.is_root():
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
@@ -176,17 +176,17 @@ def train(config: TrainConfig) -> dict | None:
         )
 
     started = time.perf_counter()
-    if state.stopped or start_epoch >= config.epochs:
-        log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
-    elif config.elastic:
+    if config.elastic:  # also when nothing is left: every rank must reach the sync
 
-        def fit_arguments(rank: int, ranks: int) -> dict:
+        def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
             data, steps, valid, valid_steps = fit_data(rank, ranks)
-            callbacks = make_callbacks(config, run_dir, scaled_lr, steps, graphs_per_epoch, monitor, state)
+            callbacks = make_callbacks(config, run_dir, scaled_lr, steps, graphs_per_epoch, monitor, training)
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
                         callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
 
-        elastic.fit(model, start_epoch, config.epochs, fit_arguments)
+        state = elastic.fit(model, state, config.epochs, fit_arguments)
+    elif state.stopped or start_epoch >= config.epochs:
+        log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
     else:
         model.fit(
             train_data,
@@ -236,7 +236,7 @@ def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) ->
     """The state training starts from: the run directory's latest checkpoint (loaded into
     `model` on every rank) with ``--resume``, else a fresh state. Records the seed of this
     (re)start, derived from the configured seed and the start epoch."""
-    state = checkpoint.restore(run_dir, model) if config.resume else None
+    state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
     if state is None:
         if config.resume:
             log.info("--resume: no checkpoint in %s, starting from epoch 0", run_dir)
@@ -295,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli_checks.check_ranges(vars(build_parser().parse_args(argv)))  # names the flag
         config = config_from_args(argv)
         cli_checks.check_ranges({**config.to_json(), **config.model_options})  # and --config's values
+        cli_checks.check_elastic(config.elastic, config.run_dir)
     except (ValueError, OSError) as exc:
         print(f"mpnn-train: error: {exc}", file=sys.stderr)
         return 2
