@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import horovod.tensorflow.keras as hvd
 import tensorflow as tf
+from horovod.common.exceptions import HorovodInternalError
 
 from mpnn import distributed
 from mpnn.checkpoint import TrainingState
@@ -49,6 +50,18 @@ class EpochState(hvd.elastic.UpdateEpochStateCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.state.epoch = epoch + 1
+
+
+def _as_elastic_error(error: tf.errors.UnknownError) -> Exception:
+    """What `hvd.elastic.run` must see for an error of a collective op: Horovod 0.28.1's
+    wrapper recognises a lost worker only in ops named HorovodAllreduce, -Allgather or
+    -Broadcast, not in the HorovodGroupedAllreduce of our optimizer (``groups=1``), and
+    silently returns from training on any other `UnknownError`. So: a Horovod op's error
+    becomes `HorovodInternalError` (roll back, re-form the ring), anything else a
+    `RuntimeError` that ends the run with its traceback."""
+    if "Horovod" in error.message:
+        return HorovodInternalError(error)
+    return RuntimeError(f"training failed: {error.message}")
 
 
 def rank0_value(value: Any, name: str, elastic: bool) -> Any:
@@ -91,7 +104,10 @@ def fit(
             EpochState(state),
             hvd.elastic.CommitStateCallback(state, batches_per_commit=_EPOCH_END_ONLY),
         ]
-        model.fit(initial_epoch=state.epoch, epochs=epochs, **arguments)
+        try:
+            model.fit(initial_epoch=state.epoch, epochs=epochs, **arguments)
+        except tf.errors.UnknownError as exc:
+            raise _as_elastic_error(exc) from exc
 
     train(state)
     return state.training

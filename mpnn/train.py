@@ -238,7 +238,7 @@ def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) ->
     (re)start, derived from the configured seed and the start epoch."""
     state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
     if state is None:
-        if config.resume:
+        if config.resume and distributed.is_root():
             log.info("--resume: no checkpoint in %s, starting from epoch 0", run_dir)
         elif distributed.is_root() and checkpoint.has_checkpoint(run_dir):
             log.warning("%s holds a checkpoint; training starts afresh (pass --resume to continue it)", run_dir)
