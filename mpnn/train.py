@@ -114,9 +114,8 @@ def train(config: TrainConfig) -> dict | None:
     verify.check_shards(config.data, manifest.content["splits"])
     model_name = models.choose_model(config.model, manifest.content)
     # Rank 0's choice, so that every rank builds the same model.
-    config.model_options = elastic.rank0_value(
-        models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options", config.elastic
-    )
+    options = models.with_batch_shards(model_name, config.model_options, threads.batch_shards)
+    config.model_options = elastic.rank0_value(options, "model_options", config.elastic)
     ranks, rank = distributed.size(), distributed.rank()
     cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)
     run_dir = elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)

@@ -98,6 +98,11 @@ def test_the_last_two_states_are_kept_each_with_its_state_file(three_epochs):
     ]
 
 
+def _indexes(run_dir: str) -> list[str]:
+    """The ``.index`` files of the checkpoints kept, sorted."""
+    return sorted(n for n in os.listdir(_state_dir(run_dir)) if n.endswith(".index"))
+
+
 def _truncate(path: str, keep_fraction: float = 0.5) -> None:
     size = os.path.getsize(path)
     with open(path, "r+b") as handle:
@@ -170,7 +175,7 @@ def test_a_garbage_or_missing_pointer_still_finds_the_checkpoints_on_disk(three_
         np.testing.assert_array_equal(expected, loaded)
     # Training goes on and keeps the last two states.
     _fit_one_epoch(fresh, [checkpoint.SaveTrainingState(run_dir, state, [])], initial_epoch=3)
-    assert sorted(n for n in os.listdir(_state_dir(run_dir)) if n.endswith(".index")) == ["ckpt-3.index", "ckpt-4.index"]
+    assert _indexes(run_dir) == ["ckpt-3.index", "ckpt-4.index"]
 
 
 def test_no_usable_checkpoint_is_one_error_naming_the_run_directory(three_epochs):
@@ -208,7 +213,7 @@ def test_a_resumed_run_saves_over_the_damaged_checkpoint_and_keeps_two(three_epo
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     saver = checkpoint.SaveTrainingState(run_dir, state, [])
     model.fit(x, x.sum(axis=1), initial_epoch=2, epochs=4, batch_size=16, verbose=0, callbacks=[saver])
-    assert sorted(n for n in os.listdir(_state_dir(run_dir)) if n.endswith(".index")) == ["ckpt-3.index", "ckpt-4.index"]
+    assert _indexes(run_dir) == ["ckpt-3.index", "ckpt-4.index"]
     assert checkpoint.restore(run_dir, _compiled_model(seed=3)).epochs_done == 4
 
 

@@ -41,7 +41,8 @@ def model_file(water_dataset, tmp_path_factory) -> Path:
 
     manifest = Manifest.load(str(water_dataset))
     name = models.choose_model("auto", manifest.content)
-    model = models.build_from_manifest(name, models.model_config(name, {"width": 8, "message_steps": 1}), manifest.content)
+    architecture = models.model_config(name, {"width": 8, "message_steps": 1})
+    model = models.build_from_manifest(name, architecture, manifest.content)
     path = tmp_path_factory.mktemp("model") / "model.keras"
     train.save_for_inference(model, str(path))
     return path
@@ -60,7 +61,9 @@ TRAIN_MISUSE = {
     "negative epochs": (["--epochs", "-3"], "argument --epochs: must be a whole number >= 1, got -3"),
     "zero batch": (["--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got 0"),
     "zero learning rate": (["--learning-rate", "0"], "argument --learning-rate: must be a number > 0, got 0.0"),
-    "negative learning rate": (["--learning-rate=-0.001"], "argument --learning-rate: must be a number > 0, got -0.001"),
+    "negative learning rate": (
+        ["--learning-rate=-0.001"], "argument --learning-rate: must be a number > 0, got -0.001"
+    ),
     "dropout of 1.5": (["--dropout", "1.5"], "argument --dropout: must be a number in [0, 1), got 1.5"),
     "verbose 5": (["--verbose", "5"], "argument --verbose: must be 0, 1 or 2, got 5"),
     "zero parallel calls": (
@@ -217,3 +220,24 @@ def test_the_console_script_prints_one_line_and_no_traceback(tmp_path):
         f"mpnn-train: error: {tmp_path / 'none'}: no such file or directory (--data takes a prepared data set)"
     )
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.integration
+def test_a_global_batch_that_does_not_split_across_two_ranks_stops_each_rank_with_exit_2(water_dataset, tmp_path):
+    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    done = subprocess.run(
+        [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "mpnn.train",
+         "--data", str(water_dataset), "--run-dir", str(tmp_path / "run"), "--batch-strategy", "gbs",
+         "--batch-size", "3", "--epochs", "1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    message = (
+        "mpnn-train: error: argument --batch-size: with --batch-strategy gbs on 2 ranks it must be a multiple "
+        "of 2 (2, 4, 6, ...), got 3"
+    )
+    assert done.returncode != 0
+    for rank in (0, 1):
+        assert f"[{rank}]<stderr>:{message}" in output, output[-3000:]
+    assert "[0]<stderr>:Traceback" not in output and "[1]<stderr>:Traceback" not in output
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -99,6 +99,12 @@ def _corrupt_length(raw: bytes) -> bytes:
     return bytes(data)
 
 
+def _count_one_more(manifest: dict) -> None:
+    """The damaged shard's entry (and its split's total) counts 8 records; it holds 7."""
+    _shard_entry(manifest).update(records=8)
+    manifest["splits"]["train"].update(records=15)
+
+
 def _add_sha256_and_bytes(data: Path) -> None:
     def edit(manifest):
         for split in manifest["splits"].values():
@@ -113,7 +119,9 @@ def _add_sha256_and_bytes(data: Path) -> None:
 # Each damage, and the one problem line it must give (`{shard}`: the damaged file's path).
 CORPUS: dict[str, tuple[Callable[[Path], None], str]] = {
     "shard deleted": (lambda d: (d / SHARD).unlink(), "{shard}: missing (the manifest lists it with 7 records)"),
-    "shard emptied (0 bytes)": (lambda d: (d / SHARD).write_bytes(b""), "{shard}: empty file, the manifest says 7 records"),
+    "shard emptied (0 bytes)": (
+        lambda d: (d / SHARD).write_bytes(b""), "{shard}: empty file, the manifest says 7 records"
+    ),
     "shard truncated (gzip cut)": (
         lambda d: _truncate(d / SHARD, 0.5),
         "{shard}: corrupt or truncated compressed stream at record 4 (Compressed file ended before the "
@@ -144,7 +152,7 @@ CORPUS: dict[str, tuple[Callable[[Path], None], str]] = {
         "{shard}: 0 records, the manifest says 7",
     ),
     "manifest counts one record too many": (
-        lambda d: _edit_manifest(d, lambda m: (_shard_entry(m).update(records=8), m["splits"]["train"].update(records=15))),
+        lambda d: _edit_manifest(d, _count_one_more),
         "{shard}: 7 records, the manifest says 8",
     ),
     "not gzip at all": (
