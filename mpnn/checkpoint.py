@@ -1,48 +1,70 @@
 """Resumable training state, so a job killed at its wall-time limit continues where it was.
 
-After every epoch rank 0 writes ``checkpoints/state-epoch-NNNN/``: a TensorFlow checkpoint
-of the model and the optimizer (weights, Adam moments, step counter, learning rate) and
-``state.json`` (epochs completed, training seconds so far, the state of the stopping and
-checkpoint callbacks, the seeds). The directory is written under a temporary name and
-renamed when complete; then ``checkpoints/latest.json`` is replaced (temporary file, then
-rename) to point at it, and older state directories are removed. A checkpoint is loaded only
-through ``latest.json``, so a half-written one is never read.
+After every epoch rank 0 saves the state of the run into ``checkpoints/state/``:
 
-On ``--resume`` rank 0 reads the latest state and broadcasts it (weights, optimizer
-variables, callback state) to every rank, so ranks need not see the same file system.
-Training continues at the next epoch; the learning-rate schedule follows from the epoch
-number (Horovod's warm-up and schedule callbacks) and the stored learning rate (plateau
-decay). Each (re)start seeds TensorFlow, NumPy and the data shuffle with
-``seed + start epoch`` and records the seeds it used: a resumed run is reproducible given
-its restart points, though its shuffle order differs from an uninterrupted run's.
+- a TensorFlow checkpoint of the model and the optimizer (weights, Adam moments, step
+  counter, learning rate), ``ckpt-N.index`` and ``ckpt-N.data-*`` with N the epochs done,
+  written by `tf.train.CheckpointManager`, which also keeps the pointer file ``checkpoint``
+  (the saved checkpoints, newest last; replaced atomically) and deletes all but the last
+  `KEEP` checkpoints;
+- beside each, ``ckpt-N.state.json``, the `TrainingState` (epochs completed, training
+  seconds so far, the state of the stopping and checkpoint callbacks, the seeds), which a
+  TensorFlow checkpoint does not hold. It is written (atomically, `mpnn.atomic`) before the
+  checkpoint, so every checkpoint the pointer names has its state file.
+
+On ``--resume`` rank 0 loads the newest usable checkpoint: one whose files are missing or
+unreadable (deleted files, truncated data, a garbage or missing state file, a pointer naming
+files that are gone) is passed over, with a warning naming it and the one used instead. If
+there are checkpoints but none is usable, `CheckpointError` names the run directory and why;
+a run directory without any checkpoint starts afresh. Run directories of the earlier layout
+(``checkpoints/latest.json`` and ``state-epoch-NNNN/``) cannot be resumed: `CheckpointError`
+says so (start a new run directory).
+
+Rank 0 then broadcasts what it loaded (weights, optimizer variables, callback state) to
+every rank, so ranks need not see the same file system. Training continues at the next
+epoch; the learning-rate schedule follows from the epoch number (Horovod's warm-up and
+schedule callbacks) and the stored learning rate (plateau decay). Each (re)start seeds
+TensorFlow, NumPy and the data shuffle with ``seed + start epoch`` and records the seeds it
+used: a resumed run is reproducible given its restart points, though its shuffle order
+differs from an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import logging
 import os
+import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import tensorflow as tf
 
-from mpnn import distributed, rundir
+from mpnn import atomic, distributed
 
 log = logging.getLogger(__name__)
 
-LATEST = "latest.json"
-STATE_FILE = "state.json"
-CHECKPOINT_PREFIX = "model-and-optimizer"
+STATE_DIRECTORY = "state"
+CHECKPOINT_NAME = "ckpt"
+STATE_SUFFIX = ".state.json"
+# The last good training states kept: the newest, and one to fall back to if it is damaged.
+KEEP = 2
+# Files of the earlier layout (a pointer file and one directory per state), not resumable.
+OLD_LAYOUT = ("latest.json", "state-epoch-*")
 # Attributes of Keras' callbacks that carry state from one epoch to the next.
 CALLBACK_STATE = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
     "ModelCheckpoint": ("best",),
 }
+
+
+class CheckpointError(RuntimeError):
+    """A run directory whose checkpoints cannot be resumed (the message says which and why)."""
 
 
 @dataclass
@@ -68,48 +90,144 @@ class TrainingState:
     seeds: dict[str, int] = field(default_factory=dict)
     resumed_from_epoch: list[int] = field(default_factory=list)
 
+    @classmethod
+    def from_json(cls, values: Any) -> "TrainingState":
+        """Rebuild from ``state.json`` content; `ValueError` if it is not one."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or not names.issuperset(values) or "epochs_done" not in values:
+            raise ValueError(f"not a training state: {str(values)[:80]!r}")
+        return cls(**values)
+
 
 def checkpoint_directory(run_dir: str) -> str:
+    """``run_dir/checkpoints``: the training state, and the best and last weights."""
     return os.path.join(run_dir, "checkpoints")
 
 
-def latest_state_directory(run_dir: str) -> str | None:
-    """The complete state directory ``latest.json`` points at, or None."""
-    pointer = os.path.join(checkpoint_directory(run_dir), LATEST)
-    if not os.path.exists(pointer):
-        return None
-    try:
-        with open(pointer) as handle:
-            name = json.load(handle)["directory"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{pointer}: unreadable checkpoint pointer: {exc}") from exc
-    path = os.path.join(checkpoint_directory(run_dir), name)
-    if not os.path.exists(os.path.join(path, STATE_FILE)):
-        raise ValueError(f"{pointer}: points at {path}, which holds no {STATE_FILE}")
-    return path
+def state_directory(run_dir: str) -> str:
+    """Where `tf.train.CheckpointManager` keeps the training states of `run_dir`."""
+    return os.path.join(checkpoint_directory(run_dir), STATE_DIRECTORY)
+
+
+def state_file(prefix: str) -> str:
+    """The `TrainingState` file of the checkpoint with `prefix` (``.../ckpt-N``)."""
+    return prefix + STATE_SUFFIX
 
 
 def _tracked(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(model=model, optimizer=optimizer)
 
 
-def restore(run_dir: str, model: tf.keras.Model) -> TrainingState | None:
-    """Load the latest state of `run_dir` into `model` and its optimizer on every rank.
+def _manager(run_dir: str, model: tf.keras.Model) -> tf.train.CheckpointManager:
+    return tf.train.CheckpointManager(
+        _tracked(model, model.optimizer), state_directory(run_dir), max_to_keep=KEEP, checkpoint_name=CHECKPOINT_NAME
+    )
 
-    Rank 0 reads the files; every rank then holds rank 0's weights, optimizer variables
-    and `TrainingState`. Returns None (on every rank) when there is nothing to resume.
-    The model must be compiled; its optimizer's variables are created here.
+
+def _number(prefix: str) -> int:
+    match = re.search(rf"{CHECKPOINT_NAME}-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
+
+
+def candidates(run_dir: str) -> list[str]:
+    """Checkpoint prefixes of `run_dir`, newest first: those the pointer file names (even
+    if their files are gone) and any other complete-looking one on disk (``.index``
+    present), e.g. one saved by a job killed before it updated the pointer."""
+    directory = state_directory(run_dir)
+    named: list[str] = []
+    pointer = _pointer(directory)
+    if pointer is not None:
+        named = [os.path.join(directory, os.path.basename(p)) for p in pointer.all_model_checkpoint_paths]
+    on_disk = [p[: -len(".index")] for p in glob.glob(os.path.join(directory, f"{CHECKPOINT_NAME}-*.index"))]
+    return sorted(set(named) | set(on_disk), key=_number, reverse=True)
+
+
+def _pointer(directory: str):
+    """The manager's pointer file of `directory` (a ``CheckpointState``), or None if it is
+    missing or unreadable (TensorFlow logs why)."""
+    try:
+        return tf.train.get_checkpoint_state(directory)
+    except ValueError:  # parsed, but names no checkpoint (e.g. an empty file)
+        return None
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    """Whether `run_dir` holds any training state, usable or not (of either layout)."""
+    return bool(candidates(run_dir)) or bool(_old_layout_files(run_dir))
+
+
+def _old_layout_files(run_dir: str) -> list[str]:
+    return [p for pattern in OLD_LAYOUT for p in glob.glob(os.path.join(checkpoint_directory(run_dir), pattern))]
+
+
+def _load(prefix: str, model: tf.keras.Model) -> TrainingState:
+    """Read checkpoint `prefix` into `model` and its optimizer; raises on any damage."""
+    with open(state_file(prefix)) as handle:
+        state = TrainingState.from_json(json.load(handle))
+    # expect_partial: the manager also saved its save counter, which is not restored.
+    _tracked(model, model.optimizer).read(prefix).assert_existing_objects_matched().expect_partial()
+    return state
+
+
+def load_latest(run_dir: str, model: tf.keras.Model) -> TrainingState | None:
+    """Load the newest usable checkpoint of `run_dir` into `model` (this process only).
+
+    Returns None when `run_dir` has no checkpoint. A damaged checkpoint is passed over with
+    a warning naming it and the one loaded instead; `CheckpointError` when none is usable or
+    the run directory has the earlier layout.
     """
+    prefixes = candidates(run_dir)
+    if not prefixes:
+        old = _old_layout_files(run_dir)
+        if old:
+            raise CheckpointError(
+                f"{run_dir}: checkpoints of an earlier mpnn ({os.path.basename(old[0])}) cannot be resumed; "
+                "start a new run directory"
+            )
+        return None
+    failures: list[str] = []
+    for prefix in prefixes:
+        try:
+            state = _load(prefix, model)
+        # What damaged files raise: a missing or short file (OSError, IndexError "Read less
+        # bytes than requested"), bad JSON or state (ValueError, TypeError), variables
+        # that do not match (AssertionError), TensorFlow's DataLoss/NotFound (OpError).
+        except (OSError, IndexError, ValueError, TypeError, AssertionError, tf.errors.OpError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failures.append(f"{os.path.basename(prefix)}: {reason}")
+            continue
+        if failures:
+            log.warning(
+                "checkpoint %s is unusable (%s); resuming from the previous one, %s",
+                prefixes[0], failures[0].split(": ", 1)[1], prefix,
+            )
+        return state
+    raise CheckpointError(f"{run_dir}: no usable checkpoint in {state_directory(run_dir)} ({'; '.join(failures)})")
+
+
+def restore(run_dir: str, model: tf.keras.Model, collective: bool = True) -> TrainingState | None:
+    """Load the latest usable state of `run_dir` into `model` and its optimizer on every rank.
+
+    Rank 0 reads the files (`load_latest`); every rank then holds rank 0's weights,
+    optimizer variables and `TrainingState`, or raises rank 0's `CheckpointError`. Returns
+    None (on every rank) when there is nothing to resume. The model must be compiled; its
+    optimizer's variables are created here. With ``collective=False`` (elastic training,
+    which syncs the state itself) nothing is broadcast: other ranks get None.
+    """
+    if not collective:
+        model.optimizer.build(model.trainable_variables)
+        return load_latest(run_dir, model) if distributed.is_root() else None
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
-    state = None
+    state, error = None, None
     if distributed.is_root():
-        path = latest_state_directory(run_dir)
-        if path is not None:
-            _tracked(model, optimizer).read(os.path.join(path, CHECKPOINT_PREFIX)).assert_existing_objects_matched()
-            with open(os.path.join(path, STATE_FILE)) as handle:
-                state = TrainingState(**json.load(handle))
-    state = distributed.broadcast_object(state, "resume_state")
+        try:
+            state = load_latest(run_dir, model)
+        except CheckpointError as exc:
+            error = str(exc)
+    state, error = distributed.broadcast_object((state, error), "resume_state")
+    if error is not None:
+        raise CheckpointError(error)
     if state is not None:
         distributed.broadcast_variables(model.variables + optimizer.variables)
     return state
@@ -126,10 +244,8 @@ def trim_log(path: str, epochs_done: int) -> None:
         return
     epoch_column = rows[0].index("epoch")
     kept = [rows[0]] + [row for row in rows[1:] if row and int(row[epoch_column]) < epochs_done]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as handle:
+    with atomic.atomic_open(path, newline="") as handle:
         csv.writer(handle).writerows(kept)
-    os.replace(tmp, path)
 
 
 class SaveTrainingState(tf.keras.callbacks.Callback):
@@ -152,6 +268,7 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
         self.keep_callbacks = {type(c).__name__: c for c in keep_callbacks if type(c).__name__ in CALLBACK_STATE}
         self._started = 0.0
         self._seconds_before = state.train_seconds
+        self._manager: tf.train.CheckpointManager | None = None
 
     def on_train_begin(self, logs=None):
         self._started = time.perf_counter()
@@ -175,20 +292,41 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
             self._write()
 
     def _write(self) -> None:
-        directory = checkpoint_directory(self.run_dir)
-        name = f"state-epoch-{self.state.epochs_done:04d}"
-        final = os.path.join(directory, name)
-        tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        _tracked(self.model, self.model.optimizer).write(os.path.join(tmp, CHECKPOINT_PREFIX))
-        rundir.write_json(os.path.join(tmp, STATE_FILE), asdict(self.state))
-        shutil.rmtree(final, ignore_errors=True)  # left by a run killed after this rename
-        os.replace(tmp, final)
-        rundir.write_json(os.path.join(directory, LATEST), {"directory": name, "epochs_done": self.state.epochs_done})
-        for entry in os.listdir(directory):
-            if entry.startswith("state-epoch-") and entry != name:
-                shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+        if self._manager is None:
+            directory = state_directory(self.run_dir)
+            os.makedirs(directory, exist_ok=True)
+            on_disk = candidates(self.run_dir)
+            if _pointer(directory) is None and on_disk:
+                # Lost or unreadable: rebuilt from the checkpoints on disk, so that the
+                # manager keeps the newest of them besides the one it saves now.
+                log.warning("%s: checkpoint pointer unreadable, rebuilt from the files", directory)
+                names = [os.path.basename(p) for p in reversed(on_disk)]
+                # Timestamps after the last preserved one (0): the manager manages them.
+                tf.compat.v1.train.update_checkpoint_state(
+                    directory, names[-1], names, all_model_checkpoint_timestamps=[time.time()] * len(names),
+                    last_preserved_timestamp=0.0,
+                )
+            self._manager = _manager(self.run_dir, self.model)
+        number = self.state.epochs_done
+        prefix = os.path.join(state_directory(self.run_dir), f"{CHECKPOINT_NAME}-{number}")
+        atomic.write_json(state_file(prefix), asdict(self.state))
+        self._manager.save(checkpoint_number=number)
+        _remove_unmanaged(self.run_dir, self._manager.checkpoints)
+
+
+def _remove_unmanaged(run_dir: str, kept: list[str]) -> None:
+    """Delete checkpoint and state files of `run_dir` that are not among `kept` (the
+    manager's prefixes): state files of deleted checkpoints, and checkpoints the manager
+    does not know of (left when a pointer file was lost)."""
+    kept_names = {os.path.basename(p) for p in kept}
+    for path in glob.glob(os.path.join(state_directory(run_dir), f"{CHECKPOINT_NAME}-*")):
+        name = os.path.basename(path)
+        prefix = re.match(rf"{CHECKPOINT_NAME}-\d+", name)
+        if prefix and prefix.group(0) not in kept_names:
+            if os.path.isdir(path):  # the temporary directory of a save that was killed
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
 
 
 def _plain(value: Any) -> Any:

@@ -53,6 +53,7 @@ class TrainConfig:
     shuffle_buffer: int = 100_000
     cache: bool = True
     resume: bool = False
+    elastic: bool = False
     verbose: int = 2
 
     def validate(self) -> None:
@@ -156,6 +157,13 @@ def build_parser(prog: str = "mpnn-train") -> argparse.ArgumentParser:
         action="store_true",
         help="continue from the run directory's last complete checkpoint (start afresh if it has none); "
         "its config.json supplies the settings not given again",
+    )
+    parser.add_argument(
+        "--elastic",
+        dest="elastic",
+        action="store_true",
+        help="Horovod elastic training (under horovodrun --min-np/--max-np --host-discovery-script, Gloo): "
+        "keep training when workers leave or join (see mpnn.elastic)",
     )
     return parser
 

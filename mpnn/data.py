@@ -178,6 +178,9 @@ def make_dataset(
     ).unbatch()
     if plan.record_shard is not None:
         dataset = dataset.shard(*plan.record_shard)
+    # Fail (FailedPreconditionError) at the end of a pass with fewer or more records than
+    # the manifest counts, rather than train on them silently; mpnn.verify names the shard.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(plan.records))
     if options.cache:
         dataset = dataset.cache()
     if shuffle:

@@ -15,10 +15,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from mpnn import distributed
+from mpnn import cli_checks, distributed, verify
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.metrics import mae_by_group, regression_metrics
-from mpnn.models import load_model, model_inputs
+from mpnn.models import model_inputs
 
 
 @dataclass
@@ -99,9 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--output", help="write the predictions to this CSV file")
     args = parser.parse_args(argv)
-    distributed.init()
+    return cli_checks.run("mpnn-evaluate", lambda: evaluate_and_report(args), args.data)
+
+
+def evaluate_and_report(args: argparse.Namespace) -> int:
+    """The body of `main`: check the inputs, predict, print the metrics (rank 0)."""
+    cli_checks.check_ranges({"batch_size": args.batch_size})
+    cli_checks.check_data_path(args.data)
     manifest = Manifest.load(args.data)
-    predictions = predict_split(load_model(args.model), manifest, args.split, args.batch_size)
+    cli_checks.check_choice("--split", args.split, manifest.splits)
+    verify.check_shards(args.data, [args.split])
+    distributed.init()
+    model = cli_checks.load_model_file(args.model)
+    predictions = predict_split(model, manifest, args.split, args.batch_size)
     if not distributed.is_root():
         return 0
     report = split_report(predictions)

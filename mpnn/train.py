@@ -21,9 +21,9 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import checkpoint, distributed, models, rundir
+from mpnn import checkpoint, cli_checks, distributed, elastic, models, rundir, verify
 from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
-from mpnn.config import TrainConfig, config_from_args
+from mpnn.config import TrainConfig, build_parser, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
 from mpnn.evaluate import (
     group_mean_baseline_mae,
@@ -112,13 +112,14 @@ def train(config: TrainConfig) -> dict | None:
     threads = distributed.init(config.intra_op_threads, config.inter_op_threads)
     tf.keras.utils.set_random_seed(config.seed)
     manifest = Manifest.load(config.data)
+    verify.check_shards(config.data, manifest.splits)
     model_name = models.choose_model(config.model, manifest)
     # Rank 0's choice, so that every rank builds the same model.
-    config.model_options = distributed.broadcast_object(
-        models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options"
-    )
+    options = models.with_batch_shards(model_name, config.model_options, threads.batch_shards)
+    config.model_options = elastic.rank0_value(options, "model_options", config.elastic)
     ranks, rank = distributed.size(), distributed.rank()
-    run_dir = distributed.broadcast_object(config.run_dir or rundir.default_run_dir(), "run_dir")
+    cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)
+    run_dir = elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     config.run_dir = run_dir
     if distributed.is_root():
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
@@ -133,7 +134,6 @@ def train(config: TrainConfig) -> dict | None:
         cache=config.cache,
         threads=config.data_threads or distributed.shared_node_threads(),
     )
-    common = dict(rank=rank, size=ranks, options=loader)
     scaled_lr = distributed.scaled_learning_rate(
         config.learning_rate, batch * ranks, config.batch_size, config.lr_scaling
     )
@@ -148,18 +148,25 @@ def train(config: TrainConfig) -> dict | None:
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
     start_seed = state.seeds[str(start_epoch)]
     tf.keras.utils.set_random_seed(start_seed)
-    # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
-    train_data, train_steps = manifest_dataset(
-        manifest, "train", batch, shuffle=True, seed=start_seed + rank, **common
-    )
-    train_data = only_model_inputs(train_data, model).repeat()
     splits = [s for s in ("valid", "test") if manifest.split_records(s) >= ranks]
-    if "valid" in splits:
-        valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
-        valid_data, monitor = only_model_inputs(valid_data, model).repeat(), "val_loss"
-    else:
+    if "valid" not in splits:
         log.warning("no validation set (fewer records than ranks): best checkpoint and stopping follow the loss")
-        valid_data, valid_steps, monitor = None, None, "loss"
+    monitor = "val_loss" if "valid" in splits else "loss"
+
+    def fit_data(rank: int, ranks: int) -> tuple[tf.data.Dataset, int, tf.data.Dataset | None, int | None]:
+        """Training data and steps, validation data and steps, of rank `rank` of `ranks`."""
+        common = dict(rank=rank, size=ranks, options=loader)
+        # Repeated, so that Keras takes exactly `steps` batches (one pass) per epoch.
+        train_data, train_steps = manifest_dataset(
+            manifest, "train", batch, shuffle=True, seed=start_seed + rank, **common
+        )
+        train_data = only_model_inputs(train_data, model).repeat()
+        if "valid" not in splits:
+            return train_data, train_steps, None, None
+        valid_data, valid_steps = manifest_dataset(manifest, "valid", batch, **common)
+        return train_data, train_steps, only_model_inputs(valid_data, model).repeat(), valid_steps
+
+    train_data, train_steps, valid_data, valid_steps = fit_data(rank, ranks)
 
     graphs_per_epoch = manifest.split_records("train")
     if distributed.is_root():
@@ -169,7 +176,16 @@ def train(config: TrainConfig) -> dict | None:
         )
 
     started = time.perf_counter()
-    if state.stopped or start_epoch >= config.epochs:
+    if config.elastic:  # also when nothing is left: every rank must reach the sync
+
+        def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
+            data, steps, valid, valid_steps = fit_data(rank, ranks)
+            callbacks = make_callbacks(config, run_dir, scaled_lr, steps, graphs_per_epoch, monitor, training)
+            return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
+                        callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
+
+        state = elastic.fit(model, state, config.epochs, fit_arguments)
+    elif state.stopped or start_epoch >= config.epochs:
         log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
     else:
         model.fit(
@@ -220,11 +236,11 @@ def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) ->
     """The state training starts from: the run directory's latest checkpoint (loaded into
     `model` on every rank) with ``--resume``, else a fresh state. Records the seed of this
     (re)start, derived from the configured seed and the start epoch."""
-    state = checkpoint.restore(run_dir, model) if config.resume else None
+    state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
     if state is None:
-        if config.resume:
+        if config.resume and distributed.is_root():
             log.info("--resume: no checkpoint in %s, starting from epoch 0", run_dir)
-        elif distributed.is_root() and checkpoint.latest_state_directory(run_dir):
+        elif distributed.is_root() and checkpoint.has_checkpoint(run_dir):
             log.warning("%s holds a checkpoint; training starts afresh (pass --resume to continue it)", run_dir)
         state = checkpoint.TrainingState()
     else:
@@ -276,14 +292,22 @@ def weights_checksum(model: tf.keras.Model) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        cli_checks.check_ranges(vars(build_parser().parse_args(argv)))  # names the flag
         config = config_from_args(argv)
+        cli_checks.check_ranges({**config.to_json(), **config.model_options})  # and --config's values
+        cli_checks.check_elastic(config.elastic, config.run_dir)
     except (ValueError, OSError) as exc:
         print(f"mpnn-train: error: {exc}", file=sys.stderr)
         return 2
-    metrics = train(config)
-    if metrics is not None:
-        print(format_summary(metrics, config.run_dir))
-    return 0
+
+    def train_and_report() -> int:
+        cli_checks.check_data_path(config.data)
+        metrics = train(config)
+        if metrics is not None:
+            print(format_summary(metrics, config.run_dir))
+        return 0
+
+    return cli_checks.run("mpnn-train", train_and_report, config.data)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,12 @@ def _compiled_model(seed: int) -> tf.keras.Model:
     return model
 
 
-def _fit_one_epoch(model: tf.keras.Model, callbacks=()) -> None:
+def _fit_one_epoch(model: tf.keras.Model, callbacks=(), initial_epoch: int = 0) -> None:
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
-    model.fit(x, x.sum(axis=1), epochs=1, batch_size=16, verbose=0, callbacks=list(callbacks))
+    model.fit(
+        x, x.sum(axis=1), initial_epoch=initial_epoch, epochs=initial_epoch + 1, batch_size=16, verbose=0,
+        callbacks=list(callbacks),
+    )
 
 
 def test_restore_returns_the_weights_optimizer_and_callback_state_that_were_saved(tmp_path):
@@ -57,24 +60,161 @@ def test_restore_returns_the_weights_optimizer_and_callback_state_that_were_save
     assert int(fresh.optimizer.iterations.numpy()) == 4
 
 
-def test_only_the_checkpoint_latest_json_names_is_loaded(tmp_path):
-    run_dir = str(tmp_path)
-    assert checkpoint.restore(run_dir, _compiled_model(seed=1)) is None  # nothing to resume
-    os.makedirs(checkpoint.checkpoint_directory(run_dir))
-    model = _compiled_model(seed=1)
-    _fit_one_epoch(model, [checkpoint.SaveTrainingState(run_dir, checkpoint.TrainingState(), [])])
-    # A state directory a killed job was still writing: never pointed at, never read.
-    half_written = os.path.join(checkpoint.checkpoint_directory(run_dir), ".tmp-state-epoch-0002-123")
-    os.makedirs(half_written)
-    with open(os.path.join(half_written, checkpoint.STATE_FILE), "w") as handle:
-        handle.write('{"epochs_done": 2, "train')
-    assert checkpoint.latest_state_directory(run_dir).endswith("state-epoch-0001")
-    assert checkpoint.restore(run_dir, _compiled_model(seed=3)).epochs_done == 1
+class _WeightsAfterEachEpoch(tf.keras.callbacks.Callback):
+    """Copies of the weights at the end of each epoch, keyed by epochs done."""
 
-    with open(os.path.join(checkpoint.checkpoint_directory(run_dir), checkpoint.LATEST), "w") as handle:
-        json.dump({"directory": "state-epoch-0009"}, handle)
-    with pytest.raises(ValueError, match="latest.json: points at .*state-epoch-0009"):
-        checkpoint.latest_state_directory(run_dir)
+    def __init__(self):
+        super().__init__()
+        self.weights: dict[int, list[np.ndarray]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch + 1] = [w.copy() for w in self.model.get_weights()]
+
+
+@pytest.fixture
+def three_epochs(tmp_path):
+    """A run directory after 3 epochs (so checkpoints 2 and 3 are kept), and the weights
+    after each epoch."""
+    run_dir = str(tmp_path / "run")
+    model = _compiled_model(seed=1)
+    weights = _WeightsAfterEachEpoch()
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    saver = checkpoint.SaveTrainingState(run_dir, checkpoint.TrainingState(), [])
+    model.fit(x, x.sum(axis=1), epochs=3, batch_size=16, verbose=0, callbacks=[weights, saver])
+    return run_dir, weights.weights
+
+
+def _state_dir(run_dir) -> str:
+    return checkpoint.state_directory(run_dir)
+
+
+def test_the_last_two_states_are_kept_each_with_its_state_file(three_epochs):
+    run_dir, _ = three_epochs
+    names = sorted(os.listdir(_state_dir(run_dir)))
+    assert names == [
+        "checkpoint",
+        "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-2.state.json",
+        "ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-3.state.json",
+    ]
+
+
+def _indexes(run_dir: str) -> list[str]:
+    """The ``.index`` files of the checkpoints kept, sorted."""
+    return sorted(n for n in os.listdir(_state_dir(run_dir)) if n.endswith(".index"))
+
+
+def _truncate(path: str, keep_fraction: float = 0.5) -> None:
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(int(size * keep_fraction))
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def _point_at(run_dir: str, *numbers: int) -> None:
+    """Rewrite the manager's pointer file to name `numbers` (newest last)."""
+    names = [f"ckpt-{n}" for n in numbers]
+    lines = [f'model_checkpoint_path: "{names[-1]}"'] + [f'all_model_checkpoint_paths: "{n}"' for n in names]
+    _write(os.path.join(_state_dir(run_dir), "checkpoint"), "\n".join(lines) + "\n")
+
+
+# Each damage of the latest checkpoint (ckpt-3), and the epoch the run resumes after.
+DAMAGED_LATEST = {
+    "index deleted": (lambda d: os.remove(f"{d}/ckpt-3.index"), 2),
+    "data deleted": (lambda d: os.remove(f"{d}/ckpt-3.data-00000-of-00001"), 2),
+    "data truncated": (lambda d: _truncate(f"{d}/ckpt-3.data-00000-of-00001"), 2),
+    "data emptied": (lambda d: _truncate(f"{d}/ckpt-3.data-00000-of-00001", 0.0), 2),
+    "index truncated": (lambda d: _truncate(f"{d}/ckpt-3.index"), 2),
+    "state.json garbage": (lambda d: _write(f"{d}/ckpt-3.state.json", "\x00garbage{"), 2),
+    "state.json truncated": (lambda d: _truncate(f"{d}/ckpt-3.state.json"), 2),
+    "state.json not a state": (lambda d: _write(f"{d}/ckpt-3.state.json", "[1, 2]"), 2),
+    "state.json unknown keys": (lambda d: _write(f"{d}/ckpt-3.state.json", '{"epochs_done": 3, "x": 1}'), 2),
+    "state.json deleted": (lambda d: os.remove(f"{d}/ckpt-3.state.json"), 2),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_LATEST))
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(three_epochs, damage, caplog):
+    run_dir, weights = three_epochs
+    apply_damage, expected_epochs = DAMAGED_LATEST[damage]
+    apply_damage(_state_dir(run_dir))
+    fresh = _compiled_model(seed=2)
+    with caplog.at_level("WARNING", logger="mpnn.checkpoint"):
+        state = checkpoint.restore(run_dir, fresh)
+    assert state.epochs_done == expected_epochs
+    for expected, loaded in zip(weights[expected_epochs], fresh.get_weights()):
+        np.testing.assert_array_equal(expected, loaded)
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "mpnn.checkpoint"]
+    assert "ckpt-3 is unusable" in warning and warning.endswith("ckpt-2")
+
+
+def test_a_pointer_to_missing_files_falls_back_to_the_newest_checkpoint_on_disk(three_epochs, caplog):
+    run_dir, weights = three_epochs
+    _point_at(run_dir, 2, 3, 9)  # ckpt-9 does not exist
+    fresh = _compiled_model(seed=2)
+    with caplog.at_level("WARNING", logger="mpnn.checkpoint"):
+        assert checkpoint.restore(run_dir, fresh).epochs_done == 3
+    assert any("ckpt-9 is unusable" in r.getMessage() and r.getMessage().endswith("ckpt-3") for r in caplog.records)
+
+
+@pytest.mark.parametrize("pointer", ["", "\x00\xff not a text proto {", None])
+def test_a_garbage_or_missing_pointer_still_finds_the_checkpoints_on_disk(three_epochs, pointer):
+    run_dir, weights = three_epochs
+    path = os.path.join(_state_dir(run_dir), "checkpoint")
+    if pointer is None:
+        os.remove(path)
+    else:
+        _write(path, pointer)
+    fresh = _compiled_model(seed=2)
+    state = checkpoint.restore(run_dir, fresh)
+    assert state.epochs_done == 3
+    for expected, loaded in zip(weights[3], fresh.get_weights()):
+        np.testing.assert_array_equal(expected, loaded)
+    # Training goes on and keeps the last two states.
+    _fit_one_epoch(fresh, [checkpoint.SaveTrainingState(run_dir, state, [])], initial_epoch=3)
+    assert _indexes(run_dir) == ["ckpt-3.index", "ckpt-4.index"]
+
+
+def test_no_usable_checkpoint_is_one_error_naming_the_run_directory(three_epochs):
+    run_dir, _ = three_epochs
+    os.remove(os.path.join(_state_dir(run_dir), "ckpt-3.index"))
+    _write(os.path.join(_state_dir(run_dir), "ckpt-2.state.json"), "garbage")
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        checkpoint.restore(run_dir, _compiled_model(seed=2))
+    message = str(error.value)
+    assert message.startswith(f"{run_dir}: no usable checkpoint") and "\n" not in message
+    assert "ckpt-3:" in message and "ckpt-2:" in message
+
+
+def test_a_run_directory_without_checkpoints_starts_afresh(tmp_path):
+    assert checkpoint.restore(str(tmp_path / "never-written"), _compiled_model(seed=1)) is None
+    os.makedirs(checkpoint.state_directory(str(tmp_path)))
+    assert checkpoint.restore(str(tmp_path), _compiled_model(seed=1)) is None
+    assert not checkpoint.has_checkpoint(str(tmp_path))
+
+
+def test_the_earlier_layout_is_a_clear_error_not_a_traceback(tmp_path):
+    directory = checkpoint.checkpoint_directory(str(tmp_path))
+    os.makedirs(os.path.join(directory, "state-epoch-0002"))
+    _write(os.path.join(directory, "latest.json"), '{"directory": "state-epoch-0009"}')
+    assert checkpoint.has_checkpoint(str(tmp_path))
+    with pytest.raises(checkpoint.CheckpointError, match="earlier mpnn .*cannot be resumed; start a new run"):
+        checkpoint.restore(str(tmp_path), _compiled_model(seed=1))
+
+
+def test_a_resumed_run_saves_over_the_damaged_checkpoint_and_keeps_two(three_epochs):
+    run_dir, _ = three_epochs
+    _truncate(os.path.join(_state_dir(run_dir), "ckpt-3.data-00000-of-00001"))
+    model = _compiled_model(seed=2)
+    state = checkpoint.restore(run_dir, model)
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    saver = checkpoint.SaveTrainingState(run_dir, state, [])
+    model.fit(x, x.sum(axis=1), initial_epoch=2, epochs=4, batch_size=16, verbose=0, callbacks=[saver])
+    assert _indexes(run_dir) == ["ckpt-3.index", "ckpt-4.index"]
+    assert checkpoint.restore(run_dir, _compiled_model(seed=3)).epochs_done == 4
 
 
 def test_trim_log_keeps_each_checkpointed_epoch_once(tmp_path):
@@ -90,11 +230,8 @@ def _read_log(run_dir):
 
 
 def _latest_epochs_done(run_dir) -> int:
-    try:
-        with open(run_dir / "checkpoints" / checkpoint.LATEST) as handle:
-            return json.load(handle)["epochs_done"]
-    except (OSError, ValueError):
-        return 0
+    pointer = tf.train.get_checkpoint_state(checkpoint.state_directory(str(run_dir)))
+    return int(pointer.model_checkpoint_path.rsplit("-", 1)[1]) if pointer else 0
 
 
 def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset, tmp_path):

@@ -1,0 +1,113 @@
+"""Elastic training (``mpnn-train --elastic``): keep training when workers leave or join.
+
+Run under Horovod's elastic driver with Gloo, e.g. on one machine::
+
+    horovodrun -np 2 --min-np 1 --max-np 2 --host-discovery-script ./hosts.sh \\
+        --network-interface lo mpnn-train --elastic --data ... --run-dir ...
+
+(see jobs/README.md for Slurm). The model and optimizer live in a `hvd.elastic.KerasState`
+that is committed at the end of every epoch. When a worker dies mid-epoch the others get
+an error in the next allreduce; Horovod then rolls them back to the last commit, forms a new
+ring of the survivors, and `fit` starts again at the committed epoch. When the discovery
+script lists a host again, its new worker joins at the next commit and receives the state
+from rank 0. Each (re)start rebuilds the input pipeline for the new rank and rank count
+(each record is still seen once per epoch) and the callbacks (rank 0 writes the files).
+
+The per-rank batch stays what it was at the start, so the global batch and the gradient
+noise follow the number of live workers; the learning rate is not rescaled.
+
+A worker that joins later runs the set-up of `mpnn.train.train` alone, while the others
+wait in `KerasState.sync`: the set-up must not run collective operations (a broadcast there
+would wait forever for partners), so under ``--elastic`` every rank keeps its own values
+(`rank0_value`) and `sync` hands out rank 0's weights, epoch and `TrainingState`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Callable
+
+import horovod.tensorflow.keras as hvd
+import tensorflow as tf
+from horovod.common.exceptions import HorovodInternalError
+
+from mpnn import distributed
+from mpnn.checkpoint import TrainingState
+
+log = logging.getLogger(__name__)
+
+# CommitStateCallback commits every `batches_per_commit` batches and at each epoch end; an
+# unreachable count leaves the epoch-end commits only.
+_EPOCH_END_ONLY = sys.maxsize
+
+
+class EpochState(hvd.elastic.UpdateEpochStateCallback):
+    """`hvd.elastic.UpdateEpochStateCallback` for a `fit` that starts at
+    ``initial_epoch=state.epoch``: Keras' epoch numbers are then absolute (our warm-up,
+    schedule, log and checkpoint callbacks need them so), while Horovod's callback expects
+    them to start at 0 after each reset and would add the start epoch twice."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.epoch = epoch + 1
+
+
+def _as_elastic_error(error: tf.errors.UnknownError) -> Exception:
+    """What `hvd.elastic.run` must see for an error of a collective op: Horovod 0.28.1's
+    wrapper recognises a lost worker only in ops named HorovodAllreduce, -Allgather or
+    -Broadcast, not in the HorovodGroupedAllreduce of our optimizer (``groups=1``), and
+    silently returns from training on any other `UnknownError`. So: a Horovod op's error
+    becomes `HorovodInternalError` (roll back, re-form the ring), anything else a
+    `RuntimeError` that ends the run with its traceback."""
+    if "Horovod" in error.message:
+        return HorovodInternalError(error)
+    return RuntimeError(f"training failed: {error.message}")
+
+
+def rank0_value(value: Any, name: str, elastic: bool) -> Any:
+    """Rank 0's `value` on every rank (a broadcast), or under elastic training this rank's
+    own `value` (see the module docstring: no collectives outside `fit`)."""
+    return value if elastic else distributed.broadcast_object(value, name)
+
+
+def fit(
+    model: tf.keras.Model,
+    training: TrainingState,
+    epochs: int,
+    fit_arguments: Callable[[int, int, TrainingState], dict[str, Any]],
+) -> TrainingState:
+    """Train `model` from ``training.epochs_done`` to `epochs` under Horovod elastic.
+
+    Args:
+        model: the compiled model (its optimizer wrapped by `hvd.DistributedOptimizer`).
+        training: this rank's training state (a resumed run's on rank 0); rank 0's is used.
+        epochs: the epoch to stop after.
+        fit_arguments: ``(rank, size, training state) -> keyword arguments of model.fit``
+            (data, steps, validation, callbacks, verbosity) for the current ring; called at
+            each (re)start with rank 0's training state.
+
+    Returns:
+        rank 0's training state at the end.
+    """
+    model.optimizer.build(model.trainable_variables)  # KerasState copies its variables
+    state = hvd.elastic.KerasState(model, epoch=training.epochs_done, training=training)
+
+    @hvd.elastic.run
+    def train(state: hvd.elastic.KerasState) -> None:
+        if state.epoch >= epochs or state.training.stopped:
+            return
+        arguments = fit_arguments(hvd.rank(), hvd.size(), state.training)
+        if hvd.rank() == 0:
+            log.info("elastic: training on %d rank(s) from epoch %d", hvd.size(), state.epoch)
+        arguments["callbacks"] = [
+            *arguments.get("callbacks", []),
+            EpochState(state),
+            hvd.elastic.CommitStateCallback(state, batches_per_commit=_EPOCH_END_ONLY),
+        ]
+        try:
+            model.fit(initial_epoch=state.epoch, epochs=epochs, **arguments)
+        except tf.errors.UnknownError as exc:
+            raise _as_elastic_error(exc) from exc
+
+    train(state)
+    return state.training

@@ -1,0 +1,243 @@
+"""Misuse of mpnn-train and mpnn-evaluate, and broken inputs: each case gets exactly its
+exit status and one line on stderr naming the flag or the file, never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpnn import checkpoint, cli_checks, evaluate, train
+
+TINY = ["--epochs", "1", "--batch-size", "64", "--width", "8", "--message-steps", "1", "--verbose", "0"]
+SHARD = "train-00000-of-00004.tfrecord.gz"
+TEST_SHARD = "test-00000-of-00004.tfrecord.gz"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_horovod_rank():
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+
+
+@pytest.fixture
+def data(water_dataset, tmp_path) -> Path:
+    """A copy of the prepared water data set, to damage."""
+    return Path(shutil.copytree(water_dataset, tmp_path / "data"))
+
+
+@pytest.fixture(scope="module")
+def model_file(water_dataset, tmp_path_factory) -> Path:
+    """An untrained model for `water_dataset`, saved as mpnn-train saves it."""
+    from mpnn import models
+    from mpnn.data import Manifest
+
+    manifest = Manifest.load(str(water_dataset))
+    name = models.choose_model("auto", manifest.content)
+    architecture = models.model_config(name, {"width": 8, "message_steps": 1})
+    model = models.build_from_manifest(name, architecture, manifest.content)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    train.save_for_inference(model, str(path))
+    return path
+
+
+def _one_error_line(capsys, prog: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0][len(f"{prog}: error: "):]
+
+
+# Flag misuse of mpnn-train: (extra flags, the message). Exit status 2, before any work.
+TRAIN_MISUSE = {
+    "zero epochs": (["--epochs", "0"], "argument --epochs: must be a whole number >= 1, got 0"),
+    "negative epochs": (["--epochs", "-3"], "argument --epochs: must be a whole number >= 1, got -3"),
+    "zero batch": (["--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got 0"),
+    "zero learning rate": (["--learning-rate", "0"], "argument --learning-rate: must be a number > 0, got 0.0"),
+    "negative learning rate": (
+        ["--learning-rate=-0.001"], "argument --learning-rate: must be a number > 0, got -0.001"
+    ),
+    "dropout of 1.5": (["--dropout", "1.5"], "argument --dropout: must be a number in [0, 1), got 1.5"),
+    "verbose 5": (["--verbose", "5"], "argument --verbose: must be 0, 1 or 2, got 5"),
+    "zero parallel calls": (
+        ["--parallel-calls", "0"], "argument --parallel-calls: must be -1 (AUTOTUNE) or a whole number >= 1, got 0"
+    ),
+    "negative warm-up": (["--warmup-epochs", "-1"], "argument --warmup-epochs: must be a whole number >= 0, got -1"),
+    "zero message steps": (["--message-steps", "0"], "argument --message-steps: must be a whole number >= 1, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_MISUSE))
+def test_train_flag_misuse_is_exit_2_naming_the_flag(case, tmp_path, capsys):
+    flags, message = TRAIN_MISUSE[case]
+    argv = ["--data", str(tmp_path), "--run-dir", str(tmp_path / "run"), *TINY, *flags]
+    assert train.main(argv) == 2
+    assert _one_error_line(capsys, "mpnn-train") == message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_value_out_of_range_is_exit_2(tmp_path, capsys):
+    (tmp_path / "settings.yaml").write_text("epochs: 0\n")
+    assert train.main(["--data", str(tmp_path), "--config", str(tmp_path / "settings.yaml")]) == 2
+    assert "epochs" in _one_error_line(capsys, "mpnn-train")
+
+
+def test_a_global_batch_that_does_not_split_across_ranks_is_exit_2_naming_the_flag():
+    with pytest.raises(cli_checks.UsageError) as error:
+        cli_checks.check_batch_split(3, "gbs", 2)
+    assert str(error.value) == (
+        "argument --batch-size: with --batch-strategy gbs on 2 ranks it must be a multiple of 2 (2, 4, 6, ...), got 3"
+    )
+    cli_checks.check_batch_split(3, "dbs", 2)
+    cli_checks.check_batch_split(4, "gbs", 2)
+
+
+def _garbage_manifest(d: Path) -> None:
+    (d / "manifest.json").write_text("{ not json")
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _empty_gzip(path: Path) -> None:
+    with gzip.open(path, "wb"):
+        pass
+
+
+# Broken data sets given to mpnn-train: (damage, message fragment; {data}: the data set,
+# {shard}: the damaged shard). Exit status 1, one line naming the file.
+TRAIN_BROKEN_DATA = {
+    "no such path": (lambda d: shutil.rmtree(d), "{data}: no such file or directory"),
+    "directory without manifest": (lambda d: (d / "manifest.json").unlink(), "{data}: no manifest.json"),
+    "garbage manifest": (_garbage_manifest, "{data}/manifest.json: cannot read manifest"),
+    "shard deleted": (lambda d: (d / SHARD).unlink(), "{shard}: missing (the manifest lists it with"),
+    "shard emptied": (lambda d: (d / SHARD).write_bytes(b""), "{shard}: empty file, the manifest says"),
+    "shard truncated": (lambda d: _truncate(d / SHARD), "damaged data set: {shard}: corrupt or truncated"),
+    "byte flipped": (lambda d: _flip(d / SHARD), "damaged data set: {shard}: corrupt"),
+    "no records, manifest counts some": (lambda d: _empty_gzip(d / SHARD), "damaged data set: {shard}: 0 records"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_BROKEN_DATA))
+def test_train_on_a_broken_data_set_is_exit_1_naming_the_file(case, data, tmp_path, capsys):
+    damage, fragment = TRAIN_BROKEN_DATA[case]
+    damage(data)
+    assert train.main(["--data", str(data), "--run-dir", str(tmp_path / "run"), *TINY]) == 1
+    line = _one_error_line(capsys, "mpnn-train")
+    assert fragment.format(data=data, shard=os.path.abspath(data / SHARD)) in line
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_resume_without_a_usable_checkpoint_is_exit_1_naming_the_run_directory(water_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    state = Path(checkpoint.state_directory(str(run_dir)))
+    state.mkdir(parents=True)
+    for name in ("ckpt-1.index", "ckpt-1.data-00000-of-00001", "ckpt-1.state.json"):
+        (state / name).write_text("garbage")
+    argv = ["--data", str(water_dataset), "--run-dir", str(run_dir), "--resume", *TINY]
+    assert train.main(argv) == 1
+    assert _one_error_line(capsys, "mpnn-train").startswith(f"{run_dir}: no usable checkpoint in {state} (ckpt-1: ")
+
+
+def test_resume_of_the_earlier_checkpoint_layout_is_exit_1(water_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "state-epoch-0003").mkdir(parents=True)
+    (run_dir / "checkpoints" / "latest.json").write_text('{"directory": "state-epoch-0003"}')
+    assert train.main(["--data", str(water_dataset), "--run-dir", str(run_dir), "--resume", *TINY]) == 1
+    assert _one_error_line(capsys, "mpnn-train") == (
+        f"{run_dir}: checkpoints of an earlier mpnn (latest.json) cannot be resumed; start a new run directory"
+    )
+
+
+# mpnn-evaluate: (flags besides --data, exit status, message fragment; {model}: the model).
+EVALUATE_CASES = {
+    "missing model": (["--model", "{tmp}/none.keras"], 1, "{tmp}/none.keras: no such model file"),
+    "model is a directory": (["--model", "{tmp}"], 1, "{tmp}: no such model file"),
+    "garbage model": (["--model", "{tmp}/garbage.keras"], 1, "{tmp}/garbage.keras: not a readable saved model"),
+    "truncated model": (["--model", "{tmp}/cut.keras"], 1, "{tmp}/cut.keras: not a readable saved model"),
+    "unknown split": (["--model", "{model}", "--split", "nope"], 2,
+                      "argument --split: invalid choice 'nope' (choose from test, train, valid)"),
+    "zero batch": (["--model", "{model}", "--batch-size", "0"], 2,
+                   "argument --batch-size: must be a whole number >= 1, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVALUATE_CASES))
+def test_evaluate_misuse_and_broken_models(case, water_dataset, model_file, tmp_path, capsys):
+    flags, status, fragment = EVALUATE_CASES[case]
+    (tmp_path / "garbage.keras").write_text("not a model\n")
+    (tmp_path / "cut.keras").write_bytes(model_file.read_bytes()[:2000])
+    fill = dict(tmp=tmp_path, model=model_file)
+    argv = ["--data", str(water_dataset), *[f.format(**fill) for f in flags]]
+    assert evaluate.main(argv) == status
+    assert fragment.format(**fill) in _one_error_line(capsys, "mpnn-evaluate")
+
+
+def test_evaluate_on_a_corrupt_test_shard_names_it(data, model_file, capsys):
+    _flip(data / TEST_SHARD)
+    assert evaluate.main(["--data", str(data), "--model", str(model_file)]) == 1
+    line = _one_error_line(capsys, "mpnn-evaluate")
+    assert line.startswith(f"damaged data set: {os.path.abspath(data / TEST_SHARD)}: corrupt")
+
+
+def test_evaluate_with_a_missing_data_set_is_exit_1(model_file, tmp_path, capsys):
+    assert evaluate.main(["--data", str(tmp_path / "none"), "--model", str(model_file)]) == 1
+    assert _one_error_line(capsys, "mpnn-evaluate") == (
+        f"{tmp_path / 'none'}: no such file or directory (--data takes a prepared data set)"
+    )
+
+
+def test_evaluate_still_reports_on_good_inputs(water_dataset, model_file, capsys):
+    assert evaluate.main(["--data", str(water_dataset), "--model", str(model_file)]) == 0
+    manifest = json.loads((water_dataset / "manifest.json").read_text())
+    assert capsys.readouterr().out.startswith(f"test: n {manifest['splits']['test']['records']} ")
+
+
+@pytest.mark.integration
+def test_the_console_script_prints_one_line_and_no_traceback(tmp_path):
+    """As a user runs it: a separate process, the real exit status and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mpnn.train", "--data", str(tmp_path / "none"), "--epochs", "1"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"mpnn-train: error: {tmp_path / 'none'}: no such file or directory (--data takes a prepared data set)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.integration
+def test_a_global_batch_that_does_not_split_across_two_ranks_stops_each_rank_with_exit_2(water_dataset, tmp_path):
+    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    done = subprocess.run(
+        [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "mpnn.train",
+         "--data", str(water_dataset), "--run-dir", str(tmp_path / "run"), "--batch-strategy", "gbs",
+         "--batch-size", "3", "--epochs", "1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    message = (
+        "mpnn-train: error: argument --batch-size: with --batch-strategy gbs on 2 ranks it must be a multiple "
+        "of 2 (2, 4, 6, ...), got 3"
+    )
+    assert done.returncode != 0
+    for rank in (0, 1):
+        assert f"[{rank}]<stderr>:{message}" in output, output[-3000:]
+    assert "[0]<stderr>:Traceback" not in output and "[1]<stderr>:Traceback" not in output
+    assert not (tmp_path / "run" / "metrics.json").exists()

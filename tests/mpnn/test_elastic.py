@@ -1,0 +1,105 @@
+"""mpnn-train --elastic under horovodrun: a worker killed mid-epoch, and the worker back.
+
+Two host names that resolve to this machine (``localhost`` and its host name), one slot
+each, so Horovod starts both workers locally without ssh, and a discovery script that
+prints a file the test rewrites (see /work/shared/notes/horovod-elastic-on-one-machine.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from mpnn import checkpoint
+
+SMALL = ["--batch-size", "32", "--width", "16", "--message-steps", "2", "--verbose", "2"]
+
+
+def _epochs_done(run_dir: Path) -> int:
+    pointer = tf.train.get_checkpoint_state(checkpoint.state_directory(str(run_dir)))
+    return int(pointer.model_checkpoint_path.rsplit("-", 1)[1]) if pointer else 0
+
+
+def _worker_on(host: str) -> int | None:
+    """The pid of the mpnn-train worker Horovod started for `host` (from /proc)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mpnn.train" in cmdline and b"--elastic" in cmdline and f"HOROVOD_HOSTNAME={host}".encode() in environ:
+            return int(entry)
+    return None
+
+
+def _wait(condition, job: subprocess.Popen, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if job.poll() is not None:
+            raise AssertionError(f"horovodrun ended (exit {job.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.integration
+def test_elastic_training_survives_a_killed_worker_and_takes_it_back(water_dataset, tmp_path):
+    epochs = 8
+    other_host = socket.gethostname()
+    assert other_host != "localhost"
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text(f"localhost:1\n{other_host}:1\n")
+    discover = tmp_path / "discover.sh"
+    discover.write_text(f"#!/bin/sh\ncat {hosts}\n")
+    discover.chmod(0o755)
+    run_dir = tmp_path / "run"
+    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    command = [
+        horovodrun, "-np", "2", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discover),
+        "--network-interface", "lo", "--blacklist-cooldown-range", "1", "2",
+        sys.executable, "-m", "mpnn.train", "--elastic", "--data", str(water_dataset), "--epochs", str(epochs),
+        "--run-dir", str(run_dir), *SMALL,
+    ]  # fmt: skip
+    log_path = tmp_path / "horovodrun.log"
+    with open(log_path, "w") as log:
+        job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait(lambda: _epochs_done(run_dir) >= 1, job, 600, "the first epoch")
+            time.sleep(0.5)  # into the second epoch
+            victim = _worker_on(other_host)
+            assert victim is not None
+            hosts.write_text("localhost:1\n")
+            os.kill(victim, signal.SIGKILL)
+            killed_after = _epochs_done(run_dir)
+            assert killed_after < epochs - 2, "training ended too soon to test a worker coming back"
+            # The survivor goes on alone; then the host comes back and a new worker joins.
+            _wait(lambda: _epochs_done(run_dir) > killed_after, job, 600, "an epoch on the surviving worker")
+            hosts.write_text(f"localhost:1\n{other_host}:1\n")
+            job.wait(timeout=900)
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+    output = log_path.read_text()
+    assert job.returncode == 0, output[-5000:]
+    assert "elastic: training on 1 rank(s)" in output, output[-5000:]
+    assert output.index("elastic: training on 1 rank(s)") < output.rindex("elastic: training on 2 rank(s)")
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    manifest = json.loads((water_dataset / "manifest.json").read_text())
+    assert metrics["epochs_run"] == epochs
+    assert metrics["test"]["count"] == manifest["splits"]["test"]["records"]
+    with open(run_dir / "log.csv") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == list(range(epochs))

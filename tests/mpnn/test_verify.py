@@ -1,0 +1,248 @@
+"""mpnn-verify and the shard checks: each damaged data set gets exactly its expected answer."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from mpnn import verify
+from tests.conftest import WATER
+
+SHARD = "train-00001-of-00002.tfrecord.gz"
+
+
+@pytest.fixture(scope="module")
+def minima_dataset(tmp_path_factory) -> Path:
+    """The 28 water minima, 2 shards per split (train 14 records, 7 per shard)."""
+    from data_prep.prep_water import main
+
+    out = tmp_path_factory.mktemp("minima")
+    assert main([str(WATER / "minima"), "-o", str(out), "--shards", "2", "--fractions", "0.5", "0.25", "0.25",
+                 "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture
+def dataset(minima_dataset, tmp_path) -> Path:
+    """A copy of `minima_dataset` to damage."""
+    return Path(shutil.copytree(minima_dataset, tmp_path / "data"))
+
+
+def _edit_manifest(data: Path, edit: Callable[[dict], None]) -> None:
+    manifest = json.loads((data / "manifest.json").read_text())
+    edit(manifest)
+    (data / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _shard_entry(manifest: dict, name: str = SHARD) -> dict:
+    return next(e for e in manifest["splits"]["train"]["shards"] if e["file"] == name)
+
+
+def _flip_byte(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _rewrite_uncompressed(path: Path, edit: Callable[[bytes], bytes]) -> None:
+    """Decompress the shard, `edit` the TFRecord bytes, compress again (a valid gzip
+    stream around damaged records)."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    with gzip.open(path, "wb") as handle:
+        handle.write(edit(raw))
+
+
+def _record_sizes(path: Path) -> list[int]:
+    """The framed size (header + data + footer) of each record of a gzip shard."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    sizes, offset = [], 0
+    while offset < len(raw):
+        length = int.from_bytes(raw[offset : offset + 8], "little")
+        sizes.append(16 + length)
+        offset += 16 + length
+    return sizes
+
+
+def _corrupt_record_data(record: int) -> Callable[[bytes], bytes]:
+    def edit(raw: bytes) -> bytes:
+        offset = 0
+        for _ in range(record):
+            offset += 16 + int.from_bytes(raw[offset : offset + 8], "little")
+        data = bytearray(raw)
+        data[offset + 12 + 3] ^= 0x01  # a byte of the record's data
+        return bytes(data)
+
+    return edit
+
+
+def _drop_tail(raw: bytes) -> bytes:
+    return raw[:-10]  # the last record loses its end
+
+
+def _corrupt_length(raw: bytes) -> bytes:
+    data = bytearray(raw)
+    data[0] ^= 0x01  # record 0's length
+    return bytes(data)
+
+
+def _count_one_more(manifest: dict) -> None:
+    """The damaged shard's entry (and its split's total) counts 8 records; it holds 7."""
+    _shard_entry(manifest).update(records=8)
+    manifest["splits"]["train"].update(records=15)
+
+
+def _add_sha256_and_bytes(data: Path) -> None:
+    def edit(manifest):
+        for split in manifest["splits"].values():
+            for entry in split["shards"]:
+                path = data / entry["file"]
+                entry["bytes"] = path.stat().st_size
+                entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    _edit_manifest(data, edit)
+
+
+# Each damage, and the one problem line it must give (`{shard}`: the damaged file's path).
+CORPUS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "shard deleted": (lambda d: (d / SHARD).unlink(), "{shard}: missing (the manifest lists it with 7 records)"),
+    "shard emptied (0 bytes)": (
+        lambda d: (d / SHARD).write_bytes(b""), "{shard}: empty file, the manifest says 7 records"
+    ),
+    "shard truncated (gzip cut)": (
+        lambda d: _truncate(d / SHARD, 0.5),
+        "{shard}: corrupt or truncated compressed stream at record 4 (Compressed file ended before the "
+        "end-of-stream marker was reached)",
+    ),
+    "byte flipped in the gzip stream": (
+        lambda d: _flip_byte(d / SHARD),
+        "{shard}: corrupt record 4 (data CRC mismatch)",
+    ),
+    "record data corrupt (valid gzip)": (
+        lambda d: _rewrite_uncompressed(d / SHARD, _corrupt_record_data(2)),
+        "{shard}: corrupt record 2 (data CRC mismatch)",
+    ),
+    "record length corrupt (valid gzip)": (
+        lambda d: _rewrite_uncompressed(d / SHARD, _corrupt_length),
+        "{shard}: corrupt record 0 (length CRC mismatch)",
+    ),
+    "last record cut (valid gzip)": (
+        lambda d: _rewrite_uncompressed(d / SHARD, _drop_tail),
+        "{shard}: truncated at record 6 (data cut short)",
+    ),
+    "header cut (valid gzip)": (
+        lambda d: _rewrite_uncompressed(d / SHARD, lambda raw: raw + b"\x01\x02\x03"),
+        "{shard}: truncated at record 7 (header cut short)",
+    ),
+    "empty gzip stream, manifest counts 7": (
+        lambda d: _rewrite_uncompressed(d / SHARD, lambda raw: b""),
+        "{shard}: 0 records, the manifest says 7",
+    ),
+    "manifest counts one record too many": (
+        lambda d: _edit_manifest(d, _count_one_more),
+        "{shard}: 7 records, the manifest says 8",
+    ),
+    "not gzip at all": (
+        lambda d: (d / SHARD).write_bytes(b"this is not a shard\n" * 5),
+        "{shard}: corrupt or truncated compressed stream at record 0 (Not a gzipped file (b'th'))",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_each_damaged_shard_is_reported_once_by_name(dataset, case):
+    damage, expected = CORPUS[case]
+    damage(dataset)
+    shard = os.path.abspath(dataset / SHARD)
+    assert verify.problems(str(dataset)) == [expected.format(shard=shard)]
+    assert verify.main([str(dataset)]) == 1
+
+
+def test_an_intact_data_set_has_no_problems(dataset, capsys):
+    assert verify.problems(str(dataset)) == []
+    assert verify.main([str(dataset / "manifest.json")]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_recorded_bytes_and_sha256_are_checked(dataset):
+    _add_sha256_and_bytes(dataset)
+    assert verify.problems(str(dataset)) == []
+    shard = dataset / SHARD
+    size = shard.stat().st_size
+    _flip_byte(shard, at=0.99)  # same size, different content (the gzip trailer)
+    found = verify.problems(str(dataset))
+    assert found[0] == f"{os.path.abspath(shard)}: sha256 differs from the manifest's (the file was changed)"
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    assert verify.problems(str(dataset)) == [
+        f"{os.path.abspath(shard)}: {size + 1} bytes, the manifest says {size} (truncated or replaced)"
+    ]
+
+
+def test_a_split_total_that_disagrees_with_its_shards_is_reported(dataset):
+    _edit_manifest(dataset, lambda m: m["splits"]["valid"].update(records=99))
+    assert verify.problems(str(dataset)) == [
+        f"{dataset / 'manifest.json'}: split 'valid' counts 99 records, its shards 7"
+    ]
+
+
+@pytest.mark.parametrize(
+    "manifest_text, expected",
+    [
+        (None, "cannot read manifest: [Errno 2] No such file or directory"),
+        ("{not json", "cannot read manifest: Expecting property name"),
+        ('{"splits": []}', "manifest has no 'splits' section"),
+        ('{"splits": {"train": {"shards": [{"file": 3}]}}}', "split 'train' shard entry 0 is malformed"),
+    ],
+)
+def test_an_unreadable_manifest_is_one_line_naming_it(tmp_path, manifest_text, expected):
+    if manifest_text is not None:
+        (tmp_path / "manifest.json").write_text(manifest_text)
+    [line] = verify.problems(str(tmp_path))
+    assert line.startswith(f"{tmp_path / 'manifest.json'}: {expected}")
+    assert verify.main([str(tmp_path)]) == 1
+
+
+def test_only_the_named_splits_are_checked(dataset):
+    (dataset / SHARD).unlink()
+    assert verify.problems(str(dataset), ["valid", "test"]) == []
+    assert verify.problems(str(dataset), ["nope"]) == [
+        f"{dataset / 'manifest.json'}: no split 'nope' (has ['test', 'train', 'valid'])"
+    ]
+
+
+def test_check_shards_reads_no_file_but_catches_missing_and_resized_ones(dataset):
+    verify.check_shards(str(dataset), ["train", "valid", "test"])
+    _flip_byte(dataset / SHARD)  # content damage: not its job (the loader's guard catches it)
+    verify.check_shards(str(dataset), ["train"])
+    (dataset / SHARD).write_bytes(b"")
+    with pytest.raises(verify.ShardError, match=f"{SHARD}: empty file, the manifest says 7 records"):
+        verify.check_shards(str(dataset), ["train"])
+    verify.check_shards(str(dataset), ["valid", "test"])
+    _add_sha256_and_bytes(dataset)
+    (dataset / "valid-00000-of-00002.tfrecord.gz").write_bytes(b"x")
+    with pytest.raises(verify.ShardError, match=r"valid-00000-of-00002.tfrecord.gz: 1 bytes, the manifest says \d+"):
+        verify.check_shards(str(dataset), ["valid"])
+
+
+def test_record_framing_is_read_as_tensorflow_writes_it(dataset):
+    """The reader agrees with TensorFlow on an intact shard (counts and record sizes)."""
+    import tensorflow as tf
+
+    shard = dataset / SHARD
+    records = list(tf.data.TFRecordDataset(str(shard), compression_type="GZIP").as_numpy_iterator())
+    assert _record_sizes(shard) == [16 + len(r) for r in records]
+    with gzip.open(shard, "rb") as handle:
+        assert verify.count_records(handle) == len(records) == 7
