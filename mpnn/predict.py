@@ -70,16 +70,17 @@ class TrainedModel:
         metadata: what the model was trained on: ``vocab``, ``target`` and
             ``target_stats`` of the data set's manifest (when it could be found), ``model``
             and ``architecture``.
-        forward: merged batch (see `mpnn.data.merge_batch`; only the model's inputs) ->
-            ``[B]`` energies in `units`.
+        input_names: the entries of a merged batch the model takes.
+        forward: merged batch (see `mpnn.data.merge_batch`; only `input_names`) -> ``[B]``
+            energies in `units`.
     """
 
     source: str
     uses_distance: bool
     units: str
     metadata: dict[str, Any]
+    input_names: tuple[str, ...]
     forward: Callable[[dict[str, tf.Tensor]], tf.Tensor] = field(repr=False)
-    input_names: tuple[str, ...] = ()
 
     @property
     def record_features(self) -> tuple[str, ...]:
@@ -199,8 +200,8 @@ def _load_run(run_dir: str) -> TrainedModel:
         uses_distance="distance" in model.input_names,
         units=target["units"],
         metadata=metadata,
-        forward=lambda inputs: model(inputs, training=False),
         input_names=tuple(model.input_names),
+        forward=lambda inputs: model(inputs, training=False),
     )
 
 
@@ -222,8 +223,8 @@ def _load_export(directory: str) -> TrainedModel:
         uses_distance="distance" in inputs,
         units=metadata["target"]["units"],
         metadata=metadata,
-        forward=forward,
         input_names=inputs,
+        forward=forward,
     )
 
 
