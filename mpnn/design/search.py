@@ -16,7 +16,8 @@ The search stops when the queue is empty or after `max_steps` steps, and returns
 (K) best results. Example (the demo's model trained without distances)::
 
     mpnn-design --model runs/topology --start data/samples/water/minima/w5_lowest.xyz \\
-        --target-waters 10 --branching 4 --beam 32 --top 5 -o design-out
+        --target-waters 10 --branching 4 --beam 32 --top 5 -o design-out \\
+        --reference data/samples/water/minima/w10_lowest.xyz
 """
 
 from __future__ import annotations
@@ -192,9 +193,12 @@ def read_start(path: str) -> WaterNetwork:
     raise ValueError(f"{path}: no structure in the file")
 
 
-def write_results(result: SearchResult, options: SearchOptions, output: str, model: TrainedModel) -> list[str]:
+def write_results(
+    result: SearchResult, options: SearchOptions, output: str, model: TrainedModel, reference: Found | None = None
+) -> list[str]:
     """Write ``best-01.json``, ... (network, reward, energy, each penalty, the edits) and
-    ``search.json`` (options, start, per-step log, timing) to `output`; returns the paths."""
+    ``search.json`` (options, start, the `reference` network if any, per-step log, timing)
+    to `output`; returns the paths."""
     os.makedirs(output, exist_ok=True)
     paths = []
     for rank, found in enumerate(result.results, start=1):
@@ -206,6 +210,7 @@ def write_results(result: SearchResult, options: SearchOptions, output: str, mod
         "units": model.units,
         "options": asdict(options),
         "start": found_to_json(result.start, model),
+        "reference": None if reference is None else found_to_json(reference, model),
         "results": [os.path.basename(p) for p in paths],
         "seconds": result.seconds,
         "candidates": result.candidates,
@@ -243,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight", action="append", default=[], metavar="NAME=VALUE",
         help=f"penalty weight, repeatable; names: {', '.join(PenaltyWeights.names())} (default 20 each)",
     )
+    parser.add_argument(
+        "--reference", help="a structure or network JSON to score with the same reward, for comparison "
+        "(e.g. the known minimum of the target size)"
+    )
     parser.add_argument("-o", "--output", required=True, help="directory for best-NN.json and search.json")
     return parser
 
@@ -269,18 +278,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_weights(args.weight),
         )
         start = read_start(args.start)
+        reference_network = read_start(args.reference) if args.reference else None
         model = load_trained(args.model)
         result = search(start, model, options)
     except (ModelError, OSError, ValueError) as exc:
         print(f"mpnn-design: error: {exc}", file=sys.stderr)
         return 1
-    paths = write_results(result, options, args.output, model)
+    reference = None
+    if reference_network is not None:
+        reference = Found(reference_network, score([reference_network], model, options.weights)[0], ())
+    paths = write_results(result, options, args.output, model, reference)
     print(f"{len(result.steps)} steps, {result.candidates} candidates in {result.seconds:.1f} s; "
           f"start reward {result.start.reward.reward:.3f} ({model.units})")
     for path, found in zip(paths, result.results):
         flag = "" if found.reward.penalty_free else "  penalties: " + ", ".join(
             f"{k} {v:g}" for k, v in found.reward.penalties.items() if v)
         print(f"  {os.path.basename(path)}: reward {found.reward.reward:.3f}, energy {found.reward.energy:.3f}{flag}")
+    if reference is not None:
+        print(f"  reference {args.reference} ({reference_network.n_waters} waters): reward "
+              f"{reference.reward.reward:.3f}, penalty-free {reference.reward.penalty_free}")
     if not result.results:
         print(f"  no network with {options.target_waters} waters found; try more --max-steps")
     return 0

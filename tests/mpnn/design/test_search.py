@@ -46,7 +46,8 @@ def test_search_finds_penalty_free_networks_of_the_target_size(topology_run):
 def test_mpnn_design_writes_the_best_networks_and_the_log(topology_run, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--model", str(topology_run), "--start", str(W5), "--target-waters", "6", "--branching", "2",
-            "--beam", "4", "--top", "2", "--max-steps", "3", "-o", str(out)]
+            "--beam", "4", "--top", "2", "--max-steps", "3", "-o", str(out),
+            "--reference", str(WATER / "minima" / "w6_lowest.xyz")]
     assert main(args) == 0
     best = json.loads((out / "best-01.json").read_text())
     assert best["n_waters"] == 6 and len(best["atoms"]) == 18 and best["penalty_free"]
@@ -54,6 +55,9 @@ def test_mpnn_design_writes_the_best_networks_and_the_log(topology_run, tmp_path
     assert best["reward"] == pytest.approx(-best["energy"] + sum(20.0 * v for v in best["penalties"].values()))
     summary = json.loads((out / "search.json").read_text())
     assert len(summary["steps"]) == 3 and summary["start"]["n_waters"] == 5
+    reference = summary["reference"]
+    assert reference["n_waters"] == 6 and reference["penalty_free"]
+    assert reference["reward"] == pytest.approx(-reference["energy"])
     assert all(step["candidates"] > 0 for step in summary["steps"])
     # The best network is a valid start for another search.
     assert read_start(str(out / "best-01.json")).n_waters == 6
