@@ -315,6 +315,8 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class PredictSummary:
+    """What `predict_files` did: structures predicted and skipped, and the CSV written."""
+
     predicted: int
     skipped: int
     output: str
