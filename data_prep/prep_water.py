@@ -93,30 +93,44 @@ def convert_water_task(task: WaterTask) -> Iterator[records.Converted | records.
     """Convert one task into serialised records and skip entries, one at a time (runs in
     any conversion process). A structure whose conversion raises is a skip, never the end
     of the run."""
+    for index, graph, reason in task_graphs(task):
+        yield records.Skipped(task.path, index, reason) if graph is None else _converted(task, index, graph)
+
+
+def task_graphs(task: WaterTask, energy_required: bool = True) -> Iterator[tuple[int, dict | None, str | None]]:
+    """``(index in the file, graph dict or None, why not)`` of every structure of `task`:
+    the one place that turns input structures into graphs, for the converter and for
+    ``mpnn-predict``.
+
+    Args:
+        energy_required: False to build graphs of structures whose file gives no energy
+            (prediction); their graph's ``energy`` is NaN.
+    """
     if task.kind == "tutorial":
         name = os.path.basename(task.path)
         stream = read_records(task.path, skip=task.start)
         for index, serialized in zip(range(task.start, task.stop), stream):
             try:
-                graph = tutorial_graph(serialized, f"{name}:{index}")
+                yield index, tutorial_graph(serialized, f"{name}:{index}"), None
             except Exception as exc:  # ValueError for a bad record; anything else is a bug to report
-                yield records.Skipped(task.path, index, str(exc) if isinstance(exc, ValueError) else _failure(exc))
-                continue
-            yield _converted(task, index, graph)
+                yield index, None, str(exc) if isinstance(exc, ValueError) else _failure(exc)
         return
     for structure in _structures(task):
-        if structure.error:
-            yield records.Skipped(task.path, structure.index, structure.error)
+        energy = structure.energy if structure.energy is not None and math.isfinite(structure.energy) else None
+        if structure.atoms is None or (structure.error and energy_required):
+            yield structure.index, None, structure.error
             continue
         try:
-            graph = water_graph(structure.atoms, structure.energy, structure.record_id)
+            graph = water_graph(structure.atoms, 0.0 if energy is None else structure.energy, structure.record_id)
         except WaterGraphError as exc:
-            yield records.Skipped(task.path, structure.index, str(exc))
+            yield structure.index, None, str(exc)
             continue
         except Exception as exc:  # noqa: BLE001  (a structure must never kill the run)
-            yield records.Skipped(task.path, structure.index, _failure(exc))
+            yield structure.index, None, _failure(exc)
             continue
-        yield _converted(task, structure.index, graph)
+        if energy is None:
+            graph["energy"] = np.float32(np.nan)
+        yield structure.index, graph, None
 
 
 def _failure(exc: Exception) -> str:

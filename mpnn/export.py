@@ -1,0 +1,158 @@
+"""``mpnn-export``: a trained run as a TensorFlow SavedModel that loads without mpnn or nfp.
+
+The export directory holds the SavedModel (``saved_model.pb``, ``variables/``) with one
+serving signature, ``serving_default``, on the merged graph tensors of `mpnn.data`, and
+`mpnn.predict.EXPORT_METADATA`, a JSON file with everything needed to build those tensors
+and read the output: schema version, vocabularies, units (and eV per unit), target
+statistics of the training data, the bond criterion of `data_prep.water` and the input
+signature. Plain TensorFlow loads it::
+
+    loaded = tf.saved_model.load("export")
+    energy = loaded.signatures["serving_default"](
+        atom=..., bond=..., connectivity=..., node_graph_indices=...)["energy"]
+
+Inputs for a batch of B graphs with N atoms and E directed edges in all (each graph's
+nodes numbered after those of the graphs before it, edges in both directions, sorted by
+receiver; graph i's atoms have ``node_graph_indices`` i, every graph has at least one atom):
+``atom [N] int32`` (vocab ``atom``), ``bond [E] int32`` (vocab ``bond``),
+``connectivity [E, 2] int32`` (receiver, sender), ``node_graph_indices [N] int32``, and
+``distance [E] float32`` (Angstrom) when the metadata's ``inputs`` lists it. Output
+``energy [B] float32`` in the metadata's ``target.units``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+import tensorflow as tf
+
+from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
+from mpnn import rundir
+from mpnn.predict import EV_PER_UNIT, EXPORT_METADATA, ModelError, check_water_metadata, run_metadata
+from mpnn.graph_format.features import FEATURES, SCHEMA_VERSION
+
+log = logging.getLogger("mpnn-export")
+
+EXPORT_FORMAT_VERSION = 1
+_DTYPES = {"int64": tf.int32, "float32": tf.float32}  # merged batches carry int32 indices
+
+
+def input_signature(input_names: Sequence[str]) -> dict[str, tf.TensorSpec]:
+    """The serving signature's inputs: the merged-batch tensors of `input_names`."""
+    specs = {}
+    for name in input_names:
+        if name == "node_graph_indices":
+            specs[name] = tf.TensorSpec([None], tf.int32, name=name)
+        else:
+            feature = FEATURES[name]
+            specs[name] = tf.TensorSpec([None, *feature.inner_shape], _DTYPES[feature.dtype], name=name)
+    return specs
+
+
+class _Serving(tf.Module):
+    """The model's forward pass as a `tf.function` with a fixed signature (its variables
+    are tracked through the model attribute)."""
+
+    def __init__(self, model: tf.keras.Model):
+        super().__init__(name="mpnn_export")
+        self.model = model
+        specs = input_signature(model.input_names)
+
+        @tf.function(input_signature=[specs])
+        def serve(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            return {"energy": self.model(inputs, training=False)}
+
+        self.serve = serve
+
+
+def export_metadata(run_dir: str, input_names: Sequence[str]) -> dict[str, Any]:
+    """The JSON written beside the SavedModel (see the module docstring).
+
+    Raises:
+        ModelError: when the run's data manifest (vocabularies, statistics) cannot be read.
+    """
+    metadata = run_metadata(run_dir)
+    check_water_metadata(run_dir, metadata)
+    if not metadata.get("vocab") or not metadata.get("target"):
+        raise ModelError(
+            f"{run_dir}: cannot find the training data's manifest.json (from config.json's 'data'), "
+            "which holds the vocabularies and target statistics the export records"
+        )
+    units = metadata["target"]["units"]
+    return {
+        "format": "mpnn-export",
+        "format_version": EXPORT_FORMAT_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_run": os.path.abspath(run_dir),
+        "kind": metadata.get("kind") or "water",
+        "signature": "serving_default",
+        "inputs": list(input_names),
+        "input_specs": {
+            name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+            for name, spec in input_signature(input_names).items()
+        },
+        "outputs": {"energy": {"dtype": "float32", "shape": [None], "units": units}},
+        "vocab": metadata["vocab"],
+        "target": metadata["target"],
+        "ev_per_unit": EV_PER_UNIT.get(units),
+        "target_stats": metadata.get("target_stats"),
+        "model": metadata.get("model"),
+        "architecture": metadata.get("architecture"),
+        "bond_criterion": {
+            "covalent": f"each H bonded to its nearest O, within {MAX_COVALENT_OH} Angstrom; every O has two H",
+            "max_covalent_oh_angstrom": MAX_COVALENT_OH,
+            "hydrogen": "Luzar-Chandler: donor O...acceptor O below the distance, H-O...O angle below the angle; "
+            "each H donates at most one hydrogen bond, to the qualifying acceptor closest to it",
+            "max_hbond_oo_angstrom": MAX_HBOND_OO,
+            "max_hbond_angle_degrees": MAX_HBOND_ANGLE,
+        },
+    }
+
+
+def export_run(run_dir: str, output: str) -> str:
+    """Export the model of `run_dir` (``model.keras``) to the directory `output`; returns
+    the path of its metadata JSON.
+
+    Raises:
+        ModelError: no model in `run_dir`, or its data manifest cannot be read.
+    """
+    from mpnn.models import load_model
+
+    path = os.path.join(run_dir, "model.keras")
+    if not os.path.isfile(path):
+        raise ModelError(f"{run_dir}: no model.keras (is it a finished mpnn-train run directory?)")
+    model = load_model(path)
+    metadata = export_metadata(run_dir, model.input_names)
+    serving = _Serving(model)
+    # Inference only: the custom gradients of mpnn.layers are not saved (and not needed).
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+    tf.saved_model.save(serving, output, signatures={"serving_default": serving.serve}, options=options)
+    metadata_path = os.path.join(output, EXPORT_METADATA)
+    rundir.write_json(metadata_path, metadata)
+    return metadata_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mpnn-export RUN_DIR -o DIR``: write a SavedModel and its metadata JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="mpnn-export", description=main.__doc__)
+    parser.add_argument("run_dir", help="run directory of mpnn-train")
+    parser.add_argument("-o", "--output", required=True, help="export directory to write")
+    args = parser.parse_args(argv)
+    try:
+        metadata_path = export_run(args.run_dir, args.output)
+    except (ModelError, OSError) as exc:
+        print(f"mpnn-export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {args.run_dir} -> {args.output} (metadata {metadata_path})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

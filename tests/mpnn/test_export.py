@@ -1,0 +1,129 @@
+"""mpnn-export: the SavedModel loads with plain TensorFlow (mpnn and nfp unimportable) and
+predicts what the run's model predicts; its metadata says how to feed it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
+from mpnn.export import export_run, main
+from mpnn.predict import EXPORT_METADATA, PredictOptions, load_trained, predict_files
+from tests.conftest import WATER
+
+# Runs in a fresh interpreter where importing mpnn, nfp or data_prep fails, as on a machine
+# that has only TensorFlow: loads the export and predicts the batch saved in batch.npz.
+PLAIN_TENSORFLOW = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class Blocked(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("mpnn", "nfp", "data_prep"):
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Blocked())
+    import numpy as np
+    import tensorflow as tf
+
+    export, batch_file, out = sys.argv[1:]
+    metadata = json.load(open(f"{export}/mpnn_export.json"))
+    batch = np.load(batch_file)
+    inputs = {name: tf.constant(batch[name]) for name in metadata["inputs"]}
+    energy = tf.saved_model.load(export).signatures[metadata["signature"]](**inputs)["energy"]
+    np.save(out, energy.numpy())
+    assert not any(name.split(".")[0] in ("mpnn", "nfp") for name in sys.modules)
+    """
+)
+
+
+def _minima_batch(model_inputs) -> dict[str, np.ndarray]:
+    """A merged batch of the 28 minima, as the loader makes it."""
+    import tensorflow as tf
+
+    from mpnn.graph_format.example import serialize_graph
+    from data_prep.structures import read_structures
+    from data_prep.water import water_graph
+    from mpnn.data import merge_batch
+    from mpnn.schema import feature_dtypes, parse_spec
+
+    names = ["n_atom", "n_bond", "atom", "bond", "connectivity", "distance"]
+    records = []
+    for path in sorted((WATER / "minima").glob("*.xyz")):
+        structure = next(read_structures(str(path)))
+        records.append(serialize_graph(water_graph(structure.atoms, structure.energy), feature_dtypes(names)))
+    merged = merge_batch(tf.io.parse_example(tf.constant(records), parse_spec(names)))
+    return {name: merged[name].numpy() for name in model_inputs}
+
+
+@pytest.mark.integration  # a second interpreter importing TensorFlow
+@pytest.mark.parametrize("run", ["distance_run", "topology_run"])
+def test_export_predicts_like_the_run_with_plain_tensorflow(run, tmp_path, request):
+    from mpnn.models import load_model
+
+    run_dir = request.getfixturevalue(run)
+    export = tmp_path / "export"
+    export_run(str(run_dir), str(export))
+    model = load_model(str(run_dir / "model.keras"))
+    batch = _minima_batch(model.input_names)
+    expected = model(batch, training=False).numpy()
+    np.savez(tmp_path / "batch.npz", **batch)
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_TENSORFLOW)
+    result = subprocess.run(
+        [sys.executable, str(script), str(export), str(tmp_path / "batch.npz"), str(tmp_path / "out.npy")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,  # not the repository: no mpnn on the path
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    energies = np.load(tmp_path / "out.npy")
+    assert energies.shape == (28,)
+    np.testing.assert_allclose(energies, expected, rtol=1e-6, atol=1e-4)
+
+
+def test_export_metadata_records_the_training_data(topology_run, water_dataset, tmp_path):
+    export = tmp_path / "export"
+    assert main([str(topology_run), "-o", str(export)]) == 0
+    metadata = json.loads((export / EXPORT_METADATA).read_text())
+    manifest = json.loads((water_dataset / "manifest.json").read_text())
+    assert metadata["schema_version"] == manifest["schema_version"]
+    assert metadata["vocab"] == manifest["vocab"] == {"atom": ["O", "H"], "bond": ["covalent", "hydrogen"]}
+    assert metadata["target"] == manifest["target"]
+    assert metadata["target_stats"] == manifest["target_stats"]
+    assert metadata["ev_per_unit"] == pytest.approx(0.0433641, rel=1e-5)  # eV per kcal/mol
+    assert "distance" not in metadata["inputs"]
+    criterion = metadata["bond_criterion"]
+    assert (criterion["max_covalent_oh_angstrom"], criterion["max_hbond_oo_angstrom"],
+            criterion["max_hbond_angle_degrees"]) == (MAX_COVALENT_OH, MAX_HBOND_OO, MAX_HBOND_ANGLE)
+
+
+def test_mpnn_predict_takes_an_export(distance_run, tmp_path):
+    export = tmp_path / "export"
+    export_run(str(distance_run), str(export))
+    options = PredictOptions(show_progress=False)
+    for source, out in ((distance_run, "run.csv"), (export, "export.csv")):
+        predict_files(load_trained(str(source)), [str(WATER / "minima")], str(tmp_path / out), options)
+    run_rows = (tmp_path / "run.csv").read_text().splitlines()
+    export_rows = (tmp_path / "export.csv").read_text().splitlines()
+    assert len(run_rows) == 29
+    for a, b in zip(run_rows[1:], export_rows[1:]):
+        assert a.split(",")[:3] == b.split(",")[:3]
+        assert float(a.split(",")[3]) == pytest.approx(float(b.split(",")[3]), abs=1e-4)
+
+
+def test_a_run_without_its_manifest_cannot_be_exported(topology_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(topology_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["data"] = str(tmp_path / "gone")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert main([str(run_dir), "-o", str(tmp_path / "export")]) == 1
+    assert "manifest.json" in capsys.readouterr().err
