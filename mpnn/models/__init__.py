@@ -15,6 +15,13 @@ import mpnn.layers  # noqa: F401  (registers our layers with Keras)
 from mpnn.models.gat_lspe import GATLSPEConfig, build_gat_lspe
 from mpnn.models.mpnn import MPNNConfig, build_mpnn
 
+# nfp does not register its layers with Keras. Keras then resolves a serialised
+# "RBFExpansion" only where it is given as a custom object; elsewhere (e.g. when
+# `clone_model` rebuilds a nested functional model from its config) Keras 2.15 silently
+# returns the class name instead of a layer and fails later with "'str' object is not
+# callable". Registered under its plain name, it resolves everywhere, also in old files.
+tf.keras.utils.get_custom_objects().setdefault("RBFExpansion", RBFExpansion)
+
 # The model each kind of data set trains by default, and each model's training defaults
 # (used where the user sets nothing): the MPNN fits energies with an MAE loss; GAT-LSPE
 # follows the PDBbind study (MSE, weight decay 1e-4).
@@ -92,4 +99,4 @@ def model_inputs(model: tf.keras.Model, batch: dict[str, tf.Tensor]) -> dict[str
 
 def load_model(path: str) -> tf.keras.Model:
     """Load a model saved by `mpnn-train` (``model.keras``) for prediction."""
-    return tf.keras.models.load_model(path, custom_objects={"RBFExpansion": RBFExpansion}, compile=False)
+    return tf.keras.models.load_model(path, compile=False)

@@ -136,3 +136,14 @@ def test_update_layers_start_from_different_weights():
     for index, kernel in enumerate(kernels):
         assert 0 < np.abs(kernel).max() < 1.0
         assert all(not np.array_equal(kernel, other) for other in kernels[index + 1:])
+
+
+def test_a_distance_model_nested_in_another_clones():
+    # The crash of issue 12: Keras rebuilt a nested model holding nfp's RBFExpansion from
+    # its config, found no layer of that name, and called the name.
+    inner = build_mpnn(MPNNConfig(width=8, message_steps=1), 2, 2, [-1.0, 0.5], with_distance=True)
+    outer = tf.keras.Model(inner.input, inner(inner.input), name="outer")
+    clone = tf.keras.models.clone_model(outer)
+    clone.set_weights(outer.get_weights())
+    batch = _batch(seed=5)
+    np.testing.assert_allclose(clone(batch).numpy(), outer(batch).numpy(), rtol=1e-6)
