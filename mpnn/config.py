@@ -22,6 +22,8 @@ LR_SCALING_RULES = ("linear", "sqrt", "none")
 LR_DECAYS = ("cosine", "plateau", "none")
 LOSSES = ("auto", "mae", "mse", "huber")
 MODELS = ("auto", "mpnn", "gat-lspe")
+# Key of config.json that records the thread plan the run resolved (`mpnn.distributed.ThreadPlan`).
+RESOLVED_THREAD_PLAN = "thread_plan"
 
 
 @dataclass
@@ -47,11 +49,13 @@ class TrainConfig:
     seed: int = 0
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    batch_cut: int = 0
     data_threads: int = 0
     parallel_calls: int = -1
     parallel_reads: int = -1
     shuffle_buffer: int = 100_000
     cache: bool = True
+    cache_budget_gb: float = 0.0
     resume: bool = False
     verbose: int = 2
 
@@ -74,17 +78,30 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("intra_op_threads", "inter_op_threads", "batch_cut", "data_threads", "cache_budget_gb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0: automatic), got {getattr(self, name)}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build from a (possibly partial) dict, e.g. a ``--config`` file or ``config.json``."""
+        """Build from a (possibly partial) dict, e.g. a ``--config`` file or ``config.json``
+        (whose ``thread_plan``, what the machine of that run chose, is not a setting)."""
+        values = {key: value for key, value in values.items() if key != RESOLVED_THREAD_PLAN}
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}; known: {sorted(known)}")
+        # Runs made before the batch cut left the model kept it among the model options (and
+        # the choice of the fused computation, the only one left).
+        options = dict(values.get("model_options") or {})
+        legacy_cut = options.pop("parallel_shards", None)
+        options.pop("fused_updates", None)
+        values = {**values, "model_options": options}
+        if legacy_cut is not None:
+            values.setdefault("batch_cut", int(legacy_cut))
         return cls(**values)
 
 
@@ -122,7 +139,9 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: chosen from the rank's cores, "
      "see mpnn.distributed.thread_plan)"),
     ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 on one core, 2 on more, "
-     "with MPNN batches cut in two)"),
+     "with training batches cut in two)"),
+    ("batch_cut", int, "groups of whole graphs each training batch is cut into, for the inter-op threads to "
+     "run at once (0: the thread plan's, 2 with 2+ inter-op threads on CPU, else 1); never part of the model"),
     ("data_threads", int, "tf.data threads per rank (0: cores / local ranks, or tf.data's default for one rank)"),
     ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
@@ -150,6 +169,13 @@ def build_parser(prog: str = "mpnn-train") -> argparse.ArgumentParser:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
     parser.add_argument("--cache", dest="cache", action="store_true", help="cache records in memory (default)")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="read records from disk each epoch")
+    parser.add_argument(
+        "--cache-budget-gb",
+        dest="cache_budget_gb",
+        type=float,
+        help="memory (GB) a rank's cache of training records may take; the cache switches itself off when the "
+        "estimate is larger (0, the default: half of the available memory shared by the node's ranks)",
+    )
     parser.add_argument(
         "--resume",
         dest="resume",

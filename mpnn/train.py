@@ -9,6 +9,7 @@ initial weights, averaged metrics, and only rank 0 writing files and showing pro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -18,12 +19,14 @@ from typing import Sequence
 
 import horovod.tensorflow.keras as hvd
 import numpy as np
+import psutil
 import tensorflow as tf
 
 from mpnn import checkpoint, distributed, models, rundir
-from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
-from mpnn.config import TrainConfig, config_from_args
-from mpnn.data import LoaderOptions, Manifest, manifest_dataset
+from mpnn.batch_cut import cut_batch_trainer
+from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, PeakMemory, TimeBudget, cosine_multiplier
+from mpnn.config import RESOLVED_THREAD_PLAN, TrainConfig, config_from_args
+from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.evaluate import (
     group_mean_baseline_mae,
     predict_split,
@@ -60,6 +63,7 @@ def make_callbacks(
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
         AverageNonTrainableVariables(),
+        PeakMemory(),  # after the averaging: the largest rank's peak, not the mean
     ]
     if config.warmup_epochs > 0:
         callbacks.append(
@@ -108,20 +112,23 @@ def train(config: TrainConfig) -> dict | None:
     Writes the run directory (see `mpnn.rundir`) on rank 0.
     """
     config.validate()
-    threads = distributed.init(config.intra_op_threads, config.inter_op_threads)
+    threads = distributed.init(config.intra_op_threads, config.inter_op_threads, config.batch_cut)
     tf.keras.utils.set_random_seed(config.seed)
     manifest = Manifest.load(config.data)
     model_name = models.choose_model(config.model, manifest.content)
-    # Rank 0's choice, so that every rank builds the same model.
-    config.model_options = distributed.broadcast_object(
-        models.with_batch_shards(model_name, config.model_options, threads.batch_shards), "model_options"
-    )
+    # The cut this model takes (`models.CUTTABLE`); the plan as it is run goes to config.json.
+    batch_cut = models.batch_cut_for(model_name, threads.batch_cut)
+    threads = dataclasses.replace(threads, batch_cut=batch_cut)
     ranks, rank = distributed.size(), distributed.rank()
     run_dir = distributed.broadcast_object(config.run_dir or rundir.default_run_dir(), "run_dir")
     config.run_dir = run_dir
     if distributed.is_root():
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-        rundir.write_json(os.path.join(run_dir, "config.json"), config.to_json())
+        # The settings, and beside them the thread plan rank 0 resolved from them on this
+        # machine (a resumed run plans again for its own machine).
+        rundir.write_json(
+            os.path.join(run_dir, "config.json"), {**config.to_json(), RESOLVED_THREAD_PLAN: dataclasses.asdict(threads)}
+        )
         rundir.write_json(os.path.join(run_dir, "host_info.json"), rundir.host_info(ranks, hvd.local_size()))
 
     batch = distributed.per_rank_batch_size(config.batch_size, config.batch_strategy, ranks)
@@ -129,7 +136,7 @@ def train(config: TrainConfig) -> dict | None:
         parallel_reads=config.parallel_reads,
         parallel_calls=config.parallel_calls,
         shuffle_buffer=config.shuffle_buffer,
-        cache=config.cache,
+        cache=config.cache and cache_fits(manifest, rank, ranks, config.cache_budget_gb),
         threads=config.data_threads or distributed.shared_node_threads(),
     )
     common = dict(rank=rank, size=ranks, options=loader)
@@ -141,9 +148,12 @@ def train(config: TrainConfig) -> dict | None:
     weight_decay = defaults["weight_decay"] if config.weight_decay is None else config.weight_decay
     architecture = models.model_config(model_name, config.model_options)
     model = models.build_from_manifest(model_name, architecture, manifest.content)
+    # Training runs the model's twin that cuts batches for this rank's threads; the model
+    # itself, the same on every machine, is what is checkpointed, evaluated and saved.
+    trainer = cut_batch_trainer(model, batch_cut)
     optimizer = distributed.distributed_optimizer(make_optimizer(scaled_lr, weight_decay))
-    model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
-    state = resume_or_start(config, run_dir, model)
+    trainer.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
+    state = resume_or_start(config, run_dir, trainer)
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
     start_seed = state.seeds[str(start_epoch)]
     tf.keras.utils.set_random_seed(start_seed)
@@ -163,15 +173,17 @@ def train(config: TrainConfig) -> dict | None:
     graphs_per_epoch = manifest.content["splits"]["train"]["records"]
     if distributed.is_root():
         log.info(
-            "%s, %d parameters; %d rank(s), %d graphs per rank-batch (%s), global batch %d, learning rate %.3g",
-            model_name, model.count_params(), ranks, batch, config.batch_strategy, batch * ranks, scaled_lr,
+            "%s, %d parameters; %d rank(s), %d graphs per rank-batch (%s) cut into %d, global batch %d, "
+            "learning rate %.3g",
+            model_name, model.count_params(), ranks, batch, config.batch_strategy, threads.batch_cut, batch * ranks,
+            scaled_lr,
         )
 
     started = time.perf_counter()
     if state.stopped or start_epoch >= config.epochs:
         log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
     else:
-        model.fit(
+        trainer.fit(
             train_data,
             epochs=config.epochs,
             initial_epoch=start_epoch,
@@ -257,11 +269,28 @@ def restore_best_weights(model: tf.keras.Model, path: str) -> None:
 
 
 def save_for_inference(model: tf.keras.Model, path: str) -> None:
-    """Save architecture and weights without the (Horovod-wrapped) optimizer, so the file
-    loads anywhere with `mpnn.models.load_model`."""
-    clean = tf.keras.models.clone_model(model)
-    clean.set_weights(model.get_weights())
-    clean.save(path)
+    """Save architecture and weights of `model`, which must be uncompiled (`train` compiles
+    its training twin, `mpnn.batch_cut.cut_batch_trainer`, not the model), so the file holds
+    no (Horovod-wrapped) optimizer and loads anywhere with `mpnn.models.load_model`."""
+    if getattr(model, "optimizer", None) is not None:
+        raise ValueError(f"save_for_inference: model {model.name!r} is compiled; save the uncompiled model")
+    model.save(path)
+
+
+def cache_fits(manifest: Manifest, rank: int, ranks: int, budget_gb: float) -> bool:
+    """Whether this rank's share of the training records fits its cache budget: `budget_gb`
+    GB, or with 0 half of the memory available now, shared by the node's ranks. Logs why
+    when it does not (the loader then reads the records from disk every epoch)."""
+    budget = budget_gb * 1e9 if budget_gb > 0 else 0.5 * psutil.virtual_memory().available / hvd.local_size()
+    needed = cache_bytes_estimate(manifest, "train", rank, ranks)
+    if needed <= budget:
+        return True
+    log.warning(
+        "rank %d: cache off: its training records need about %.2f GB in memory, more than its budget of %.2f GB "
+        "(--cache-budget-gb%s); records are read from disk every epoch",
+        rank, needed / 1e9, budget / 1e9, "" if budget_gb > 0 else ": 0, half the available memory",
+    )
+    return False
 
 
 def weights_checksum(model: tf.keras.Model) -> str:

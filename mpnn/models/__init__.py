@@ -52,15 +52,17 @@ def model_config(name: str, options: dict[str, Any]) -> Any:
     return config_class(**options)
 
 
-def with_batch_shards(name: str, options: dict[str, Any], shards: int) -> dict[str, Any]:
-    """`options` with ``parallel_shards`` set to `shards` (a rank's
-    `mpnn.distributed.ThreadPlan.batch_shards`) when model `name` can cut its batches (the
-    MPNN) and `options` does not already say how. The result belongs in the run's saved
-    configuration: a checkpoint restores only into a model cut the same way."""
-    known = {f.name for f in dataclasses.fields(CONFIGS[name])}
-    if "parallel_shards" not in known or "parallel_shards" in options:
-        return dict(options)
-    return {**options, "parallel_shards": shards}
+# Model families whose per-graph outputs do not depend on the other graphs of a batch, so
+# that cutting a batch (`mpnn.batch_cut`) changes no result; GAT-LSPE's batch normalisation
+# takes statistics over the whole batch.
+CUTTABLE = ("mpnn",)
+
+
+def batch_cut_for(name: str, planned: int) -> int:
+    """The groups a training batch of model `name` is cut into: the thread plan's
+    `planned` cut (`mpnn.distributed.ThreadPlan.batch_cut`) for a model in `CUTTABLE`,
+    else 1."""
+    return planned if name in CUTTABLE else 1
 
 
 def build_from_manifest(name: str, config: Any, manifest: dict[str, Any]) -> tf.keras.Model:

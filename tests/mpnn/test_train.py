@@ -122,3 +122,16 @@ def test_horovodrun_trains_gat_lspe_on_pdbbind_records(pdbbind_dataset, tmp_path
     assert metrics["test"]["count"] == 2
     assert {"r2", "pearson_r"} <= set(metrics["test"])
     assert metrics["weights_identical_across_ranks"] is True
+
+
+def test_a_saved_config_with_the_old_model_cut_resumes_with_the_cut_as_a_training_setting(tmp_path):
+    # config.json of runs made while the cut was a model option, and the thread plan a run
+    # records beside its settings (what its machine chose, not a setting).
+    saved = {"data": "a", "model_options": {"width": 8, "parallel_shards": 2, "fused_updates": True},
+             "thread_plan": {"intra_op_threads": 1, "inter_op_threads": 2, "batch_cut": 2}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = config_from_args(["--run-dir", str(tmp_path), "--resume"])
+    assert (config.model_options, config.batch_cut) == ({"width": 8}, 2)
+    assert config_from_args(["--data", "a", "--batch-cut", "1"]).batch_cut == 1
+    with pytest.raises(ValueError, match="batch_cut must not be negative"):
+        config_from_args(["--data", "a", "--batch-cut", "-1"])
