@@ -58,6 +58,9 @@ class TrainConfig:
     cache_budget_gb: float = 0.0
     resume: bool = False
     verbose: int = 2
+    tensorboard: bool = False
+    timeline: str = ""
+    autotune: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
@@ -147,6 +150,7 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
     ("shuffle_buffer", int, "records in the shuffle buffer"),
     ("verbose", int, "Keras verbosity on rank 0 (0 silent, 1 progress bar, 2 one line per epoch)"),
+    ("timeline", str, "write Horovod's timeline (Chrome trace of the gradient exchanges) to this file"),
 ]
 # Architecture flags go into `model_options` and must exist in the chosen model's config.
 _MODEL_FLAGS: list[tuple[str, type, str]] = [
@@ -175,6 +179,14 @@ def build_parser(prog: str = "mpnn-train") -> argparse.ArgumentParser:
         type=float,
         help="memory (GB) a rank's cache of training records may take; the cache switches itself off when the "
         "estimate is larger (0, the default: half of the available memory shared by the node's ranks)",
+    )
+    parser.add_argument(
+        "--tensorboard", dest="tensorboard", action="store_true",
+        help="rank 0 writes TensorBoard logs (losses, learning rate per epoch) to <run dir>/tensorboard",
+    )
+    parser.add_argument(
+        "--autotune", dest="autotune", action="store_true",
+        help="let Horovod tune its fusion buffer and cycle time (HOROVOD_AUTOTUNE), trials in <run dir>/autotune.csv",
     )
     parser.add_argument(
         "--resume",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,13 +70,33 @@ def thread_plan(
     return ThreadPlan(intra_op_threads or max(1, cores_per_rank // 2), inter, batch_cut or (2 if inter > 1 else 1))
 
 
-def init(intra_op_threads: int = 0, inter_op_threads: int = 0, batch_cut: int = 0) -> ThreadPlan:
+def init(
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    batch_cut: int = 0,
+    timeline: str = "",
+    autotune_log: str = "",
+) -> ThreadPlan:
     """Start Horovod, pin one GPU per local rank, and set this rank's threads (`thread_plan`).
 
     Must run before TensorFlow creates its runtime (before the first op), else the threads
     stay as they were (with a warning). Returns the plan, whose ``batch_cut`` the training
     takes (`mpnn.batch_cut.cut_batch_trainer`).
+
+    Args:
+        timeline: write Horovod's timeline (Chrome trace JSON of every collective) to this
+            file (``HOROVOD_TIMELINE``; rank 0 writes it).
+        autotune_log: switch on Horovod's autotuning of its fusion buffer and cycle time
+            (``HOROVOD_AUTOTUNE``) and log the trials to this CSV file (rank 0).
     """
+    # Horovod reads these when it starts, so they are set before `hvd.init`.
+    if timeline:
+        os.environ["HOROVOD_TIMELINE"] = os.path.abspath(timeline)
+    if autotune_log:
+        os.environ["HOROVOD_AUTOTUNE"] = "1"
+        os.environ["HOROVOD_AUTOTUNE_LOG"] = os.path.abspath(autotune_log)
+    if (timeline or autotune_log) and hvd_tf.is_initialized():
+        log.warning("Horovod has started already: the timeline and autotuning settings take no effect")
     hvd.init()
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:

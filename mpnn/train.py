@@ -38,6 +38,9 @@ from mpnn.report import format_summary
 
 log = logging.getLogger("mpnn-train")
 
+AUTOTUNE_LOG = "autotune.csv"  # in the run directory (--autotune)
+TENSORBOARD_DIRECTORY = "tensorboard"  # in the run directory (--tensorboard)
+
 LOSSES = {
     "mae": tf.keras.losses.MeanAbsoluteError,
     "mse": tf.keras.losses.MeanSquaredError,
@@ -102,6 +105,10 @@ def make_callbacks(
             ),
             tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
         ]
+        if config.tensorboard:
+            callbacks.append(
+                tf.keras.callbacks.TensorBoard(os.path.join(run_dir, TENSORBOARD_DIRECTORY), write_graph=False)
+            )
     callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
     return callbacks
 
@@ -112,7 +119,18 @@ def train(config: TrainConfig) -> dict | None:
     Writes the run directory (see `mpnn.rundir`) on rank 0.
     """
     config.validate()
-    threads = distributed.init(config.intra_op_threads, config.inter_op_threads, config.batch_cut)
+    # Horovod opens its autotuning log when it starts, so the run directory is chosen (rank
+    # 0's choice wins below) and made first.
+    if config.autotune:
+        config.run_dir = config.run_dir or rundir.default_run_dir()
+        os.makedirs(config.run_dir, exist_ok=True)
+    threads = distributed.init(
+        config.intra_op_threads,
+        config.inter_op_threads,
+        config.batch_cut,
+        timeline=config.timeline,
+        autotune_log=os.path.join(config.run_dir, AUTOTUNE_LOG) if config.autotune else "",
+    )
     tf.keras.utils.set_random_seed(config.seed)
     manifest = Manifest.load(config.data)
     model_name = models.choose_model(config.model, manifest.content)

@@ -11,8 +11,12 @@ import sys
 import numpy as np
 import pytest
 
+from mpnn import models
 from mpnn.config import config_from_args
+from mpnn.data import Manifest
 from mpnn.distributed import per_rank_batch_size, scaled_learning_rate
+from mpnn.rundir import usable_cores
+from tests.mpnn import coordinate_records
 
 VENV_BIN = os.path.dirname(sys.executable)
 SMALL = ["--epochs", "4", "--batch-size", "32", "--width", "16", "--message-steps", "2", "--verbose", "0"]
@@ -135,3 +139,92 @@ def test_a_saved_config_with_the_old_model_cut_resumes_with_the_cut_as_a_trainin
     assert config_from_args(["--data", "a", "--batch-cut", "1"]).batch_cut == 1
     with pytest.raises(ValueError, match="batch_cut must not be negative"):
         config_from_args(["--data", "a", "--batch-cut", "-1"])
+
+
+@pytest.fixture(scope="module")
+def coordinate_dataset(tmp_path_factory):
+    """280 perturbed copies of the shipped minima (with distances), 2 shards per split."""
+    return coordinate_records.prepare(tmp_path_factory.mktemp("coordinates") / "data", copies=10, shards=2)
+
+
+def _predictions_csv(path):
+    with open(path) as handle:
+        return {row["record_id"]: row for row in csv.DictReader(handle)}
+
+
+def _assert_saved_model_predicts_as_the_run(run_dir, data):
+    """model.keras predicts exactly what the run's best weights predict in a model built
+    afresh, the run's test_predictions.csv (the in-memory model's) to its printed digits,
+    and mpnn-evaluate writes the same predictions."""
+    import horovod.tensorflow.keras as hvd
+
+    from mpnn.evaluate import predict_split
+
+    hvd.init()
+    manifest = Manifest.load(str(data))
+    saved = models.load_model(str(run_dir / "model.keras"))
+    options = json.loads((run_dir / "config.json").read_text())["model_options"]
+    fresh = models.build_from_manifest("mpnn", models.model_config("mpnn", options), manifest.content)
+    fresh.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
+    from_file, from_weights = (predict_split(model, manifest, "test", 16) for model in (saved, fresh))
+    np.testing.assert_array_equal(from_file.y_pred, from_weights.y_pred)
+
+    run_rows = _predictions_csv(run_dir / "test_predictions.csv")
+    assert sorted(run_rows) == sorted(from_file.record_id)
+    predicted = np.array([float(run_rows[rid]["predicted"]) for rid in from_file.record_id])
+    np.testing.assert_allclose(from_file.y_pred, predicted, rtol=1e-5)  # the CSV prints 6 digits
+
+    output = run_dir / "evaluated.csv"
+    _run([sys.executable, "-m", "mpnn.evaluate", "--model", str(run_dir / "model.keras"), "--data", str(data),
+          "--output", str(output)])
+    assert _predictions_csv(output) == run_rows
+
+
+COORDINATE_RUN = ["--epochs", "2", "--batch-size", "16", "--width", "16", "--message-steps", "2", "--verbose", "0"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("plan", [["--inter-op-threads", "1"], []], ids=["one-inter-op-thread", "default-plan"])
+def test_coordinate_records_train_save_reload_and_evaluate_in_each_thread_plan(coordinate_dataset, tmp_path, plan):
+    # Issue 12: the default plan on 2+ cores (batches cut in two) crashed after training
+    # on records with distances, when the model was saved.
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir)]
+    _run([*command, *COORDINATE_RUN, *plan])
+    config = json.loads((run_dir / "config.json").read_text())
+    expected_cut = 1 if plan or usable_cores() < 2 else 2
+    assert config["thread_plan"]["batch_cut"] == expected_cut
+    assert "parallel_shards" not in config["model_options"]
+    log = _read_log(run_dir)
+    assert len(log) == 2 and all(float(row["peak_rss_mib"]) > 100 for row in log)  # TensorFlow alone takes more
+    assert float(log[1]["peak_rss_mib"]) >= float(log[0]["peak_rss_mib"])  # a peak so far never falls
+    _assert_saved_model_predicts_as_the_run(run_dir, coordinate_dataset)
+
+
+@pytest.mark.integration
+def test_coordinate_records_train_save_reload_and_evaluate_with_two_ranks(coordinate_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
+        *COORDINATE_RUN,
+    ]
+    _run(command)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["weights_identical_across_ranks"] is True
+    _assert_saved_model_predicts_as_the_run(run_dir, coordinate_dataset)
+
+
+@pytest.mark.integration
+def test_tensorboard_timeline_and_autotune_write_their_files(coordinate_dataset, tmp_path):
+    run_dir, timeline = tmp_path / "run", tmp_path / "timeline.json"
+    command = [
+        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
+        *COORDINATE_RUN, "--epochs", "1", "--tensorboard", "--timeline", str(timeline), "--autotune",
+    ]
+    _run(command)
+    assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert "ALLREDUCE" in timeline.read_text()  # the gradient exchanges
+    with open(run_dir / "autotune.csv") as handle:
+        assert len(handle.readline().split(",")) > 2  # the header of Horovod's trial log
