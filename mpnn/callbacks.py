@@ -2,9 +2,9 @@
 
 `EpochLog` adds timing and the learning rate to the epoch logs (so Keras' `CSVLogger` writes
 them to ``log.csv``), `PeakMemory` the largest rank's peak memory; `TimeBudget` stops every
-rank together once a time budget is spent; `AverageNonTrainableVariables` keeps batch-norm statistics identical across ranks;
-`cosine_multiplier` is the decay Horovod's `LearningRateScheduleCallback` applies after
-warm-up.
+rank together once a time budget is spent; `AverageNonTrainableVariables` keeps batch-norm
+statistics identical across ranks; `cosine_multiplier` is the decay Horovod's
+`LearningRateScheduleCallback` applies after warm-up.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class TrainConfig:
     resume: bool = False
     verbose: int = 2
     tensorboard: bool = False
-    timeline: str = ""
+    horovod_timeline: str = ""
     autotune: bool = False
 
     def validate(self) -> None:
@@ -150,7 +150,9 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
     ("shuffle_buffer", int, "records in the shuffle buffer"),
     ("verbose", int, "Keras verbosity on rank 0 (0 silent, 1 progress bar, 2 one line per epoch)"),
-    ("timeline", str, "write Horovod's timeline (Chrome trace of the gradient exchanges) to this file"),
+    # Not "--timeline": horovodrun reads an ambiguous prefix of its own --timeline-* options
+    # anywhere on its command line, also in the command it launches, and stops with an error.
+    ("horovod_timeline", str, "write Horovod's timeline (Chrome trace of the gradient exchanges) to this file"),
 ]
 # Architecture flags go into `model_options` and must exist in the chosen model's config.
 _MODEL_FLAGS: list[tuple[str, type, str]] = [

@@ -128,7 +128,7 @@ def train(config: TrainConfig) -> dict | None:
         config.intra_op_threads,
         config.inter_op_threads,
         config.batch_cut,
-        timeline=config.timeline,
+        timeline=config.horovod_timeline,
         autotune_log=os.path.join(config.run_dir, AUTOTUNE_LOG) if config.autotune else "",
     )
     tf.keras.utils.set_random_seed(config.seed)
@@ -144,9 +144,8 @@ def train(config: TrainConfig) -> dict | None:
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
         # The settings, and beside them the thread plan rank 0 resolved from them on this
         # machine (a resumed run plans again for its own machine).
-        rundir.write_json(
-            os.path.join(run_dir, "config.json"), {**config.to_json(), RESOLVED_THREAD_PLAN: dataclasses.asdict(threads)}
-        )
+        resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(threads)}
+        rundir.write_json(os.path.join(run_dir, "config.json"), {**config.to_json(), **resolved})
         rundir.write_json(os.path.join(run_dir, "host_info.json"), rundir.host_info(ranks, hvd.local_size()))
 
     batch = distributed.per_rank_batch_size(config.batch_size, config.batch_strategy, ranks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from mpnn import models
 from mpnn.config import config_from_args
-from mpnn.data import Manifest
+from mpnn.data import Manifest, manifest_dataset
 from mpnn.distributed import per_rank_batch_size, scaled_learning_rate
 from mpnn.rundir import usable_cores
 from tests.mpnn import coordinate_records
@@ -147,6 +148,25 @@ def coordinate_dataset(tmp_path_factory):
     return coordinate_records.prepare(tmp_path_factory.mktemp("coordinates") / "data", copies=10, shards=2)
 
 
+def test_the_cache_switches_itself_off_over_its_budget(coordinate_dataset, caplog):
+    import tensorflow as tf
+
+    from mpnn.data import CACHE_OVERHEAD_BYTES, cache_bytes_estimate
+    from mpnn.train import cache_fits
+
+    manifest = Manifest.load(str(coordinate_dataset))
+    files, _ = manifest.split("train")
+    sizes = [len(r) for f in files for r in tf.data.TFRecordDataset(f, compression_type="GZIP").as_numpy_iterator()]
+    needed = cache_bytes_estimate(manifest, "train")
+    # From a sample of the first shard, within a few percent of the records' real sizes.
+    assert needed == pytest.approx(len(sizes) * (np.mean(sizes) + CACHE_OVERHEAD_BYTES), rel=0.05)
+    assert cache_bytes_estimate(manifest, "train", rank=1, size=2) == pytest.approx(needed / 2, rel=0.05)
+    assert cache_fits(manifest, 0, 1, budget_gb=2 * needed / 1e9)
+    with caplog.at_level(logging.WARNING, logger="mpnn-train"):
+        assert not cache_fits(manifest, 0, 1, budget_gb=needed / 2 / 1e9)
+    assert "cache off" in caplog.text and "--cache-budget-gb" in caplog.text
+
+
 def _predictions_csv(path):
     with open(path) as handle:
         return {row["record_id"]: row for row in csv.DictReader(handle)}
@@ -166,8 +186,11 @@ def _assert_saved_model_predicts_as_the_run(run_dir, data):
     options = json.loads((run_dir / "config.json").read_text())["model_options"]
     fresh = models.build_from_manifest("mpnn", models.model_config("mpnn", options), manifest.content)
     fresh.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
-    from_file, from_weights = (predict_split(model, manifest, "test", 16) for model in (saved, fresh))
-    np.testing.assert_array_equal(from_file.y_pred, from_weights.y_pred)
+    # The same batches through both (the loader interleaves the shards in no fixed order).
+    batches = [models.model_inputs(saved, inputs) for inputs, _ in manifest_dataset(manifest, "test", 16)[0]]
+    for inputs in batches:
+        np.testing.assert_array_equal(saved(inputs).numpy(), fresh(inputs).numpy())
+    from_file = predict_split(saved, manifest, "test", 16)
 
     run_rows = _predictions_csv(run_dir / "test_predictions.csv")
     assert sorted(run_rows) == sorted(from_file.record_id)
@@ -221,7 +244,7 @@ def test_tensorboard_timeline_and_autotune_write_their_files(coordinate_dataset,
     command = [
         os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
         sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
-        *COORDINATE_RUN, "--epochs", "1", "--tensorboard", "--timeline", str(timeline), "--autotune",
+        *COORDINATE_RUN, "--epochs", "1", "--tensorboard", "--horovod-timeline", str(timeline), "--autotune",
     ]
     _run(command)
     assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
