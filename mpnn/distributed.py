@@ -91,6 +91,8 @@ def init(
     """
     # Horovod reads these when it starts, so they are set before `hvd.init`.
     if timeline:
+        # Horovod opens the file when it starts, and writes no timeline if it cannot.
+        os.makedirs(os.path.dirname(os.path.abspath(timeline)), exist_ok=True)
         os.environ["HOROVOD_TIMELINE"] = os.path.abspath(timeline)
     if autotune_log:
         os.environ["HOROVOD_AUTOTUNE"] = "1"
