@@ -1,15 +1,16 @@
 """Keras callbacks of our own; everything else comes from Keras and Horovod.
 
 `EpochLog` adds timing and the learning rate to the epoch logs (so Keras' `CSVLogger` writes
-them to ``log.csv``); `TimeBudget` stops every rank together once a time budget is spent;
-`AverageNonTrainableVariables` keeps batch-norm statistics identical across ranks;
-`cosine_multiplier` is the decay Horovod's `LearningRateScheduleCallback` applies after
-warm-up.
+them to ``log.csv``), `PeakMemory` the largest rank's peak memory; `TimeBudget` stops every
+rank together once a time budget is spent; `AverageNonTrainableVariables` keeps batch-norm
+statistics identical across ranks; `cosine_multiplier` is the decay Horovod's
+`LearningRateScheduleCallback` applies after warm-up.
 """
 
 from __future__ import annotations
 
 import math
+import resource
 import time
 from typing import Callable
 
@@ -40,6 +41,19 @@ class EpochLog(tf.keras.callbacks.Callback):
         logs["lr"] = float(tf.keras.backend.get_value(self.model.optimizer.learning_rate))
         logs["epoch_seconds"] = seconds
         logs["graphs_per_second"] = self.graphs_per_epoch / seconds
+
+
+class PeakMemory(tf.keras.callbacks.Callback):
+    """Add ``peak_rss_mib``: the largest peak resident memory of any rank's process so far
+    (MiB; Linux ``ru_maxrss`` of each process, gathered over the ranks, so it never
+    decreases over the epochs). Every rank must run it (it gathers); put it after Horovod's
+    `MetricAverageCallback`, which would otherwise average the ranks' peaks."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peaks = distributed.allgather_object(peak_mib, f"peak_rss_{epoch}")
+        if logs is not None:
+            logs["peak_rss_mib"] = max(peaks)
 
 
 class TimeBudget(tf.keras.callbacks.Callback):

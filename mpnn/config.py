@@ -22,6 +22,8 @@ LR_SCALING_RULES = ("linear", "sqrt", "none")
 LR_DECAYS = ("cosine", "plateau", "none")
 LOSSES = ("auto", "mae", "mse", "huber")
 MODELS = ("auto", "mpnn", "gat-lspe")
+# Key of config.json that records the thread plan the run resolved (`mpnn.distributed.ThreadPlan`).
+RESOLVED_THREAD_PLAN = "thread_plan"
 
 
 @dataclass
@@ -47,14 +49,19 @@ class TrainConfig:
     seed: int = 0
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    batch_cut: int = 0
     data_threads: int = 0
     parallel_calls: int = -1
     parallel_reads: int = -1
     shuffle_buffer: int = 100_000
     cache: bool = True
+    cache_budget_gb: float = 0.0
     resume: bool = False
     elastic: bool = False
     verbose: int = 2
+    tensorboard: bool = False
+    horovod_timeline: str = ""
+    autotune: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
@@ -75,17 +82,30 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("intra_op_threads", "inter_op_threads", "batch_cut", "data_threads", "cache_budget_gb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0: automatic), got {getattr(self, name)}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build from a (possibly partial) dict, e.g. a ``--config`` file or ``config.json``."""
+        """Build from a (possibly partial) dict, e.g. a ``--config`` file or ``config.json``
+        (whose ``thread_plan``, what the machine of that run chose, is not a setting)."""
+        values = {key: value for key, value in values.items() if key != RESOLVED_THREAD_PLAN}
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}; known: {sorted(known)}")
+        # Runs made before the batch cut left the model kept it among the model options (and
+        # the choice of the fused computation, the only one left).
+        options = dict(values.get("model_options") or {})
+        legacy_cut = options.pop("parallel_shards", None)
+        options.pop("fused_updates", None)
+        values = {**values, "model_options": options}
+        if legacy_cut is not None:
+            values.setdefault("batch_cut", int(legacy_cut))
         return cls(**values)
 
 
@@ -123,12 +143,17 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("intra_op_threads", int, "TensorFlow intra-op threads per rank (0: chosen from the rank's cores, "
      "see mpnn.distributed.thread_plan)"),
     ("inter_op_threads", int, "TensorFlow inter-op threads per rank (0: 1 on one core, 2 on more, "
-     "with MPNN batches cut in two)"),
+     "with training batches cut in two)"),
+    ("batch_cut", int, "groups of whole graphs each training batch is cut into, for the inter-op threads to "
+     "run at once (0: the thread plan's, 2 with 2+ inter-op threads on CPU, else 1); never part of the model"),
     ("data_threads", int, "tf.data threads per rank (0: cores / local ranks, or tf.data's default for one rank)"),
     ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
     ("shuffle_buffer", int, "records in the shuffle buffer"),
     ("verbose", int, "Keras verbosity on rank 0 (0 silent, 1 progress bar, 2 one line per epoch)"),
+    # Not "--timeline": horovodrun reads an ambiguous prefix of its own --timeline-* options
+    # anywhere on its command line, also in the command it launches, and stops with an error.
+    ("horovod_timeline", str, "write Horovod's timeline (Chrome trace of the gradient exchanges) to this file"),
 ]
 # Architecture flags go into `model_options` and must exist in the chosen model's config.
 _MODEL_FLAGS: list[tuple[str, type, str]] = [
@@ -151,6 +176,21 @@ def build_parser(prog: str = "mpnn-train") -> argparse.ArgumentParser:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
     parser.add_argument("--cache", dest="cache", action="store_true", help="cache records in memory (default)")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="read records from disk each epoch")
+    parser.add_argument(
+        "--cache-budget-gb",
+        dest="cache_budget_gb",
+        type=float,
+        help="memory (GB) a rank's cache of training records may take; the cache switches itself off when the "
+        "estimate is larger (0, the default: half of the available memory shared by the node's ranks)",
+    )
+    parser.add_argument(
+        "--tensorboard", dest="tensorboard", action="store_true",
+        help="rank 0 writes TensorBoard logs (losses, learning rate per epoch) to <run dir>/tensorboard",
+    )
+    parser.add_argument(
+        "--autotune", dest="autotune", action="store_true",
+        help="let Horovod tune its fusion buffer and cycle time (HOROVOD_AUTOTUNE), trials in <run dir>/autotune.csv",
+    )
     parser.add_argument(
         "--resume",
         dest="resume",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,20 +28,26 @@ class ThreadPlan:
     Attributes:
         intra_op_threads: threads of one op (0: TensorFlow's default, every core).
         inter_op_threads: ops run at the same time (0: TensorFlow's default).
-        batch_shards: groups of whole graphs a model should cut each batch into, for the
-            inter-op threads to run at once (the MPNN's ``parallel_shards``).
+        batch_cut: groups of whole graphs each training batch is cut into, for the
+            inter-op threads to run at once (`mpnn.batch_cut`; 1: no cut). A setting of
+            the training, never of the saved model.
     """
 
     intra_op_threads: int
     inter_op_threads: int
-    batch_shards: int
+    batch_cut: int
 
 
 def thread_plan(
-    cores_per_rank: int, local_ranks: int, gpu: bool, intra_op_threads: int = 0, inter_op_threads: int = 0
+    cores_per_rank: int,
+    local_ranks: int,
+    gpu: bool,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    batch_cut: int = 0,
 ) -> ThreadPlan:
-    """The thread settings of one rank; `intra_op_threads` and `inter_op_threads`, when
-    given (non-zero), win.
+    """The thread settings of one rank; `intra_op_threads`, `inter_op_threads` and
+    `batch_cut`, when given (non-zero), win.
 
     - With a GPU the GPU does the work: a rank alone on its node keeps TensorFlow's
       defaults, ranks sharing a node share its cores (``cores_per_rank`` threads per op, one
@@ -56,20 +63,42 @@ def thread_plan(
     """
     if gpu:
         shared = cores_per_rank if local_ranks > 1 else 0
-        return ThreadPlan(intra_op_threads or shared, inter_op_threads or (1 if local_ranks > 1 else 0), 1)
+        return ThreadPlan(intra_op_threads or shared, inter_op_threads or (1 if local_ranks > 1 else 0), batch_cut or 1)
     if cores_per_rank < 2:
-        return ThreadPlan(intra_op_threads or 1, inter_op_threads or 1, 1)
+        return ThreadPlan(intra_op_threads or 1, inter_op_threads or 1, batch_cut or 1)
     inter = inter_op_threads or 2
-    return ThreadPlan(intra_op_threads or max(1, cores_per_rank // 2), inter, 2 if inter > 1 else 1)
+    return ThreadPlan(intra_op_threads or max(1, cores_per_rank // 2), inter, batch_cut or (2 if inter > 1 else 1))
 
 
-def init(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ThreadPlan:
+def init(
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    batch_cut: int = 0,
+    timeline: str = "",
+    autotune_log: str = "",
+) -> ThreadPlan:
     """Start Horovod, pin one GPU per local rank, and set this rank's threads (`thread_plan`).
 
     Must run before TensorFlow creates its runtime (before the first op), else the threads
-    stay as they were (with a warning). Returns the plan, whose ``batch_shards`` the model
-    should take (see `mpnn.models.with_batch_shards`).
+    stay as they were (with a warning). Returns the plan, whose ``batch_cut`` the training
+    takes (`mpnn.batch_cut.cut_batch_trainer`).
+
+    Args:
+        timeline: write Horovod's timeline (Chrome trace JSON of every collective) to this
+            file (``HOROVOD_TIMELINE``; rank 0 writes it).
+        autotune_log: switch on Horovod's autotuning of its fusion buffer and cycle time
+            (``HOROVOD_AUTOTUNE``) and log the trials to this CSV file (rank 0).
     """
+    # Horovod reads these when it starts, so they are set before `hvd.init`.
+    if timeline:
+        # Horovod opens the file when it starts, and writes no timeline if it cannot.
+        os.makedirs(os.path.dirname(os.path.abspath(timeline)), exist_ok=True)
+        os.environ["HOROVOD_TIMELINE"] = os.path.abspath(timeline)
+    if autotune_log:
+        os.environ["HOROVOD_AUTOTUNE"] = "1"
+        os.environ["HOROVOD_AUTOTUNE_LOG"] = os.path.abspath(autotune_log)
+    if (timeline or autotune_log) and hvd_tf.is_initialized():
+        log.warning("Horovod has started already: the timeline and autotuning settings take no effect")
     hvd.init()
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -77,7 +106,7 @@ def init(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ThreadPlan:
         gpu = gpus[hvd.local_rank() % len(gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
-    plan = thread_plan(cores_per_rank(), hvd.local_size(), bool(gpus), intra_op_threads, inter_op_threads)
+    plan = thread_plan(cores_per_rank(), hvd.local_size(), bool(gpus), intra_op_threads, inter_op_threads, batch_cut)
     try:
         if plan.intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(plan.intra_op_threads)

@@ -86,29 +86,28 @@ def _mlp(units: int, activation: str, name: str) -> tf.keras.Sequential:
 
 
 class _UpdateLayer(tf.keras.layers.Layer):
-    """Shared configuration of the update layers: width, activation, dropout, and whether to
-    use the fused computation.
+    """Shared part of the update layers: width, activation, dropout, and the two-layer
+    ``mlp`` applied to the concatenation of the layer's inputs.
 
-    Both computations use the same weights (a two-layer ``mlp`` on the concatenated inputs)
-    and give the same result to float32 rounding. The reference one concatenates the
-    inputs and applies ``mlp``; the fused one (the default) multiplies each input by its
-    block of the first kernel and adds the products, which needs no ``[E, 3F]`` concatenation
-    in the forward pass nor its slicing in the backward pass, gathers receivers with the
-    sorted-segment gradient (`gather_receivers`), and uses `swish` for the swish activation.
+    The concatenation is never built: ``mlp(concat(blocks))`` is computed as the sum of each
+    block times its block of the first kernel (`_mlp_of_blocks`), which needs no ``[E, 3F]``
+    concatenation in the forward pass nor its slicing in the backward pass; receivers are
+    gathered with the sorted-segment gradient (`gather_receivers`) and the swish activation
+    reuses its sigmoid for the gradient (`swish`). The same function of the same weights as
+    the plain ``mlp(tf.concat(...))``, to float32 rounding (the tests compare the two).
 
     Both layers take an optional fourth input, ``sender_state [E, F]`` = ``atom_state``
     gathered at the senders: a model that gives the same one to an `EdgeUpdate` and the
     `NodeUpdate` after it (they read the same atom states) gathers once instead of twice.
     """
 
-    n_inputs = 0  # blocks of the first kernel (inputs concatenated by the reference path)
+    n_inputs = 0  # blocks of the first kernel (inputs of the concatenation)
 
-    def __init__(self, units: int, activation: str = "swish", dropout: float = 0.0, fused: bool = True, **kwargs):
+    def __init__(self, units: int, activation: str = "swish", dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.activation = activation
         self.dropout = dropout
-        self.fused = fused
         self.mlp = _mlp(units, activation, "mlp")
         self.drop = tf.keras.layers.Dropout(dropout)
 
@@ -137,13 +136,13 @@ class _UpdateLayer(tf.keras.layers.Layer):
         return output_layer(hidden)
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "fused": self.fused,
-        }
+        return {**super().get_config(), "units": self.units, "activation": self.activation, "dropout": self.dropout}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "_UpdateLayer":
+        # Models saved before the reference (concatenating) computation moved to the tests
+        # name it in ``fused``; both computations are the same function of the same weights.
+        return cls(**{key: value for key, value in config.items() if key != "fused"})
 
 
 @tf.keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -159,13 +158,8 @@ class EdgeUpdate(_UpdateLayer):
 
     def call(self, inputs, training=None):
         atom_state, bond_state, connectivity = inputs[:3]
-        sender = self._sender_state(inputs)
-        if self.fused:
-            receiver = gather_receivers(atom_state, connectivity[:, 0])
-            update = self._mlp_of_blocks([receiver, sender, bond_state])
-        else:
-            receiver = tf.gather(atom_state, connectivity[:, 0])
-            update = self.mlp(tf.concat([receiver, sender, bond_state], axis=-1))
+        receiver = gather_receivers(atom_state, connectivity[:, 0])
+        update = self._mlp_of_blocks([receiver, self._sender_state(inputs), bond_state])
         return bond_state + self.drop(update, training=training)
 
 
@@ -186,10 +180,7 @@ class NodeUpdate(_UpdateLayer):
         atom_state, bond_state, connectivity = inputs[:3]
         messages = self._sender_state(inputs) * bond_state
         received = sum_onto_receivers(messages, connectivity[:, 0], tf.shape(atom_state)[0])
-        if self.fused:
-            update = self._mlp_of_blocks([atom_state, received])
-        else:
-            update = self.mlp(tf.concat([atom_state, received], axis=-1))
+        update = self._mlp_of_blocks([atom_state, received])
         return atom_state + self.drop(update, training=training)
 
 
@@ -245,58 +236,3 @@ class ScalarOffset(tf.keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "initial": self.initial}
-
-
-@tf.keras.utils.register_keras_serializable(package=_PACKAGE)
-class SplitGraphs(tf.keras.layers.Layer):
-    """Cut a merged batch (see `mpnn.data`) into `shards` batches of whole, consecutive graphs.
-
-    Input: the batch dict (``atom [N]``, ``bond [E]``, ``connectivity [E, 2]``,
-    ``node_graph_indices [N]``, optionally ``distance [E]``; any other entry is taken as
-    per-atom). Returns a list of `shards` dicts with the same keys, each a valid merged
-    batch on its own (connectivity and graph indices start from 0) holding about
-    ``N / shards`` atoms; concatenating the per-shard graph outputs gives the batch's graphs
-    in order. A shard may be empty when one graph holds more than its share of atoms.
-
-    Relies on the layout of `mpnn.data.merge_batch`: graph indices sorted, and edges sorted
-    by receiver (so a graph's edges follow those of the graphs before it).
-    """
-
-    def __init__(self, shards: int, **kwargs):
-        super().__init__(**kwargs)
-        if shards < 1:
-            raise ValueError(f"shards must be at least 1, got {shards}")
-        self.shards = shards
-
-    def call(self, inputs):
-        graph = inputs["node_graph_indices"]
-        receivers = inputs["connectivity"][:, 0]
-        n_nodes = tf.shape(graph)[0]
-        node_cuts, edge_cuts, graph_cuts = [0], [0], [0]
-        for index in range(1, self.shards):
-            # Cut before the graph that holds atom number index * N / shards.
-            first_graph = tf.gather(graph, tf.minimum(n_nodes * index // self.shards, n_nodes - 1))
-            node_cuts.append(tf.reduce_sum(tf.cast(graph < first_graph, tf.int32)))
-            edge_cuts.append(tf.reduce_sum(tf.cast(receivers < node_cuts[-1], tf.int32)))
-            graph_cuts.append(first_graph)
-        node_cuts.append(n_nodes)
-        edge_cuts.append(tf.shape(receivers)[0])
-        shards = []
-        for index in range(self.shards):
-            n0, n1 = node_cuts[index], node_cuts[index + 1]
-            e0, e1 = edge_cuts[index], edge_cuts[index + 1]
-            shard = {}
-            for name, value in inputs.items():
-                if name == "connectivity":
-                    shard[name] = value[e0:e1] - n0
-                elif name == "node_graph_indices":
-                    shard[name] = value[n0:n1] - graph_cuts[index]
-                elif name in ("bond", "distance"):
-                    shard[name] = value[e0:e1]
-                else:
-                    shard[name] = value[n0:n1]
-            shards.append(shard)
-        return shards
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "shards": self.shards}

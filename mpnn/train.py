@@ -19,12 +19,14 @@ from typing import Sequence
 
 import horovod.tensorflow.keras as hvd
 import numpy as np
+import psutil
 import tensorflow as tf
 
 from mpnn import checkpoint, cli_checks, distributed, elastic, models, rundir, verify
-from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, TimeBudget, cosine_multiplier
-from mpnn.config import TrainConfig, build_parser, config_from_args
-from mpnn.data import LoaderOptions, Manifest, manifest_dataset
+from mpnn.batch_cut import cut_batch_trainer
+from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, PeakMemory, TimeBudget, cosine_multiplier
+from mpnn.config import RESOLVED_THREAD_PLAN, TrainConfig, build_parser, config_from_args
+from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.evaluate import (
     group_mean_baseline_mae,
     predict_split,
@@ -35,6 +37,9 @@ from mpnn.evaluate import (
 from mpnn.report import format_summary
 
 log = logging.getLogger("mpnn-train")
+
+AUTOTUNE_LOG = "autotune.csv"  # in the run directory (--autotune)
+TENSORBOARD_DIRECTORY = "tensorboard"  # in the run directory (--tensorboard)
 
 LOSSES = {
     "mae": tf.keras.losses.MeanAbsoluteError,
@@ -61,6 +66,7 @@ def make_callbacks(
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
         AverageNonTrainableVariables(),
+        PeakMemory(),  # after the averaging: the largest rank's peak, not the mean
     ]
     if config.warmup_epochs > 0:
         callbacks.append(
@@ -99,6 +105,10 @@ def make_callbacks(
             ),
             tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
         ]
+        if config.tensorboard:
+            callbacks.append(
+                tf.keras.callbacks.TensorBoard(os.path.join(run_dir, TENSORBOARD_DIRECTORY), write_graph=False)
+            )
     callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
     return callbacks
 
@@ -109,21 +119,35 @@ def train(config: TrainConfig) -> dict | None:
     Writes the run directory (see `mpnn.rundir`) on rank 0.
     """
     config.validate()
-    threads = distributed.init(config.intra_op_threads, config.inter_op_threads)
+    # Horovod opens its autotuning log when it starts, so the run directory is chosen (rank
+    # 0's choice wins below) and made first.
+    if config.autotune:
+        config.run_dir = config.run_dir or rundir.default_run_dir()
+        os.makedirs(config.run_dir, exist_ok=True)
+    threads = distributed.init(
+        config.intra_op_threads,
+        config.inter_op_threads,
+        config.batch_cut,
+        timeline=config.horovod_timeline,
+        autotune_log=os.path.join(config.run_dir, AUTOTUNE_LOG) if config.autotune else "",
+    )
     tf.keras.utils.set_random_seed(config.seed)
     manifest = Manifest.load(config.data)
     verify.check_shards(config.data, manifest.splits)
     model_name = models.choose_model(config.model, manifest)
-    # Rank 0's choice, so that every rank builds the same model.
-    options = models.with_batch_shards(model_name, config.model_options, threads.batch_shards)
-    config.model_options = elastic.rank0_value(options, "model_options", config.elastic)
+    # The cut this model takes (`models.CUTTABLE`); the plan as it is run goes to config.json.
+    batch_cut = models.batch_cut_for(model_name, threads.batch_cut)
+    threads = dataclasses.replace(threads, batch_cut=batch_cut)
     ranks, rank = distributed.size(), distributed.rank()
     cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)
     run_dir = elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     config.run_dir = run_dir
     if distributed.is_root():
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-        rundir.write_json(os.path.join(run_dir, "config.json"), config.to_json())
+        # The settings, and beside them the thread plan rank 0 resolved from them on this
+        # machine (a resumed run plans again for its own machine).
+        resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(threads)}
+        rundir.write_json(os.path.join(run_dir, "config.json"), {**config.to_json(), **resolved})
         rundir.write_json(os.path.join(run_dir, "host_info.json"), rundir.host_info(ranks, hvd.local_size()))
 
     batch = distributed.per_rank_batch_size(config.batch_size, config.batch_strategy, ranks)
@@ -131,7 +155,7 @@ def train(config: TrainConfig) -> dict | None:
         parallel_reads=config.parallel_reads,
         parallel_calls=config.parallel_calls,
         shuffle_buffer=config.shuffle_buffer,
-        cache=config.cache,
+        cache=config.cache and cache_fits(manifest, rank, ranks, config.cache_budget_gb),
         threads=config.data_threads or distributed.shared_node_threads(),
     )
     scaled_lr = distributed.scaled_learning_rate(
@@ -142,9 +166,12 @@ def train(config: TrainConfig) -> dict | None:
     weight_decay = defaults["weight_decay"] if config.weight_decay is None else config.weight_decay
     architecture = models.model_config(model_name, config.model_options)
     model = models.build_from_manifest(model_name, architecture, manifest)
+    # Training runs the model's twin that cuts batches for this rank's threads; the model
+    # itself, the same on every machine, is what is checkpointed, evaluated and saved.
+    trainer = cut_batch_trainer(model, batch_cut)
     optimizer = distributed.distributed_optimizer(make_optimizer(scaled_lr, weight_decay))
-    model.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
-    state = resume_or_start(config, run_dir, model)
+    trainer.compile(optimizer=optimizer, loss=LOSSES[loss](), metrics=["mae"])
+    state = resume_or_start(config, run_dir, trainer)
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
     start_seed = state.seeds[str(start_epoch)]
     tf.keras.utils.set_random_seed(start_seed)
@@ -171,8 +198,10 @@ def train(config: TrainConfig) -> dict | None:
     graphs_per_epoch = manifest.split_records("train")
     if distributed.is_root():
         log.info(
-            "%s, %d parameters; %d rank(s), %d graphs per rank-batch (%s), global batch %d, learning rate %.3g",
-            model_name, model.count_params(), ranks, batch, config.batch_strategy, batch * ranks, scaled_lr,
+            "%s, %d parameters; %d rank(s), %d graphs per rank-batch (%s) cut into %d, global batch %d, "
+            "learning rate %.3g",
+            model_name, model.count_params(), ranks, batch, config.batch_strategy, threads.batch_cut, batch * ranks,
+            scaled_lr,
         )
 
     started = time.perf_counter()
@@ -184,11 +213,11 @@ def train(config: TrainConfig) -> dict | None:
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
                         callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
 
-        state = elastic.fit(model, state, config.epochs, fit_arguments)
+        state = elastic.fit(trainer, state, config.epochs, fit_arguments)
     elif state.stopped or start_epoch >= config.epochs:
         log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
     else:
-        model.fit(
+        trainer.fit(
             train_data,
             epochs=config.epochs,
             initial_epoch=start_epoch,
@@ -274,11 +303,28 @@ def restore_best_weights(model: tf.keras.Model, path: str) -> None:
 
 
 def save_for_inference(model: tf.keras.Model, path: str) -> None:
-    """Save architecture and weights without the (Horovod-wrapped) optimizer, so the file
-    loads anywhere with `mpnn.models.load_model`."""
-    clean = tf.keras.models.clone_model(model)
-    clean.set_weights(model.get_weights())
-    clean.save(path)
+    """Save architecture and weights of `model`, which must be uncompiled (`train` compiles
+    its training twin, `mpnn.batch_cut.cut_batch_trainer`, not the model), so the file holds
+    no (Horovod-wrapped) optimizer and loads anywhere with `mpnn.models.load_model`."""
+    if getattr(model, "optimizer", None) is not None:
+        raise ValueError(f"save_for_inference: model {model.name!r} is compiled; save the uncompiled model")
+    model.save(path)
+
+
+def cache_fits(manifest: Manifest, rank: int, ranks: int, budget_gb: float) -> bool:
+    """Whether this rank's share of the training records fits its cache budget: `budget_gb`
+    GB, or with 0 half of the memory available now, shared by the node's ranks. Logs why
+    when it does not (the loader then reads the records from disk every epoch)."""
+    budget = budget_gb * 1e9 if budget_gb > 0 else 0.5 * psutil.virtual_memory().available / hvd.local_size()
+    needed = cache_bytes_estimate(manifest, "train", rank, ranks)
+    if needed <= budget:
+        return True
+    log.warning(
+        "rank %d: cache off: its training records need about %.2f GB in memory, more than its budget of %.2f GB "
+        "(--cache-budget-gb%s); records are read from disk every epoch",
+        rank, needed / 1e9, budget / 1e9, "" if budget_gb > 0 else ": 0, half the available memory",
+    )
+    return False
 
 
 def weights_checksum(model: tf.keras.Model) -> str:

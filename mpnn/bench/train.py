@@ -9,7 +9,8 @@ as from ``mpnn-train``'s second epoch on) and ``--warmup-steps`` training steps;
 each batch's target; the figure is the median over the repeats.
 
 ``--variants`` compares implementations of the same model (model options such as
-``fused_updates=false``): every variant starts from the same
+``message_steps=8``, and ``batch_cut=K``, the groups each batch is cut into for training,
+`mpnn.batch_cut`): every variant starts from the same
 weights, and the repeats are interleaved (variant 1, variant 2, ..., variant 1, ...) so
 that a machine whose load changes during the run slows all variants alike. Beside the
 wall-clock rate the report gives the process's CPU seconds per step (all threads, the
@@ -20,10 +21,10 @@ across ranks, as in ``mpnn-train``; rank 0 gathers every rank's rate and reports
 their sum. With ``--baseline`` (the report of a 1-rank run of the same sweep) each result
 also gets its scaling efficiency, total graphs/s / (K x the 1-rank graphs/s): with the same
 per-rank batch, the weak-scaling efficiency (``benchmarks/weak_scaling.sh`` alternates
-such runs). Thread settings and the cut of each batch into shards are mpnn-train's
+such runs). Thread settings and the cut of each batch into groups are mpnn-train's
 (`mpnn.distributed.thread_plan`: on 2 cores, one rank runs intra-op 1, inter-op 2 and
 MPNN batches cut in two); ``--intra-op`` and ``--inter-op`` override the threads and a
-variant such as ``parallel_shards=1`` the cut.
+variant such as ``batch_cut=1`` the cut.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=positive_int, default=1,
                         help="timed runs of --steps steps per variant, interleaved across variants (default 1)")
     parser.add_argument("--variants", nargs="+", default=["default"], metavar="OPTIONS",
-                        help="model variants to compare: 'default' or comma-separated model options, e.g. "
-                             "fused_updates=false (default: default)")
+                        help="model variants to compare: 'default' or comma-separated model options and "
+                             "batch_cut, e.g. batch_cut=1 (default: default)")
     parser.add_argument("--warmup-steps", type=non_negative_int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--intra-op", type=non_negative_int, default=0,
                         help="intra-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)")
@@ -88,13 +89,14 @@ def parse_variant(text: str) -> dict[str, Any]:
 
 
 def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,
-            rank: int, size: int, batch_shards: int) -> list[dict[str, Any]]:
+            rank: int, size: int, batch_cut: int) -> list[dict[str, Any]]:
     """Rates of one rank for one width and batch size, one entry per variant (see the
-    module docstring); the model cuts its batches into `batch_shards` unless a variant
-    says otherwise."""
+    module docstring); training cuts batches into `batch_cut` groups (for the models that
+    take a cut, `mpnn.models.batch_cut_for`) unless a variant says otherwise."""
     import tensorflow as tf
 
     from mpnn import distributed, models
+    from mpnn.batch_cut import cut_batch_trainer
     from mpnn.data import LoaderOptions, manifest_dataset
     from mpnn.train import LOSSES, only_model_inputs
 
@@ -104,14 +106,15 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     steps: dict[str, Any] = {}
     parameters: dict[str, int] = {}
     options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
-    options = models.with_batch_shards(model_name, options, batch_shards)
     for variant in args.variants:
+        variant_options = parse_variant(variant)
+        cut = variant_options.pop("batch_cut", models.batch_cut_for(model_name, batch_cut))
         try:
-            config = models.model_config(model_name, {**options, **parse_variant(variant)})
+            config = models.model_config(model_name, {**options, **variant_options})
+            tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
+            model = cut_batch_trainer(models.build_from_manifest(model_name, config, manifest), cut)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"variant {variant!r}: {exc}") from None
-        tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
-        model = models.build_from_manifest(model_name, config, manifest)
         model.compile(optimizer=distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
@@ -202,7 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     results = []
     for width in args.widths:
         for batch_size in args.batch_sizes:
-            mine = measure(manifest, model_name, width, batch_size, args, rank, size, threads.batch_shards)
+            mine = measure(manifest, model_name, width, batch_size, args, rank, size, threads.batch_cut)
             gathered = distributed.allgather_object(mine, f"bench_{width}_{batch_size}") if size > 1 else [mine]
             for index, variant in enumerate(args.variants):
                 ranks = [per_rank[index] for per_rank in gathered]
@@ -228,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             "batch_sizes": list(args.batch_sizes), "steps": args.steps, "warmup_steps": args.warmup_steps,
             "repeats": args.repeats, "variants": list(args.variants),
             "intra_op_threads": threads.intra_op_threads, "inter_op_threads": threads.inter_op_threads,
-            "batch_shards": threads.batch_shards,
+            "batch_cut": threads.batch_cut,
             "data_threads": args.data_threads, "ranks": size,
             "baseline": os.path.abspath(args.baseline) if args.baseline else None,
             "optimizer": "adam", "loss": "mae",
@@ -243,7 +246,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"train: {report['model']} on {data['manifest']} ({data['records']:,} training graphs), "
         f"{parameters['ranks']} rank(s), threads intra-op {parameters['intra_op_threads'] or 'default'} "
         f"inter-op {parameters['inter_op_threads'] or 'default'} "
-        f"batch shards {parameters.get('batch_shards', 1)} "
+        f"batch cut {parameters.get('batch_cut', 1)} "
         f"tf.data {parameters.get('data_threads') or 'default'}; median of {parameters['repeats']} run(s) of "
         f"{parameters['steps']} timed steps after {parameters['warmup_steps']} warm-up steps"
     )

@@ -16,6 +16,13 @@ from mpnn.graph_format.manifest import Manifest
 from mpnn.models.gat_lspe import GATLSPEConfig, build_gat_lspe
 from mpnn.models.mpnn import MPNNConfig, build_mpnn
 
+# nfp does not register its layers with Keras. Keras then resolves a serialised
+# "RBFExpansion" only where it is given as a custom object; elsewhere (e.g. when
+# `clone_model` rebuilds a nested functional model from its config) Keras 2.15 silently
+# returns the class name instead of a layer and fails later with "'str' object is not
+# callable". Registered under its plain name, it resolves everywhere, also in old files.
+tf.keras.utils.get_custom_objects().setdefault("RBFExpansion", RBFExpansion)
+
 # The model each kind of data set trains by default, and each model's training defaults
 # (used where the user sets nothing): the MPNN fits energies with an MAE loss; GAT-LSPE
 # follows the PDBbind study (MSE, weight decay 1e-4).
@@ -46,15 +53,17 @@ def model_config(name: str, options: dict[str, Any]) -> Any:
     return config_class(**options)
 
 
-def with_batch_shards(name: str, options: dict[str, Any], shards: int) -> dict[str, Any]:
-    """`options` with ``parallel_shards`` set to `shards` (a rank's
-    `mpnn.distributed.ThreadPlan.batch_shards`) when model `name` can cut its batches (the
-    MPNN) and `options` does not already say how. The result belongs in the run's saved
-    configuration: a checkpoint restores only into a model cut the same way."""
-    known = {f.name for f in dataclasses.fields(CONFIGS[name])}
-    if "parallel_shards" not in known or "parallel_shards" in options:
-        return dict(options)
-    return {**options, "parallel_shards": shards}
+# Model families whose per-graph outputs do not depend on the other graphs of a batch, so
+# that cutting a batch (`mpnn.batch_cut`) changes no result; GAT-LSPE's batch normalisation
+# takes statistics over the whole batch.
+CUTTABLE = ("mpnn",)
+
+
+def batch_cut_for(name: str, planned: int) -> int:
+    """The groups a training batch of model `name` is cut into: the thread plan's
+    `planned` cut (`mpnn.distributed.ThreadPlan.batch_cut`) for a model in `CUTTABLE`,
+    else 1."""
+    return planned if name in CUTTABLE else 1
 
 
 def build_from_manifest(name: str, config: Any, manifest: Manifest) -> tf.keras.Model:
@@ -93,4 +102,4 @@ def model_inputs(model: tf.keras.Model, batch: dict[str, tf.Tensor]) -> dict[str
 
 def load_model(path: str) -> tf.keras.Model:
     """Load a model saved by `mpnn-train` (``model.keras``) for prediction."""
-    return tf.keras.models.load_model(path, custom_objects={"RBFExpansion": RBFExpansion}, compile=False)
+    return tf.keras.models.load_model(path, compile=False)

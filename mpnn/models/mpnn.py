@@ -16,7 +16,7 @@ from typing import Sequence
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
-from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, SplitGraphs
+from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,9 @@ class MPNNConfig:
             per-atom energies (for effects that are not additive over atoms).
         rbf_bins, rbf_max_distance: RBF expansion of the edge distance (Angstrom); used
             only when the data has distances.
-        fused_updates: compute the update MLPs without concatenating their inputs and
-            gather the sender states once per step for both updates (the same function
-            and weights, less work; see `mpnn.layers._UpdateLayer`). False gives the
-            reference computation, for comparisons.
-        parallel_shards: cut each batch into this many groups of whole graphs
-            (`mpnn.layers.SplitGraphs`) that go through the same network independently, so
-            that TensorFlow's inter-op threads can run them at the same time (e.g. with
-            intra-op threads 1 and inter-op threads 2 on 2 cores); the outputs are those of
-            the whole batch. 1: no cut.
+
+    How a batch is run on a machine (threads, the batch cut of `mpnn.batch_cut`) is not
+    part of the architecture: a model built from this config is the same everywhere.
     """
 
     width: int = 32
@@ -50,8 +44,6 @@ class MPNNConfig:
     global_readout: bool = True
     rbf_bins: int = 32
     rbf_max_distance: float = 4.0
-    fused_updates: bool = True
-    parallel_shards: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,17 +96,14 @@ def build_mpnn(
         bond_state = bond_state + tf.keras.layers.Dense(config.width, name="distance_embedding")(rbf)
 
     for step in range(config.message_steps):
-        common = dict(
-            units=config.width, activation=config.activation, dropout=config.dropout, fused=config.fused_updates
-        )
-        senders = []
-        if config.fused_updates:
-            senders = [GatherSenders(name=f"senders_{step}")([atom_state, inputs["connectivity"]])]
+        common = dict(units=config.width, activation=config.activation, dropout=config.dropout)
+        # Both updates of a step read the same atom states: gather them at the senders once.
+        senders = GatherSenders(name=f"senders_{step}")([atom_state, inputs["connectivity"]])
         bond_state = EdgeUpdate(**common, name=f"edge_update_{step}")(
-            [atom_state, bond_state, inputs["connectivity"], *senders]
+            [atom_state, bond_state, inputs["connectivity"], senders]
         )
         atom_state = NodeUpdate(**common, name=f"node_update_{step}")(
-            [atom_state, bond_state, inputs["connectivity"], *senders]
+            [atom_state, bond_state, inputs["connectivity"], senders]
         )
 
     graph_index = inputs["node_graph_indices"]
@@ -139,10 +128,4 @@ def build_mpnn(
         energy = tf.keras.layers.Add(name="add_global")([energy, global_term])
     energy = ScalarOffset(graph_offset, name="graph_offset")(energy)
     energy = tf.keras.layers.Reshape((), name="energy")(energy)
-    if config.parallel_shards == 1:
-        return tf.keras.Model(inputs, energy, name="mpnn")
-    per_shard = tf.keras.Model(inputs, energy, name="mpnn_shard")
-    whole = {name: tf.keras.Input(shape=x.shape[1:], dtype=x.dtype, name=name) for name, x in inputs.items()}
-    shards = SplitGraphs(config.parallel_shards, name="split_graphs")(whole)
-    energy = tf.keras.layers.Concatenate(axis=0, name="energy")([per_shard(shard) for shard in shards])
-    return tf.keras.Model(whole, energy, name="mpnn")
+    return tf.keras.Model(inputs, energy, name="mpnn")

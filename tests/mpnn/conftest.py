@@ -46,7 +46,5 @@ def minima_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def distance_run(minima_dataset, tmp_path_factory) -> Path:
-    """A run directory of the MPNN with distances, trained for 2 epochs on the minima.
-    parallel_shards 1: train.py cannot yet save a cut model that has the distance input
-    (Keras' clone_model fails on it)."""
-    return _train(minima_dataset, tmp_path_factory.mktemp("distance_run"), epochs=2, batch_size=4, parallel_shards=1)
+    """A run directory of the MPNN with distances, trained for 2 epochs on the minima."""
+    return _train(minima_dataset, tmp_path_factory.mktemp("distance_run"), epochs=2, batch_size=4)

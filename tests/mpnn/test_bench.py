@@ -224,7 +224,7 @@ def test_train_reports_graphs_per_second(tmp_path):
     output = tmp_path / "train.json"
     argv = [sys.executable, "-m", "mpnn.bench", "train", "--data", str(data), "--widths", "8", "--batch-sizes", "4",
             "--steps", "3", "--warmup-steps", "1", "--intra-op", "1", "--inter-op", "1", "--output", str(output),
-            "--repeats", "2", "--variants", "fused_updates=false", "default"]
+            "--repeats", "2", "--variants", "batch_cut=2", "default"]
     completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
 
@@ -232,10 +232,10 @@ def test_train_reports_graphs_per_second(tmp_path):
     check_environment(report)
     assert report["benchmark"] == "train" and report["model"] == "mpnn"
     assert report["parameters"]["intra_op_threads"] == 1 and report["parameters"]["inter_op_threads"] == 1
-    assert report["parameters"]["batch_shards"] == 1  # one inter-op thread: batches are not cut
+    assert report["parameters"]["batch_cut"] == 1  # one inter-op thread: batches are not cut
     assert report["parameters"]["repeats"] == 2
     reference, default = report["results"]
-    assert (reference["variant"], default["variant"]) == ("fused_updates=false", "default")
+    assert (reference["variant"], default["variant"]) == ("batch_cut=2", "default")
     for result in (reference, default):
         assert (result["width"], result["batch_size"]) == (8, 4)
         assert result["graphs_per_second"] > 0 and result["steps_per_second"] > 0
@@ -243,7 +243,7 @@ def test_train_reports_graphs_per_second(tmp_path):
         assert result["parameters"] > 0 and result["peak_rss_kib"] > 0
         [rank] = result["per_rank"]
         assert rank["rank"] == 0 and len(rank["repeats_graphs_per_second"]) == 2
-    assert reference["parameters"] == default["parameters"]  # the same model, computed two ways
+    assert reference["parameters"] == default["parameters"]  # the same model, trained with and without the cut
     assert "graphs/s" in completed.stdout and "vs first" in completed.stdout
 
 

@@ -15,7 +15,9 @@ import pytest
 import tensorflow as tf
 
 from mpnn import checkpoint
+from tests.mpnn import coordinate_records
 
+VENV_BIN = os.path.dirname(sys.executable)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -271,3 +273,27 @@ def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset
     again = subprocess.run([*command, "--run-dir", str(run_dir), "--resume"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-5000:]
     assert len(_read_log(run_dir)) == epochs
+
+
+@pytest.mark.integration
+def test_a_checkpoint_resumes_under_another_batch_cut_and_rank_count(tmp_path):
+    # The cut is a training setting, not part of the model: a run resumes cut in two after
+    # an epoch without the cut, and the other way round, then under two Horovod ranks
+    # after a one-rank epoch. Each restore checks that every variable of the model and
+    # optimizer is found in the checkpoint.
+    data = coordinate_records.prepare(tmp_path / "data", copies=4, shards=2)
+    run_dir = tmp_path / "run"
+    train = [sys.executable, "-m", "mpnn.train", "--data", str(data), "--run-dir", str(run_dir), *SMALL]
+    horovodrun = [os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo"]
+    legs = [
+        [*train, "--epochs", "1", "--batch-cut", "1"],
+        [*train, "--epochs", "2", "--batch-cut", "2", "--resume"],
+        [*train, "--epochs", "3", "--batch-cut", "1", "--resume"],
+        [*horovodrun, *train, "--epochs", "4", "--resume"],
+    ]
+    for leg in legs:
+        done = subprocess.run(leg, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == [1, 2, 3] and metrics["epochs_run"] == 4 and metrics["ranks"] == 2
+    assert [int(row["epoch"]) for row in _read_log(run_dir)] == [0, 1, 2, 3]

@@ -40,9 +40,9 @@ def model_file(water_dataset, tmp_path_factory) -> Path:
     from mpnn.data import Manifest
 
     manifest = Manifest.load(str(water_dataset))
-    name = models.choose_model("auto", manifest.content)
+    name = models.choose_model("auto", manifest)
     architecture = models.model_config(name, {"width": 8, "message_steps": 1})
-    model = models.build_from_manifest(name, architecture, manifest.content)
+    model = models.build_from_manifest(name, architecture, manifest)
     path = tmp_path_factory.mktemp("model") / "model.keras"
     train.save_for_inference(model, str(path))
     return path

@@ -1,4 +1,4 @@
-"""The thread plan of a rank (`mpnn.distributed.thread_plan`) and how a model takes it."""
+"""The thread plan of a rank (`mpnn.distributed.thread_plan`) and which models take its batch cut."""
 
 from __future__ import annotations
 
@@ -27,9 +27,12 @@ def test_given_threads_win_and_one_inter_op_thread_means_no_cut():
     assert thread_plan(2, 1, False, intra_op_threads=2) == ThreadPlan(2, 2, 2)
     assert thread_plan(2, 1, False, inter_op_threads=1) == ThreadPlan(1, 1, 1)
     assert thread_plan(1, 1, False, intra_op_threads=3, inter_op_threads=4) == ThreadPlan(3, 4, 1)
+    assert thread_plan(2, 1, False, batch_cut=3) == ThreadPlan(1, 2, 3)
+    assert thread_plan(1, 1, False, batch_cut=2) == ThreadPlan(1, 1, 2)
 
 
-def test_only_the_mpnn_takes_the_cut_and_a_given_one_stays():
-    assert models.with_batch_shards("mpnn", {"width": 8}, 2) == {"width": 8, "parallel_shards": 2}
-    assert models.with_batch_shards("mpnn", {"parallel_shards": 1}, 2) == {"parallel_shards": 1}
-    assert models.with_batch_shards("gat-lspe", {"width": 8}, 2) == {"width": 8}
+def test_only_the_mpnn_takes_the_cut():
+    # GAT-LSPE's batch normalisation takes statistics over the whole batch: a cut would
+    # change its results.
+    assert models.batch_cut_for("mpnn", 2) == 2
+    assert models.batch_cut_for("gat-lspe", 2) == 1

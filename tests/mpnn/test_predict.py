@@ -28,7 +28,7 @@ def _evaluated(run_dir, dataset) -> dict[str, float]:
     from mpnn.models import load_model
 
     model, manifest = load_model(str(run_dir / "model.keras")), Manifest.load(str(dataset))
-    splits = [s for s, entry in manifest.content["splits"].items() if entry["records"]]
+    splits = [s for s, entry in manifest.splits.items() if entry.records]
     predictions = Predictions.concatenate([predict_split(model, manifest, split, 8) for split in splits])
     return dict(zip(predictions.record_id, predictions.y_pred.astype(float)))
 

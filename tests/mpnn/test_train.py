@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,8 +12,12 @@ import sys
 import numpy as np
 import pytest
 
+from mpnn import models
 from mpnn.config import config_from_args
+from mpnn.data import Manifest, manifest_dataset
 from mpnn.distributed import per_rank_batch_size, scaled_learning_rate
+from mpnn.rundir import usable_cores
+from tests.mpnn import coordinate_records
 
 VENV_BIN = os.path.dirname(sys.executable)
 SMALL = ["--epochs", "4", "--batch-size", "32", "--width", "16", "--message-steps", "2", "--verbose", "0"]
@@ -122,3 +127,127 @@ def test_horovodrun_trains_gat_lspe_on_pdbbind_records(pdbbind_dataset, tmp_path
     assert metrics["test"]["count"] == 2
     assert {"r2", "pearson_r"} <= set(metrics["test"])
     assert metrics["weights_identical_across_ranks"] is True
+
+
+def test_a_saved_config_with_the_old_model_cut_resumes_with_the_cut_as_a_training_setting(tmp_path):
+    # config.json of runs made while the cut was a model option, and the thread plan a run
+    # records beside its settings (what its machine chose, not a setting).
+    saved = {"data": "a", "model_options": {"width": 8, "parallel_shards": 2, "fused_updates": True},
+             "thread_plan": {"intra_op_threads": 1, "inter_op_threads": 2, "batch_cut": 2}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = config_from_args(["--run-dir", str(tmp_path), "--resume"])
+    assert (config.model_options, config.batch_cut) == ({"width": 8}, 2)
+    assert config_from_args(["--data", "a", "--batch-cut", "1"]).batch_cut == 1
+    with pytest.raises(ValueError, match="batch_cut must not be negative"):
+        config_from_args(["--data", "a", "--batch-cut", "-1"])
+
+
+@pytest.fixture(scope="module")
+def coordinate_dataset(tmp_path_factory):
+    """280 perturbed copies of the shipped minima (with distances), 2 shards per split."""
+    return coordinate_records.prepare(tmp_path_factory.mktemp("coordinates") / "data", copies=10, shards=2)
+
+
+def test_the_cache_switches_itself_off_over_its_budget(coordinate_dataset, caplog):
+    import tensorflow as tf
+
+    from mpnn.data import CACHE_OVERHEAD_BYTES, cache_bytes_estimate
+    from mpnn.train import cache_fits
+
+    manifest = Manifest.load(str(coordinate_dataset))
+    files, _ = manifest.split("train")
+    sizes = [len(r) for f in files for r in tf.data.TFRecordDataset(f, compression_type="GZIP").as_numpy_iterator()]
+    needed = cache_bytes_estimate(manifest, "train")
+    # From a sample of the first shard, within a few percent of the records' real sizes.
+    assert needed == pytest.approx(len(sizes) * (np.mean(sizes) + CACHE_OVERHEAD_BYTES), rel=0.05)
+    assert cache_bytes_estimate(manifest, "train", rank=1, size=2) == pytest.approx(needed / 2, rel=0.05)
+    assert cache_fits(manifest, 0, 1, budget_gb=2 * needed / 1e9)
+    with caplog.at_level(logging.WARNING, logger="mpnn-train"):
+        assert not cache_fits(manifest, 0, 1, budget_gb=needed / 2 / 1e9)
+    assert "cache off" in caplog.text and "--cache-budget-gb" in caplog.text
+
+
+def _predictions_csv(path):
+    with open(path) as handle:
+        return {row["record_id"]: row for row in csv.DictReader(handle)}
+
+
+def _assert_saved_model_predicts_as_the_run(run_dir, data):
+    """model.keras predicts exactly what the run's best weights predict in a model built
+    afresh, the run's test_predictions.csv (the in-memory model's) to its printed digits,
+    and mpnn-evaluate writes the same predictions."""
+    import horovod.tensorflow.keras as hvd
+
+    from mpnn.evaluate import predict_split
+
+    hvd.init()
+    manifest = Manifest.load(str(data))
+    saved = models.load_model(str(run_dir / "model.keras"))
+    options = json.loads((run_dir / "config.json").read_text())["model_options"]
+    fresh = models.build_from_manifest("mpnn", models.model_config("mpnn", options), manifest)
+    fresh.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
+    # The same batches through both (the loader interleaves the shards in no fixed order).
+    batches = [models.model_inputs(saved, inputs) for inputs, _ in manifest_dataset(manifest, "test", 16)[0]]
+    for inputs in batches:
+        np.testing.assert_array_equal(saved(inputs).numpy(), fresh(inputs).numpy())
+    from_file = predict_split(saved, manifest, "test", 16)
+
+    run_rows = _predictions_csv(run_dir / "test_predictions.csv")
+    assert sorted(run_rows) == sorted(from_file.record_id)
+    predicted = np.array([float(run_rows[rid]["predicted"]) for rid in from_file.record_id])
+    np.testing.assert_allclose(from_file.y_pred, predicted, rtol=1e-5)  # the CSV prints 6 digits
+
+    output = run_dir / "evaluated.csv"
+    _run([sys.executable, "-m", "mpnn.evaluate", "--model", str(run_dir / "model.keras"), "--data", str(data),
+          "--output", str(output)])
+    assert _predictions_csv(output) == run_rows
+
+
+COORDINATE_RUN = ["--epochs", "2", "--batch-size", "16", "--width", "16", "--message-steps", "2", "--verbose", "0"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("plan", [["--inter-op-threads", "1"], []], ids=["one-inter-op-thread", "default-plan"])
+def test_coordinate_records_train_save_reload_and_evaluate_in_each_thread_plan(coordinate_dataset, tmp_path, plan):
+    # Issue 12: the default plan on 2+ cores (batches cut in two) crashed after training
+    # on records with distances, when the model was saved.
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir)]
+    _run([*command, *COORDINATE_RUN, *plan])
+    config = json.loads((run_dir / "config.json").read_text())
+    expected_cut = 1 if plan or usable_cores() < 2 else 2
+    assert config["thread_plan"]["batch_cut"] == expected_cut
+    assert "parallel_shards" not in config["model_options"]
+    log = _read_log(run_dir)
+    assert len(log) == 2 and all(float(row["peak_rss_mib"]) > 100 for row in log)  # TensorFlow alone takes more
+    assert float(log[1]["peak_rss_mib"]) >= float(log[0]["peak_rss_mib"])  # a peak so far never falls
+    _assert_saved_model_predicts_as_the_run(run_dir, coordinate_dataset)
+
+
+@pytest.mark.integration
+def test_coordinate_records_train_save_reload_and_evaluate_with_two_ranks(coordinate_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
+        *COORDINATE_RUN,
+    ]
+    _run(command)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["weights_identical_across_ranks"] is True
+    _assert_saved_model_predicts_as_the_run(run_dir, coordinate_dataset)
+
+
+@pytest.mark.integration
+def test_tensorboard_timeline_and_autotune_write_their_files(coordinate_dataset, tmp_path):
+    run_dir, timeline = tmp_path / "run", tmp_path / "timeline.json"
+    command = [
+        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
+        *COORDINATE_RUN, "--epochs", "1", "--tensorboard", "--horovod-timeline", str(timeline), "--autotune",
+    ]
+    _run(command)
+    assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert "ALLREDUCE" in timeline.read_text()  # the gradient exchanges
+    with open(run_dir / "autotune.csv") as handle:
+        assert len(handle.readline().split(",")) > 2  # the header of Horovod's trial log

@@ -1,0 +1,97 @@
+"""The batch cut: a CPU tuning of training that stays out of every saved model.
+
+On a CPU rank with two or more cores, training runs faster when each merged batch (see
+`mpnn.data`) is cut into groups of whole graphs that go through the same model one
+group at a time in the graph, so that TensorFlow's inter-op threads run the groups at once
+(`mpnn.distributed.thread_plan` chooses the number of groups; BENCHMARKS.md, "Training
+throughput"). The cut belongs to the machine, not to the model: `cut_batch_trainer` gives
+the model a training twin that shares its layers and weights and cuts each batch, so the
+model that is saved, checkpointed and evaluated is the same on 1 core and on 16, and a
+checkpoint restores under any cut and any rank count.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Batch entries with one row per directed edge; every other entry has one row per atom.
+EDGE_ENTRIES = ("bond", "distance")
+
+
+def cut_batch(batch: dict[str, tf.Tensor], groups: int) -> list[dict[str, tf.Tensor]]:
+    """Cut a merged batch into `groups` merged batches of whole, consecutive graphs.
+
+    Args:
+        batch: ``atom [N]``, ``bond [E]``, ``connectivity [E, 2]`` (receiver, sender),
+            ``node_graph_indices [N]``, optionally ``distance [E]``; any other entry is
+            taken as per-atom (``[N, ...]``).
+        groups: how many batches to make (at least 1).
+
+    Returns:
+        `groups` dicts with the same keys, each a valid merged batch on its own
+        (connectivity and graph indices start from 0) of about ``N / groups`` atoms;
+        concatenating the per-group graph outputs gives the batch's graphs in order. A
+        group may be empty when one graph holds more than its share of atoms.
+
+    Relies on the layout of `mpnn.data.merge_batch`: graph indices sorted, and edges sorted
+    by receiver (so a graph's edges follow those of the graphs before it).
+    """
+    if groups < 1:
+        raise ValueError(f"groups must be at least 1, got {groups}")
+    graph = batch["node_graph_indices"]
+    receivers = batch["connectivity"][:, 0]
+    n_nodes = tf.shape(graph)[0]
+    node_cuts, edge_cuts, graph_cuts = [0], [0], [0]
+    for index in range(1, groups):
+        # Cut before the graph that holds atom number index * N / groups.
+        first_graph = tf.gather(graph, tf.minimum(n_nodes * index // groups, n_nodes - 1))
+        node_cuts.append(tf.reduce_sum(tf.cast(graph < first_graph, tf.int32)))
+        edge_cuts.append(tf.reduce_sum(tf.cast(receivers < node_cuts[-1], tf.int32)))
+        graph_cuts.append(first_graph)
+    node_cuts.append(n_nodes)
+    edge_cuts.append(tf.shape(receivers)[0])
+    parts = []
+    for index in range(groups):
+        n0, n1 = node_cuts[index], node_cuts[index + 1]
+        e0, e1 = edge_cuts[index], edge_cuts[index + 1]
+        part = {}
+        for name, value in batch.items():
+            if name == "connectivity":
+                part[name] = value[e0:e1] - n0
+            elif name == "node_graph_indices":
+                part[name] = value[n0:n1] - graph_cuts[index]
+            elif name in EDGE_ENTRIES:
+                part[name] = value[e0:e1]
+            else:
+                part[name] = value[n0:n1]
+        parts.append(part)
+    return parts
+
+
+class CutBatchTrainer(tf.keras.Model):
+    """A functional model's training twin: the same layers and weights, each batch cut
+    into `groups` (`cut_batch`) whose per-graph outputs are concatenated.
+
+    Built by `cut_batch_trainer`. It has the model's inputs, outputs and layers, so its
+    checkpoints and weight files are those of the model whatever `groups` is; only its
+    `call` differs, and Keras' own `train_step`, `test_step` and `predict_step` use it.
+    Never saved as a model (save the plain model).
+    """
+
+    def __init__(self, *args, groups: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if groups < 1:
+            raise ValueError(f"groups must be at least 1, got {groups}")
+        self.groups = groups
+
+    def call(self, inputs, training=None, mask=None):
+        if self.groups == 1:
+            return super().call(inputs, training=training, mask=mask)
+        parts = cut_batch(inputs, self.groups)
+        return tf.concat([super(CutBatchTrainer, self).call(p, training=training) for p in parts], axis=0)
+
+
+def cut_batch_trainer(model: tf.keras.Model, groups: int) -> CutBatchTrainer:
+    """The training twin of functional `model` (per-graph outputs ``[B, ...]`` from a batch
+    dict) that cuts each batch into `groups`; ``groups=1`` trains exactly as `model`."""
+    return CutBatchTrainer(inputs=model.input, outputs=model.output, groups=groups, name=model.name)
