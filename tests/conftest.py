@@ -19,6 +19,13 @@ TUTORIAL_FILE = WATER / "water_clusters.proto.gz"
 os.environ.update(mpi_launch_environment())
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test not marked `integration` or `cluster` is a `unit` test (setup.cfg)."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in ("integration", "cluster")):
+            item.add_marker(pytest.mark.unit)
+
+
 def load_benchmark_script(name: str):
     """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a package)."""
     import importlib.util

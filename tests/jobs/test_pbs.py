@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.cluster
+
 from tests.conftest import REPO
 from tests.jobs.conftest import SMALL_MODEL, job_env
 
