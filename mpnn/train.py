@@ -26,6 +26,7 @@ from mpnn.config import TrainConfig, config_from_args
 from mpnn.data import LoaderOptions, Manifest, manifest_dataset
 from mpnn.evaluate import (
     group_mean_baseline_mae,
+    group_name,
     predict_split,
     split_report,
     split_targets,
@@ -192,7 +193,7 @@ def train(config: TrainConfig) -> dict | None:
     save_for_inference(model, os.path.join(run_dir, "model.keras"))
     metrics = {
         "target": manifest.content["target"],
-        **{split: split_report(predictions) for split, predictions in results.items()},
+        **{split: split_report(predictions, group_name(manifest)) for split, predictions in results.items()},
         "epochs_run": state.epochs_done,
         "train_seconds": train_seconds,
         "resumed_from_epoch": state.resumed_from_epoch,
@@ -209,8 +210,9 @@ def train(config: TrainConfig) -> dict | None:
     if "test" in results:
         train_targets = split_targets(manifest, "train")
         metrics["baselines"] = {"test_mae_of_group_mean": group_mean_baseline_mae(train_targets, results["test"])}
-        group_name = manifest.content.get("group", {}).get("name", "group")
-        write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
+        write_predictions_csv(
+            os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name(manifest) or "group"
+        )
     rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
 
