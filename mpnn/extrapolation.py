@@ -99,7 +99,7 @@ def range_report(
     for low, high in ranges:
         inside = (predictions.group >= low) & (predictions.group <= high)
         rows.append({
-            "sizes": f"{low}-{high}",
+            "sizes": f"{low}-{high}" if high != low else str(low),
             "count": int(inside.sum()),
             "model_mae": float(model_error[inside].mean()) if inside.any() else None,
             "baseline_mae": float(baseline_error[inside].mean()) if inside.any() else None,
