@@ -1,13 +1,16 @@
 """Evaluate a model on a whole split, exactly once whatever the rank count.
 
 Each rank predicts its share of the split's records; the shares are gathered on every rank
-(`hvd.allgather_object`), so the metrics come from the complete set of predictions.
+(`hvd.allgather_object`), so the metrics come from the complete set of predictions. Data
+sets with a group (the manifest's ``group``, water: ``n_waters``) also get the metrics of
+`mpnn.metrics.group_metrics` (MAE, Spearman and tail errors within each group).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,10 +18,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from mpnn import cli_checks, distributed, verify
+from mpnn import cli_checks, distributed, extrapolation, verify
 from mpnn.data import Manifest, manifest_dataset
-from mpnn.metrics import mae_by_group, regression_metrics
+from mpnn.metrics import group_metrics, regression_metrics
 from mpnn.models import model_inputs
+from mpnn.report import format_split
 
 
 @dataclass
@@ -64,10 +68,15 @@ def split_targets(manifest: Manifest, split: str, batch_size: int = 1024) -> Pre
     return Predictions.concatenate(parts)
 
 
-def split_report(predictions: Predictions) -> dict:
-    """Metrics of one split, with the MAE per group (e.g. per cluster size)."""
+def split_report(predictions: Predictions, group: str | None) -> dict:
+    """Metrics of one split (`regression_metrics`); with a `group` name also ``by_group``
+    (per group: MAE, Spearman, tail errors) and ``group_summary`` (their weighted mean and
+    worst group, with the group's name), from `group_metrics`."""
     report = regression_metrics(predictions.y_true, predictions.y_pred)
-    report["by_group"] = mae_by_group(predictions.y_true, predictions.y_pred, predictions.group)
+    if group is not None:
+        grouped = group_metrics(predictions.y_true, predictions.y_pred, predictions.group)
+        report["by_group"] = grouped["by_group"]
+        report["group_summary"] = {"name": group, **grouped["summary"]}
     return report
 
 
@@ -98,15 +107,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--output", help="write the predictions to this CSV file")
+    parser.add_argument("--json", help="write the metrics (and the size report) to this JSON file")
+    parser.add_argument(
+        "--linear-baseline",
+        metavar="TRAIN_DATA",
+        help="water clusters: also report the MAE per range of sizes (--size-ranges) beside the linear fit "
+        "energy ~ waters + hydrogen bonds on the training split of TRAIN_DATA (the model's training data set)",
+    )
+    parser.add_argument(
+        "--size-ranges",
+        nargs="+",
+        default=[f"{low}-{high}" for low, high in extrapolation.DEFAULT_RANGES],
+        help="inclusive ranges of cluster sizes for --linear-baseline (default 3-11 12-30)",
+    )
     args = parser.parse_args(argv)
-    return cli_checks.run("mpnn-evaluate", lambda: evaluate_and_report(args), args.data)
+    return cli_checks.run("mpnn-evaluate", lambda: evaluate_and_report(args, parser), args.data)
 
 
-def evaluate_and_report(args: argparse.Namespace) -> int:
+def evaluate_and_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The body of `main`: check the inputs, predict, print the metrics (rank 0)."""
     cli_checks.check_ranges({"batch_size": args.batch_size})
     cli_checks.check_data_path(args.data)
+    try:
+        ranges = extrapolation.parse_ranges(args.size_ranges)
+    except ValueError as exc:
+        parser.error(str(exc))
     manifest = Manifest.load(args.data)
+    if args.linear_baseline:
+        cli_checks.check_data_path(args.linear_baseline)
+    train_manifest = Manifest.load(args.linear_baseline) if args.linear_baseline else None
     cli_checks.check_choice("--split", args.split, manifest.splits)
     verify.check_shards(args.data, [args.split])
     distributed.init()
@@ -114,17 +143,24 @@ def evaluate_and_report(args: argparse.Namespace) -> int:
     predictions = predict_split(model, manifest, args.split, args.batch_size)
     if not distributed.is_root():
         return 0
-    report = split_report(predictions)
     units = manifest.target.units
-    print(
-        f"{args.split}: n {report['count']}  MAE {report['mae']:.4f}  RMSE {report['rmse']:.4f}  "
-        f"R^2 {report['r2']:.4f}  Pearson {report['pearson_r']:.4f}  ({units})"
-    )
-    group_name = manifest.group_name
-    for group, row in report["by_group"].items():
-        print(f"  {group_name} {group:>3}: n {row['count']:>5}  MAE {row['mae']:.4f}")
+    report = split_report(predictions, manifest.group_name)
+    print(format_split(args.split, report, units))
+    if train_manifest is not None:
+        try:
+            baseline = extrapolation.LinearBaseline.fit(extrapolation.hydrogen_bond_counts(train_manifest, "train"))
+            counts = extrapolation.hydrogen_bond_counts(manifest, args.split)
+        except ValueError as exc:
+            print(f"mpnn-evaluate: error: {exc}", file=sys.stderr)
+            return 2
+        report["size_ranges"] = extrapolation.range_report(predictions, counts, baseline, ranges)
+        print(extrapolation.format_ranges(report["size_ranges"], units))
     if args.output:
-        write_predictions_csv(args.output, predictions, group_name)
+        write_predictions_csv(args.output, predictions, manifest.group_name or "group")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+            handle.write("\n")
     return 0
 
 

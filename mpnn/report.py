@@ -1,5 +1,10 @@
-"""Human-readable reports of a run's ``metrics.json``: the terminal summary of
-`mpnn-train` and the Markdown tables of ``python -m mpnn.report RUN_DIR``.
+"""Human-readable reports of metrics: the terminal summary of `mpnn-train` and
+`mpnn-evaluate`, and the Markdown tables of ``python -m mpnn.report RUN_DIR``.
+
+Splits of a data set with a group (water: ``n_waters``) get a table per group: MAE,
+within-group Spearman rank correlation, and MAE and bias (mean of prediction - truth) on the
+lowest and highest 5% of the group by true energy, then the mean over the groups weighted
+by their size and the worst group (see `mpnn.metrics.group_metrics`).
 """
 
 from __future__ import annotations
@@ -10,9 +15,88 @@ import os
 import sys
 from typing import Sequence
 
+# Columns of the group tables: (header, key in the flat row, format).
+_GROUP_COLUMNS = (
+    ("MAE", "mae", "{:.3f}"),
+    ("Spearman", "spearman", "{:.3f}"),
+    ("low MAE", "low_tail_mae", "{:.3f}"),
+    ("low bias", "low_tail_bias", "{:+.3f}"),
+    ("high MAE", "high_tail_mae", "{:.3f}"),
+    ("high bias", "high_tail_bias", "{:+.3f}"),
+)
+
+
+def _flat_row(row: dict) -> dict:
+    return {
+        "count": row["count"],
+        "mae": row["mae"],
+        "spearman": row.get("spearman"),
+        "low_tail_mae": row["low_tail"]["mae"],
+        "low_tail_bias": row["low_tail"]["bias"],
+        "high_tail_mae": row["high_tail"]["mae"],
+        "high_tail_bias": row["high_tail"]["bias"],
+    }
+
+
+def _cell(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
+
+
+def _group_rows(split_metrics: dict) -> list[tuple[str, str, list[str]]]:
+    """(label, count, cells) per group, then the weighted mean and the worst group."""
+    summary = split_metrics["group_summary"]
+    rows = []
+    for group, row in sorted(split_metrics["by_group"].items(), key=lambda item: int(item[0])):
+        flat = _flat_row(row)
+        rows.append((group, str(flat["count"]), [_cell(flat[key], form) for _, key, form in _GROUP_COLUMNS]))
+    rows.append(("weighted", str(split_metrics["count"]),
+                 [_cell(summary["weighted"][key], form) for _, key, form in _GROUP_COLUMNS]))
+    worst = [summary["worst"][key] for _, key, _ in _GROUP_COLUMNS]
+    rows.append(("worst", "", [
+        "-" if w is None else f"{_cell(w['value'], form)} ({w['group']})"
+        for w, (_, _, form) in zip(worst, _GROUP_COLUMNS)
+    ]))
+    return rows
+
+
+def _tail_note(split_metrics: dict) -> str:
+    summary = split_metrics["group_summary"]
+    return (
+        f"low/high: the lowest/highest {summary['tail_fraction']:.0%} of each {summary['name']} by true value; "
+        f"bias = mean(predicted - true); Spearman within each {summary['name']} (groups of at least "
+        f"{summary['min_records']}); worst over such groups (group in brackets)"
+    )
+
+
+def group_table(split_metrics: dict) -> str:
+    """Terminal table of a split's per-group metrics (``by_group``, ``group_summary``)."""
+    name = split_metrics["group_summary"]["name"]
+    widths = [max(9, len(header) + 1) for header, _, _ in _GROUP_COLUMNS]
+    rows = _group_rows(split_metrics)
+    widths = [max(w, *(len(cells[i]) for _, _, cells in rows)) for i, w in enumerate(widths)]
+    label_width = max(len(name), 8)
+    lines = [f"{name:>{label_width}} {'n':>6} " + " ".join(f"{h:>{w}}" for (h, _, _), w in zip(_GROUP_COLUMNS, widths))]
+    for label, count, cells in rows:
+        lines.append(f"{label:>{label_width}} {count:>6} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    lines.append(_tail_note(split_metrics))
+    return "\n".join(lines)
+
+
+def format_split(split: str, split_metrics: dict, units: str) -> str:
+    """One split's headline metrics, then its group table (if it has groups)."""
+    m = split_metrics
+    lines = [
+        f"{split}: n {m['count']}  MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  "
+        f"R^2 {m['r2']:.4f}  Pearson {m['pearson_r']:.4f}  ({units})"
+    ]
+    if "group_summary" in m:
+        lines.append(group_table(m))
+    return "\n".join(lines)
+
 
 def format_summary(metrics: dict, run_dir: str) -> str:
-    """A short table of the validation and test metrics for the terminal."""
+    """A short table of the validation and test metrics for the terminal, then the test
+    split's metrics per group."""
     units = metrics["target"]["units"]
     lines = [f"{'split':<6} {'n':>6} {'MAE':>9} {'RMSE':>9} {'R^2':>7} {'Pearson':>8}   ({units})"]
     for split in ("valid", "test"):
@@ -24,6 +108,8 @@ def format_summary(metrics: dict, run_dir: str) -> str:
     if "baselines" in metrics:
         baseline = metrics["baselines"]["test_mae_of_group_mean"]
         lines.append(f"baseline (mean of the group in training): test MAE {baseline:.4f}")
+    if "group_summary" in metrics.get("test", {}):
+        lines += [f"test split per group ({units}):", group_table(metrics["test"])]
     lines.append(
         f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s on {metrics['ranks']} rank(s) "
         f"({metrics['model']}, {metrics['parameters']} parameters); run directory: {run_dir}"
@@ -31,8 +117,8 @@ def format_summary(metrics: dict, run_dir: str) -> str:
     return "\n".join(lines)
 
 
-def markdown(metrics: dict, group_name: str = "group") -> str:
-    """Markdown tables: metrics per split, then test MAE per group (cluster size)."""
+def markdown(metrics: dict) -> str:
+    """Markdown tables: metrics per split, then the test metrics per group (cluster size)."""
     units = metrics["target"]["units"]
     lines = [
         f"| split | n | MAE ({units}) | RMSE ({units}) | R^2 | Pearson r |",
@@ -43,24 +129,35 @@ def markdown(metrics: dict, group_name: str = "group") -> str:
         lines.append(
             f"| {split} | {m['count']} | {m['mae']:.3f} | {m['rmse']:.3f} | {m['r2']:.4f} | {m['pearson_r']:.4f} |"
         )
-    if "test" not in metrics:
+    test = metrics.get("test", {})
+    if "group_summary" not in test:
         return "\n".join(lines)
-    lines += ["", f"| {group_name} | n | test MAE ({units}) |", "| ---: | ---: | ---: |"]
-    for group, row in sorted(metrics["test"]["by_group"].items(), key=lambda item: int(item[0])):
-        lines.append(f"| {group} | {row['count']} | {row['mae']:.3f} |")
+    headers = " | ".join(header for header, _, _ in _GROUP_COLUMNS)
+    lines += [
+        "",
+        f"| {test['group_summary']['name']} | n | {headers} |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in _GROUP_COLUMNS) + " |",
+    ]
+    for label, count, cells in _group_rows(test):
+        lines.append(f"| {label} | {count} | " + " | ".join(cells) + " |")
+    lines += ["", f"Test split, {units}. {_tail_note(test).capitalize()}."]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpnn.report", description="Tables of a run's metrics.json.")
     parser.add_argument("run_dir", help="run directory written by mpnn-train")
-    parser.add_argument("--group-name", default="n_waters", help="column name of the groups (default n_waters)")
     args = parser.parse_args(argv)
-    with open(os.path.join(args.run_dir, "metrics.json")) as handle:
-        metrics = json.load(handle)
+    path = os.path.join(args.run_dir, "metrics.json")
+    try:
+        with open(path) as handle:
+            metrics = json.load(handle)
+    except (OSError, ValueError) as exc:
+        print(f"mpnn.report: error: {path}: cannot read ({exc})", file=sys.stderr)
+        return 2
     print(format_summary(metrics, args.run_dir))
     print()
-    print(markdown(metrics, args.group_name))
+    print(markdown(metrics))
     return 0
 
 

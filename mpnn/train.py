@@ -238,7 +238,7 @@ def train(config: TrainConfig) -> dict | None:
     save_for_inference(model, os.path.join(run_dir, "model.keras"))
     metrics = {
         "target": dataclasses.asdict(manifest.target),
-        **{split: split_report(predictions) for split, predictions in results.items()},
+        **{split: split_report(predictions, manifest.group_name) for split, predictions in results.items()},
         "epochs_run": state.epochs_done,
         "train_seconds": train_seconds,
         "resumed_from_epoch": state.resumed_from_epoch,
@@ -255,8 +255,9 @@ def train(config: TrainConfig) -> dict | None:
     if "test" in results:
         train_targets = split_targets(manifest, "train")
         metrics["baselines"] = {"test_mae_of_group_mean": group_mean_baseline_mae(train_targets, results["test"])}
-        group_name = manifest.group_name
-        write_predictions_csv(os.path.join(run_dir, "test_predictions.csv"), results["test"], group_name)
+        write_predictions_csv(
+            os.path.join(run_dir, "test_predictions.csv"), results["test"], manifest.group_name or "group"
+        )
     rundir.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
 

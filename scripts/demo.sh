@@ -22,6 +22,7 @@ mpnn-prep-water "$samples/minima" -o "$work/minima" --fractions 0 0 1 --shards 1
 NP="${NP:-2}" DATA="$work/water" RUN_DIR="$run_dir" bash jobs/local/train.sh
 
 echo
-echo "The trained model on the 28 global minima (3-30 waters; trained on 3-11):"
+echo "The trained model on the 28 global minima (3-30 waters; trained on 3-11), per range of sizes"
+echo "beside a linear fit of energy on waters and hydrogen bonds over the training split:"
 mpnn-evaluate --model "$run_dir/model.keras" --data "$work/minima" --split test \
-    --output "$run_dir/minima_predictions.csv"
+    --linear-baseline "$work/water" --output "$run_dir/minima_predictions.csv" --json "$run_dir/minima_metrics.json"

@@ -298,10 +298,10 @@ class Manifest:
         return [os.path.join(self.directory, s.file) for s in shards], [s.records for s in shards]
 
     @property
-    def group_name(self) -> str:
+    def group_name(self) -> str | None:
         """Name of the per-record group that reports break errors down by (water:
-        ``n_waters``), ``"group"`` when the data set has none."""
-        return self.extra.get("group", {}).get("name", "group")
+        ``n_waters``), or None when the data set has none."""
+        return self.extra.get("group", {}).get("name")
 
     def split_records(self, name: str) -> int:
         """Records of split `name`, 0 if the manifest has no such split."""

@@ -11,7 +11,12 @@ deviation (n - 1) over the repeats that finished:
   first when it is the only one; graphs/s counts training graphs over all ranks;
 - ``time_gain_pct``: ``100 * (1 - T / T1)``, T1 the mean training time of the 1-rank runs of
   the same batch size (the 1-rank rows of dbs and gbs are the same runs);
-- ``test_r2``, ``test_pearson_r``: on the test split (``metrics.json``);
+- ``test_r2``, ``test_pearson_r``, ``test_mae``: on the test split (``metrics.json``);
+- for data sets with a group (water: ``n_waters``; see `mpnn.metrics.group_metrics`):
+  ``test_spearman`` and ``test_spearman_worst``, the within-group Spearman rank correlation
+  (mean over groups weighted by size, and the worst group's), and ``test_low_tail_mae``,
+  ``test_low_tail_bias``, the MAE and mean signed error (predicted - true) on the lowest 5%
+  of each group by true value (weighted mean over groups);
 - ``r2_loss_pct``, ``pearson_loss_pct``: ``100 * (M1 - M) / |M1|``, M1 the 1-rank mean;
   positive is worse than one rank.
 
@@ -44,9 +49,15 @@ QUANTITIES = {
     "r2_loss_pct": "R^2 loss (%)",
     "test_pearson_r": "test Pearson r",
     "pearson_loss_pct": "Pearson r loss (%)",
+    "test_mae": "test MAE",
+    "test_spearman": "within-group Spearman",
+    "test_spearman_worst": "worst group's Spearman",
+    "test_low_tail_mae": "low-5% MAE",
+    "test_low_tail_bias": "low-5% bias",
 }
 # Measured per run; the others are derived against the 1-rank baseline.
-MEASURED = ("train_seconds", "epoch_seconds", "graphs_per_second", "test_r2", "test_pearson_r")
+MEASURED = ("train_seconds", "epoch_seconds", "graphs_per_second", "test_r2", "test_pearson_r", "test_mae",
+            "test_spearman", "test_spearman_worst", "test_low_tail_mae", "test_low_tail_bias")
 KEYS = ("strategy", "batch_size", "ranks", "dbs", "gbs")
 
 
@@ -122,8 +133,7 @@ def read_run(run: Run, study_dir: str) -> RunResult:
         planned = (run.ranks, run.batch_per_rank, run.global_batch)
         found = (metrics["ranks"], metrics["batch_per_rank"], metrics["global_batch"])
         test = metrics.get("test", {})
-        values = {"train_seconds": float(metrics["train_seconds"]),
-                  "test_r2": float(test.get("r2", math.nan)), "test_pearson_r": float(test.get("pearson_r", math.nan))}
+        values = {"train_seconds": float(metrics["train_seconds"]), **test_values(test)}
         epochs = int(metrics["epochs_run"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return RunResult(run, "invalid", f"{metrics_path}: cannot read ({exc!r})")
@@ -136,6 +146,26 @@ def read_run(run: Run, study_dir: str) -> RunResult:
         values[column] = statistics.fmean(float(r[column]) for r in steady) if steady else math.nan
     problem = "" if test else f"{metrics_path}: no test split"
     return RunResult(run, "ok", problem, epochs, values, _read_host(path), metrics.get("resumed_from_epoch", []))
+
+
+def test_values(test: dict) -> dict[str, float]:
+    """The measured test quantities of one run's ``metrics.json`` test section (NaN where
+    it has none, e.g. no groups)."""
+    summary = test.get("group_summary", {})
+    weighted, worst = summary.get("weighted", {}), summary.get("worst", {})
+
+    def number(value) -> float:
+        return math.nan if value is None else float(value)
+
+    return {
+        "test_r2": number(test.get("r2")),
+        "test_pearson_r": number(test.get("pearson_r")),
+        "test_mae": number(test.get("mae")),
+        "test_spearman": number(weighted.get("spearman")),
+        "test_spearman_worst": number((worst.get("spearman") or {}).get("value")),
+        "test_low_tail_mae": number(weighted.get("low_tail_mae")),
+        "test_low_tail_bias": number(weighted.get("low_tail_bias")),
+    }
 
 
 def _read_log(run_path: str) -> list[dict[str, str]]:
@@ -216,7 +246,9 @@ def read_table(path: str) -> list[ScalingRow]:
             strategy=rec["strategy"], batch_size=int(rec["batch_size"]), ranks=int(rec["ranks"]),
             dbs=int(rec["dbs"]), gbs=int(rec["gbs"]), epochs=float(rec["epochs"]), repeats=int(rec["repeats"]),
             planned=int(rec["planned"]), missing=[m for m in rec["missing"].split(";") if m],
-            stats={n: Stat(float(rec[f"{n}_mean"]), float(rec[f"{n}_std"]), int(rec["repeats"])) for n in QUANTITIES},
+            # Tables written before a quantity existed lack its columns: NaN.
+            stats={n: Stat(float(rec.get(f"{n}_mean", "nan")), float(rec.get(f"{n}_std", "nan")), int(rec["repeats"]))
+                   for n in QUANTITIES},
         ) for rec in records]
     except (OSError, KeyError, ValueError) as exc:
         raise StudyError(f"{path}: not a table written by mpnn-scaling collect ({exc!r})") from None
@@ -257,7 +289,8 @@ def _number(value: float) -> str:
 def _stat(name: str, stat: Stat) -> str:
     if math.isnan(stat.mean):
         return ""
-    digits = {"test_r2": 4, "test_pearson_r": 4, "graphs_per_second": 0, "time_gain_pct": 1}.get(name, 2)
+    digits = {"test_r2": 4, "test_pearson_r": 4, "graphs_per_second": 0, "time_gain_pct": 1,
+              "test_mae": 3, "test_spearman": 3, "test_spearman_worst": 3}.get(name, 2)
     mean = f"{stat.mean:,.{digits}f}"
     return mean if math.isnan(stat.std) else f"{mean} ± {stat.std:,.{digits}f}"
 

@@ -140,6 +140,9 @@ def test_collect_table_matches_the_run_directories(tiny_study, tmp_path):
         r2_loss = 100 * (base["test"]["r2"] - run["test"]["r2"]) / base["test"]["r2"]
         assert row.stats["r2_loss_pct"].mean == pytest.approx(r2_loss)
         assert row.stats["test_pearson_r"].mean == pytest.approx(run["test"]["pearson_r"])
+        assert row.stats["test_mae"].mean == pytest.approx(run["test"]["mae"])
+        weighted = run["test"]["group_summary"]["weighted"]
+        assert row.stats["test_low_tail_bias"].mean == pytest.approx(weighted["low_tail_bias"])
         with open(tiny_study / "runs" / f"r2-{strategy}-b16-rep0" / "log.csv") as handle:
             last_epoch = list(csv.DictReader(handle))[-1]  # epochs after the first: just the second here
         assert row.stats["graphs_per_second"].mean == pytest.approx(float(last_epoch["graphs_per_second"]))
@@ -169,6 +172,25 @@ def test_collect_reports_runs_that_did_not_finish(tiny_study, tmp_path):
     with open(study_dir / "runs.csv") as handle:
         statuses = {r["id"]: r["status"] for r in csv.DictReader(handle)}
     assert statuses == {"r1-b16-rep0": "ok", "r2-dbs-b16-rep0": "not started", "r2-gbs-b16-rep0": "unfinished"}
+
+
+def test_collect_reads_the_within_group_metrics_of_a_run(tmp_path):
+    """The design metrics of metrics.json (see mpnn.metrics.group_metrics) reach the table;
+    runs without groups (e.g. PDBbind) get NaN, not an error."""
+    run = plan.Run("r1", 1, "dbs", ["dbs", "gbs"], 16, 16, 16, 0, 0, "runs/r1", [])
+    summary = {"weighted": {"spearman": 0.61, "low_tail_mae": 1.5, "low_tail_bias": 1.4},
+               "worst": {"spearman": {"group": "11", "value": 0.39}}}
+    metrics = {"ranks": 1, "batch_per_rank": 16, "global_batch": 16, "epochs_run": 2, "train_seconds": 9.0,
+               "test": {"r2": 0.99, "pearson_r": 0.995, "mae": 0.77, "group_summary": summary}}
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "metrics.json").write_text(json.dumps(metrics))
+    values = collect.read_run(run, str(tmp_path)).values
+    assert (values["test_mae"], values["test_spearman"], values["test_spearman_worst"]) == (0.77, 0.61, 0.39)
+    assert (values["test_low_tail_mae"], values["test_low_tail_bias"]) == (1.5, 1.4)
+    del metrics["test"]["group_summary"]
+    (tmp_path / "runs" / "r1" / "metrics.json").write_text(json.dumps(metrics))
+    values = collect.read_run(run, str(tmp_path)).values
+    assert values["test_mae"] == 0.77 and math.isnan(values["test_spearman"])
 
 
 def test_collect_without_a_plan_names_the_directory(tmp_path, caplog):

@@ -57,7 +57,7 @@ def test_single_process_training_lowers_the_loss_and_writes_the_run_directory(wa
     metrics = json.loads((run_dir / "metrics.json").read_text())
     manifest = json.loads((water_dataset / "manifest.json").read_text())
     assert metrics["test"]["count"] == manifest["splits"]["test"]["records"]
-    assert {"mae", "rmse", "r2", "pearson_r", "by_group"} <= set(metrics["test"])
+    assert {"mae", "rmse", "r2", "pearson_r", "by_group", "group_summary"} <= set(metrics["test"])
     with open(run_dir / "test_predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len({row["record_id"] for row in rows}) == metrics["test"]["count"]
