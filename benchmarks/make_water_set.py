@@ -3,7 +3,7 @@
 Copies of the shipped minima (``data/samples/water/minima/wN_lowest.xyz``), each water
 moved as a rigid body (a small rotation about its O, a small shift) and every atom
 jittered; in a fraction of the structures (``--shuffle-fraction``) the atoms are then put
-in random order. Energies are TIP4P interaction energies from ASE's calculator, in
+in random order. Energies are TIP4P interaction energies (ASE's TIP4P model), in
 kcal/mol (the converter's default unit: no ``--energy-unit`` needed; each frame also says
 ``energy_unit=kcal/mol``), or 0.0 with ``--energy none`` (for speed runs: the converter
 needs an energy). See `data_prep.water_set`. Output: ``OUTPUT/water_KKKK.extxyz`` (or

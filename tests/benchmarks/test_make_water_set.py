@@ -44,6 +44,17 @@ def _tip4p_by_hand(waters: np.ndarray) -> float:
     return energy
 
 
+def _ase_tip4p(waters: np.ndarray) -> float:
+    """The energy (kcal/mol) of waters ``[n, 3, 3]`` by ASE's own TIP4P calculator, without
+    cutoff: the reference of `water_set.tip4p_energies`."""
+    from ase import units
+    from ase.calculators.tip4p import TIP4P
+
+    atoms = Atoms("OHH" * len(waters), positions=waters.reshape(-1, 3))
+    atoms.calc = TIP4P(rc=np.inf)
+    return atoms.get_potential_energy() / (units.kcal / units.mol)
+
+
 def test_tip4p_of_a_dimer_is_the_hand_computed_energy():
     # A hydrogen-bonded dimer: the first water donates its second H to the second's O.
     dimer = np.array([
@@ -52,7 +63,18 @@ def test_tip4p_of_a_dimer_is_the_hand_computed_energy():
     ])
     expected = _tip4p_by_hand(dimer)
     assert -8.0 < expected < -3.0  # a bound dimer (TIP4P's minimum: -6.24 kcal/mol)
-    assert water_set.tip4p_energy(dimer) == pytest.approx(expected, rel=1e-6)
+    assert _ase_tip4p(dimer) == pytest.approx(expected, rel=1e-6)
+    assert water_set.tip4p_energies(dimer[None])[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_tip4p_energies_are_those_of_ase_calculator():
+    minima = water_set.load_minima(water_set.DEFAULT_MINIMA, [3, 10, 30])
+    rng = np.random.default_rng(2)
+    options = water_set.WaterSetOptions(count=1, rotation=20.0, translation=0.2)
+    for n, minimum in minima.items():
+        clusters = np.concatenate([minimum[None], water_set.perturb(minimum, 4, rng, options)])
+        expected = [_ase_tip4p(c) for c in clusters]
+        np.testing.assert_allclose(water_set.tip4p_energies(clusters), expected, rtol=1e-9)
 
 
 def test_tip4p_of_the_shipped_minima_is_close_to_their_own_energies():
@@ -62,7 +84,7 @@ def test_tip4p_of_the_shipped_minima_is_close_to_their_own_energies():
     minima = water_set.load_minima(water_set.DEFAULT_MINIMA)
     assert sorted(minima) == list(range(3, 31))
     sizes = np.array(sorted(minima))
-    energies = np.array([water_set.tip4p_energy(minima[n]) for n in sizes])
+    energies = np.array([water_set.tip4p_energies(minima[n][None])[0] for n in sizes])
     shipped = np.array([float(open(MINIMA[0].parent / f"w{n}_lowest.xyz").read().split()[1]) for n in sizes])
     np.testing.assert_allclose(energies / shipped, 1.0, atol=0.085)
     per_water = energies / sizes
