@@ -72,7 +72,7 @@ class OutputOptions:
         is out of range (`mpnn.cli_checks.PREP_RANGES`, `check_fractions`)."""
         try:
             cli_checks.check_ranges(vars(args), cli_checks.PREP_RANGES)
-            cli_checks.check_fractions(args.fractions)
+            cli_checks.check_fractions(args.fractions, args.test_every)
             records.SplitRule(tuple(args.fractions), args.seed, args.test_every)
         except ValueError as exc:
             parser.error(str(exc))

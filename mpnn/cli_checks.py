@@ -90,14 +90,20 @@ def check_ranges(values: dict[str, Any], ranges: dict[str, tuple[Callable[[Any],
             raise UsageError(f"argument {flag(name)}: must be {description}, got {value}")
 
 
-def check_fractions(fractions: Sequence[float]) -> None:
+def check_fractions(fractions: Sequence[float], test_every: int | None = None) -> None:
     """``--fractions TRAIN VALID TEST``: three numbers >= 0 that sum to 1 (within
     `FRACTION_SUM_TOLERANCE`). Not renormalised: ``0.5 0.5 0.5`` is more likely a typo
-    than a wish for thirds, so it is an error rather than a silent change."""
+    than a wish for thirds, so it is an error rather than a silent change. With
+    ``--test-every`` the rest is split by TRAIN : VALID, so they must not both be 0."""
     values = " ".join(f"{f:g}" for f in fractions)
     if len(fractions) != 3 or any(not f >= 0 for f in fractions) or abs(sum(fractions) - 1) > FRACTION_SUM_TOLERANCE:
         raise UsageError(
             f"argument --fractions: must be three numbers >= 0 (TRAIN VALID TEST) that sum to 1, got {values}"
+        )
+    if test_every is not None and fractions[0] + fractions[1] <= 0:
+        raise UsageError(
+            f"argument --fractions: TRAIN and VALID must not both be 0 with --test-every (the rest of the "
+            f"structures is split by them), got {values}"
         )
 
 
