@@ -14,6 +14,7 @@ must stay TensorFlow-free): the functions that need it import it when called.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -65,6 +66,10 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "layers": _WHOLE_AT_LEAST_1,
     "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
+PREDICT_RANGES = {"batch_size": _WHOLE_AT_LEAST_1}
+DESIGN_RANGES = {
+    name: _WHOLE_AT_LEAST_1 for name in ("target_waters", "branching", "beam", "top", "max_steps", "new_water_bonds")
+}
 # The converters' flags (``mpnn-prep-water``, ``mpnn-prep-pdbbind``).
 PREP_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shards": _WHOLE_AT_LEAST_1,
@@ -111,6 +116,17 @@ def check_input_path(path: str, flag_name: str, what: str) -> None:
     """`path` exists; `InputError` naming it and `flag_name` (what it should be) otherwise."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory ({flag_name} takes {what})")
+
+
+def check_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, ranges: dict[str, tuple[Callable[[Any], bool], str]]
+) -> None:
+    """`check_ranges` of the parsed `args`, a value out of range ending the command as
+    argparse does (``parser.error``: usage, one line naming the flag, exit 2)."""
+    try:
+        check_ranges(vars(args), ranges)
+    except UsageError as exc:
+        parser.error(str(exc))
 
 
 def check_batch_split(batch_size: int, strategy: str, ranks: int) -> None:
