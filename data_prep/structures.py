@@ -22,6 +22,7 @@ import errno
 import glob
 import gzip
 import io
+import logging
 import lzma
 import math
 import os
@@ -35,6 +36,8 @@ import numpy as np
 from ase import Atoms
 
 from data_prep.tutorial_records import TUTORIAL_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 # Energies enter the records in kcal/mol; this converts from the unit of the input files.
 KCAL_PER_MOL_PER = {"kcal/mol": 1.0, "eV": ase.units.mol / ase.units.kcal}
@@ -132,8 +135,12 @@ def list_inputs(inputs: Sequence[str]) -> InputListing:
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """The readable files of `list_inputs` (for callers that convert nothing, e.g. prediction)."""
-    return list_inputs(inputs).files
+    """The readable files of `list_inputs` (for callers that write no manifest, e.g.
+    prediction); each input that cannot be read is logged as a warning with its reason."""
+    listing = list_inputs(inputs)
+    for path, reason in listing.problems:
+        log.warning("skipped %s: %s", path, reason)
+    return listing.files
 
 
 def _walk(directory: str, passed_over: list[tuple[str, str]]) -> list[str]:

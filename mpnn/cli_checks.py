@@ -191,7 +191,7 @@ def run(prog: str, work: Callable[[], int], data: str | None = None) -> int:
         return _fail(prog, exc, 2)
     except user_errors() as exc:
         return _fail(prog, exc, 1)
-    except tf_op_error() as exc:
+    except tf_op_error():
         found = verify.problems(data) if data else []
         if not found:
             raise
