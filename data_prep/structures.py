@@ -121,7 +121,7 @@ def list_inputs(inputs: Sequence[str]) -> InputListing:
         elif os.path.lexists(item):
             found = [item]
         else:
-            found = sorted(glob.glob(item, recursive=True))
+            found = sorted(_glob(item))
             if not found:
                 raise FileNotFoundError(f"{item}: no such file or directory, and no file matches it as a pattern")
         for path in found:
@@ -163,6 +163,30 @@ def _walk(directory: str, passed_over: list[tuple[str, str]]) -> list[str]:
                 suffix = "".join(Path(name).suffixes[-2:]) or "no suffix"
                 passed_over.append((path, f"not a structure file: {suffix}"))
     return sorted(found)
+
+
+def _glob(pattern: str) -> list[str]:
+    """`glob.glob` of `pattern`, where a ``**`` component matches any number of
+    directories without entering a directory twice: `glob.glob` follows directory symlinks
+    and goes around a loop until the path is too long (a ``self -> .`` link gives 40 copies
+    of every file; two such links, 2**40 paths)."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)
+    cut = parts.index("**")
+    prefix, rest = os.sep.join(parts[:cut]), os.sep.join(parts[cut + 1 :]) or "*"
+    found: list[str] = []
+    for base in glob.glob(prefix) if glob.has_magic(prefix) else [prefix or os.curdir]:
+        visited: set[str] = set()
+        for root, dirs, _ in os.walk(base, followlinks=True):
+            real = os.path.realpath(root)
+            if real in visited:
+                dirs[:] = []
+                continue
+            visited.add(real)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # as glob's ``**``
+            found.extend(_glob(os.path.join(root, rest)))
+    return found if prefix else [os.path.relpath(path) for path in found]
 
 
 def _problem(path: str) -> str | None:

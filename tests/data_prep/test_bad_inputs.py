@@ -148,6 +148,22 @@ def test_a_recursive_glob_through_a_directory_symlink_loop_reads_the_file_once(w
     assert manifest["summary"] == {"converted": 1, "skipped": 0}
 
 
+def test_a_recursive_glob_through_two_symlink_loops_ends_and_reads_each_file_once(work):
+    """glob.glob alone would list 2**40 paths here (each link followed until the path is too long)."""
+    shutil.copy(W5, "in/")
+    (work / "in" / "sub").mkdir()
+    shutil.copy(W6, "in/sub/")
+    os.symlink(".", "in/a")
+    os.symlink(".", "in/b")
+    os.symlink("..", "in/sub/up")
+    status, manifest = _convert("in/**/*.xyz")
+    assert status == 0
+    assert manifest["summary"] == {"converted": 2, "skipped": 0}
+    assert sorted(s["path"] for s in manifest["sources"]) == [
+        str(work / "in" / "sub" / "w6_lowest.xyz"), str(work / "in" / "w5_lowest.xyz")
+    ]
+
+
 def test_a_directory_with_a_symlink_loop_is_searched_once(work):
     shutil.copy(W5, "in/")
     os.symlink(".", "in/self")
