@@ -40,9 +40,9 @@ def model_file(water_dataset, tmp_path_factory) -> Path:
     from mpnn.data import Manifest
 
     manifest = Manifest.load(str(water_dataset))
-    name = models.choose_model("auto", manifest.content)
+    name = models.choose_model("auto", manifest)
     architecture = models.model_config(name, {"width": 8, "message_steps": 1})
-    model = models.build_from_manifest(name, architecture, manifest.content)
+    model = models.build_from_manifest(name, architecture, manifest)
     path = tmp_path_factory.mktemp("model") / "model.keras"
     train.save_for_inference(model, str(path))
     return path
@@ -127,9 +127,12 @@ TRAIN_BROKEN_DATA = {
     "garbage manifest": (_garbage_manifest, "{data}/manifest.json: cannot read manifest"),
     "shard deleted": (lambda d: (d / SHARD).unlink(), "{shard}: missing (the manifest lists it with"),
     "shard emptied": (lambda d: (d / SHARD).write_bytes(b""), "{shard}: empty file, the manifest says"),
-    "shard truncated": (lambda d: _truncate(d / SHARD), "damaged data set: {shard}: corrupt or truncated"),
+    # Caught before training by the byte size the manifest records (no file is read).
+    "shard truncated": (lambda d: _truncate(d / SHARD), "{shard}: 16500 bytes, the manifest says 33001"),
     "byte flipped": (lambda d: _flip(d / SHARD), "damaged data set: {shard}: corrupt"),
-    "no records, manifest counts some": (lambda d: _empty_gzip(d / SHARD), "damaged data set: {shard}: 0 records"),
+    "no records, manifest counts some": (
+        lambda d: _empty_gzip(d / SHARD), "{shard}: 50 bytes, the manifest says 33001 (truncated or replaced)"
+    ),
 }
 
 
