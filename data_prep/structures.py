@@ -143,10 +143,10 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return listing.files
 
 
-def _walk(directory: str, passed_over: list[tuple[str, str]]) -> list[str]:
-    """Structure files under `directory` (sorted), following directory symlinks but never
-    into a directory already visited (a symlink loop); other files go to `passed_over`."""
-    found: list[str] = []
+def _walk_once(directory: str) -> Iterator[tuple[str, list[str]]]:
+    """``(directory, file names)`` of `directory` and every directory under it, sorted,
+    following directory symlinks but entering each real directory once (so a symlink loop
+    ends)."""
     visited: set[str] = set()
     for root, dirs, names in os.walk(directory, followlinks=True):
         real = os.path.realpath(root)
@@ -155,7 +155,15 @@ def _walk(directory: str, passed_over: list[tuple[str, str]]) -> list[str]:
             continue
         visited.add(real)
         dirs.sort()
-        for name in sorted(names):
+        yield root, sorted(names)
+
+
+def _walk(directory: str, passed_over: list[tuple[str, str]]) -> list[str]:
+    """Structure files under `directory` (sorted; see `_walk_once`); other files go to
+    `passed_over`."""
+    found: list[str] = []
+    for root, names in _walk_once(directory):
+        for name in names:
             path = os.path.join(root, name)
             if is_structure_file(name) or not os.path.exists(path):  # broken links: a problem, named
                 found.append(path)
@@ -177,15 +185,9 @@ def _glob(pattern: str) -> list[str]:
     prefix, rest = os.sep.join(parts[:cut]), os.sep.join(parts[cut + 1 :]) or "*"
     found: list[str] = []
     for base in glob.glob(prefix) if glob.has_magic(prefix) else [prefix or os.curdir]:
-        visited: set[str] = set()
-        for root, dirs, _ in os.walk(base, followlinks=True):
-            real = os.path.realpath(root)
-            if real in visited:
-                dirs[:] = []
-                continue
-            visited.add(real)
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # as glob's ``**``
-            found.extend(_glob(os.path.join(root, rest)))
+        for root, _ in _walk_once(base):
+            if not any(part.startswith(".") and part not in (".", "..") for part in Path(root).relative_to(base).parts):
+                found.extend(_glob(os.path.join(root, rest)))  # as glob's ``**``: no hidden directories
     return found if prefix else [os.path.relpath(path) for path in found]
 
 
