@@ -96,9 +96,17 @@ class Molecule:
 
 
 def complex_files(directory: str) -> dict[str, str]:
-    """Paths of ``ligand.sdf``, ``ligand.mol2`` and ``pocket.pdb`` of the complex in `directory`."""
-    code = os.path.basename(os.path.normpath(directory))
-    return {kind: os.path.join(directory, f"{code}_{kind}") for kind in ("ligand.sdf", "ligand.mol2", "pocket.pdb")}
+    """Paths of ``ligand.sdf``, ``ligand.mol2`` and ``pocket.pdb`` of the complex in
+    `directory`: ``<code>_<kind>`` matched in any case (``4YEF/4yef_ligand.sdf`` and
+    ``4yef/4YEF_LIGAND.SDF`` both count; PDB codes are case-insensitive). A file that is
+    not there gets its lower-case path (whose absence the reader reports)."""
+    code = os.path.basename(os.path.normpath(directory)).lower()
+    try:
+        present = {name.lower(): name for name in sorted(os.listdir(directory), reverse=True)}
+    except OSError:
+        present = {}
+    names = {kind: f"{code}_{kind}" for kind in ("ligand.sdf", "ligand.mol2", "pocket.pdb")}
+    return {kind: os.path.join(directory, present.get(name, name)) for kind, name in names.items()}
 
 
 # A ligand whose closest atom is farther than this from every pocket atom is not in the
@@ -125,13 +133,13 @@ def complex_graph(
         ``bond [n_bond]`` (index into `BOND_VOCAB`), ``connectivity [n_bond, 2]``
         (receiver, sender; sorted by receiver, then sender), ``distance [n_bond]``
         (Angstrom), ``n_atom``, ``n_bond``, ``affinity`` (-log10(K / M)), ``record_id``
-        (PDB code), and ``note`` (str or None: what had to be worked around).
+        (PDB code, lower case), and ``note`` (str or None: what had to be worked around).
 
     Raises:
         ComplexError: no affinity, a missing or unreadable file, absurd coordinates, no
             edge at all, or a ligand that is not in its pocket (`MAX_LIGAND_POCKET_GAP`).
     """
-    code = os.path.basename(os.path.normpath(directory))
+    code = os.path.basename(os.path.normpath(directory)).lower()  # the index's and core set's case
     if affinity is None or not np.isfinite(affinity):
         raise ComplexError("no affinity", f"{code} has no affinity in the index files", directory)
     files = complex_files(directory)

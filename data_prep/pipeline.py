@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from data_prep import records
 from mpnn.graph_format.manifest import Manifest
+from mpnn import cli_checks
 from mpnn.graph_format.tfrecord import COMPRESSIONS
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,11 @@ class OutputOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> "OutputOptions":
         """From the options of `add_output_arguments` (for the commands' ``main``); exits
-        with a usage error from `parser` when the split options are invalid."""
+        with a usage error from `parser` (status 2, one line naming the flag) when a value
+        is out of range (`mpnn.cli_checks.PREP_RANGES`, `check_fractions`)."""
         try:
+            cli_checks.check_ranges(vars(args), cli_checks.PREP_RANGES)
+            cli_checks.check_fractions(args.fractions, args.test_every)
             records.SplitRule(tuple(args.fractions), args.seed, args.test_every)
         except ValueError as exc:
             parser.error(str(exc))
@@ -126,11 +130,14 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass(frozen=True)
 class Plan:
     """The work of a conversion: its tasks in input order, the input files (for the
-    manifest's ``sources``) and what the data set is."""
+    manifest's ``sources``), what the data set is, and the files passed over while the
+    inputs were listed (skip entries for the manifest, never an error, even with
+    ``--strict``: e.g. a ``README.txt`` in an input directory)."""
 
     tasks: Sequence[Any]
     sources: Sequence[str]
     spec: records.DatasetSpec
+    passed_over: Sequence[records.Skipped] = ()
 
 
 @dataclass(frozen=True)
@@ -333,6 +340,7 @@ def prepare_dataset(
         failures = [g for g in gathered if isinstance(g, str)]
         summaries = [s for g in gathered if not isinstance(g, str) for s in g]
         merged = records.merge_summaries(summaries, len(spec.vocab["atom"]))
+        merged.skipped.extend(planned.passed_over)
         if failures:
             remove_shards(summaries, out.output)
             error = records.StrictModeError(failures[0])

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import lzma
 import math
 import os
 import sys
+import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,8 +31,9 @@ from data_prep.structures import (
     KCAL_PER_MOL_PER,
     Structure,
     count_database_rows,
-    expand_inputs,
     is_compressed,
+    is_database,
+    list_inputs,
     open_structure_file,
     read_database_rows,
     read_structures,
@@ -49,6 +52,10 @@ log = logging.getLogger("mpnn-prep-water")
 # Structures per task of an XYZ file or database: enough that a task's set-up (seek, ASE
 # reader, one call of the converter) is amortised, few enough to balance the parts.
 TASK_FRAMES = 1000
+# What planning raises for an input file it cannot read or count: the file becomes a skip.
+# OSError (permissions, a damaged gzip/bz2 header), ValueError (a damaged tutorial file,
+# not a database), EOFError / zlib.error / lzma.LZMAError (a cut or damaged stream).
+_UNREADABLE = (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ class WaterTask:
     Attributes:
         kind: ``"xyz"`` (bytes [offset, end) of an uncompressed XYZ file), ``"file"``
             (a whole file: compressed XYZ, or an empty one), ``"db"`` (rows of an ASE
-            database) or ``"tutorial"`` (records of a tutorial TFRecord file).
+            database), ``"tutorial"`` (records of a tutorial TFRecord file) or
+            ``"skip"`` (an input that cannot be read: one skip entry with `reason`).
         position: global input position of the task's first structure.
         features: ``(name, dtype)`` of the record features to write.
     """
@@ -87,6 +95,7 @@ class WaterTask:
     energy_unit: str = "kcal/mol"
     offset: int = 0
     end: int = 0
+    reason: str = ""
 
 
 def convert_water_task(task: WaterTask) -> Iterator[records.Converted | records.Skipped]:
@@ -106,6 +115,9 @@ def task_graphs(task: WaterTask, energy_required: bool = True) -> Iterator[tuple
         energy_required: False to build graphs of structures whose file gives no energy
             (prediction); their graph's ``energy`` is NaN.
     """
+    if task.kind == "skip":
+        yield task.start, None, task.reason
+        return
     if task.kind == "tutorial":
         name = os.path.basename(task.path)
         stream = read_records(task.path, skip=task.start)
@@ -179,8 +191,8 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool, part
     Records from tutorial files carry no coordinates, so a dataset that includes one (or
     `with_distance` False) is written without the ``distance`` feature.
 
-    Raises:
-        OSError: a file that cannot be read.
+    A file that cannot be read or counted here (unreadable, not a database, a damaged
+    tutorial file) becomes one ``"skip"`` task with the reason.
     """
     if any(is_tutorial_file(f) for f in files):
         with_distance = False
@@ -197,30 +209,41 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool, part
     # worker decompresses records it does not convert.
     whole_files = sum(map(is_tutorial_file, files)) >= parts
     for path in files:
-        if is_tutorial_file(path):
-            n = count_records(path)
-            size = max(n, 1) if whole_files else max(TASK_FRAMES, math.ceil(n / parts))
-            for start in range(0, n, size):
-                add(path, "tutorial", start, min(n, start + size))
-        elif path.endswith(".db"):
-            try:
-                n = count_database_rows(path)
-            except Exception as exc:  # not a database: the worker reports it as a skip
-                log.debug("%s: %s", path, exc)
-                n = 1
-            for start in range(0, max(n, 1), TASK_FRAMES):
-                add(path, "db", start, min(max(n, 1), start + TASK_FRAMES))
-        elif is_compressed(path) or os.path.getsize(path) == 0:
-            with open_structure_file(path) as handle:
-                add(path, "file", 0, scan_xyz_frames(handle).count)
-        else:
-            with open(path, "rb") as handle:
-                frames = scan_xyz_frames(handle)
-            bounds = np.append(frames.starts, [frames.end, os.path.getsize(path)][: 1 + frames.tail])
-            for start in range(0, frames.count, TASK_FRAMES):
-                stop = min(frames.count, start + TASK_FRAMES)
-                add(path, "xyz", start, stop, int(bounds[start]), int(bounds[stop]))
+        try:
+            _plan_file(path, add, parts, whole_files)
+        except _UNREADABLE as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            tasks.append(skip_task(path, f"unreadable: {reason}" if isinstance(exc, OSError) else reason, features))
     return tasks
+
+
+def skip_task(path: str, reason: str, features: tuple[tuple[str, str], ...] = ()) -> WaterTask:
+    """The task of an input that cannot be read: one skip entry (no structure, so no
+    input position of its own)."""
+    return WaterTask(path, "skip", 0, 0, 0, features, reason=reason)
+
+
+def _plan_file(path: str, add: Callable[..., None], parts: int, whole_files: bool) -> None:
+    """`add` the tasks of one input file (see `plan_tasks`)."""
+    if is_tutorial_file(path):
+        n = count_records(path)
+        size = max(n, 1) if whole_files else max(TASK_FRAMES, math.ceil(n / parts))
+        for start in range(0, n, size):
+            add(path, "tutorial", start, min(n, start + size))
+    elif is_database(path):
+        n = count_database_rows(path)
+        for start in range(0, max(n, 1), TASK_FRAMES):
+            add(path, "db", start, min(max(n, 1), start + TASK_FRAMES))
+    elif is_compressed(path) or os.path.getsize(path) == 0:
+        with open_structure_file(path) as handle:
+            add(path, "file", 0, scan_xyz_frames(handle).count)
+    else:
+        with open(path, "rb") as handle:
+            frames = scan_xyz_frames(handle)
+        bounds = np.append(frames.starts, [frames.end, os.path.getsize(path)][: 1 + frames.tail])
+        for start in range(0, frames.count, TASK_FRAMES):
+            stop = min(frames.count, start + TASK_FRAMES)
+            add(path, "xyz", start, stop, int(bounds[start]), int(bounds[stop]))
 
 
 def prepare_water(inputs: Sequence[str], options: WaterOptions, comm: Any = None) -> Manifest | None:
@@ -253,8 +276,10 @@ def prepare_water(inputs: Sequence[str], options: WaterOptions, comm: Any = None
 
 def plan_water(inputs: Sequence[str], options: WaterOptions, parts: int) -> pipeline.Plan:
     """The `pipeline.Plan` of converting `inputs` in `parts` parts."""
-    files = expand_inputs(inputs)
+    listing = list_inputs(inputs)
+    files = listing.files
     tasks = plan_tasks(files, options.energy_unit, options.with_distance, parts)
+    tasks += [skip_task(path, reason) for path, reason in listing.problems]
     spec = records.DatasetSpec(
         kind="water",
         target="energy",
@@ -264,7 +289,8 @@ def plan_water(inputs: Sequence[str], options: WaterOptions, parts: int) -> pipe
         vocab={"atom": list(ATOM_VOCAB), "bond": list(BOND_VOCAB)},
         extra={"group": {"name": "n_waters", "description": "number of water molecules"}},
     )
-    return pipeline.Plan(tasks, files, spec)
+    passed_over = [records.Skipped(path, 0, reason) for path, reason in listing.passed_over]
+    return pipeline.Plan(tasks, files, spec, passed_over)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ import numpy as np
 from mpnn.graph_format import manifest as mf
 from mpnn.graph_format.features import SCHEMA_VERSION, features_to_json
 from mpnn.graph_format.shards import shard_file_name
-from mpnn.graph_format.tfrecord import ShardInfo, ShardWriter
+from mpnn.graph_format.tfrecord import ShardInfo, ShardWriter, sha256_of
 
 SPLITS = mf.SPLITS
 
@@ -294,14 +294,6 @@ class PartWriter:
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def merge_summaries(parts: Iterable[PartSummary], n_types: int) -> PartSummary:

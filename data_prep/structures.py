@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import array
 import bz2
+import contextlib
+import errno
 import glob
 import gzip
 import io
+import logging
 import lzma
 import math
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
@@ -31,12 +35,17 @@ import ase.units
 import numpy as np
 from ase import Atoms
 
+from data_prep.tutorial_records import TUTORIAL_SUFFIXES
+
+log = logging.getLogger(__name__)
+
 # Energies enter the records in kcal/mol; this converts from the unit of the input files.
 KCAL_PER_MOL_PER = {"kcal/mol": 1.0, "eV": ase.units.mol / ase.units.kcal}
 STRUCTURE_SUFFIXES = (".xyz", ".extxyz", ".db")
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _SCAN_BLOCK = 1 << 24  # bytes read at a time by `scan_xyz_frames`
 ENERGY_KEYS = ("energy", "Energy", "total_energy", "E")
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -60,31 +69,168 @@ class Structure:
         return f"{os.path.basename(self.source)}:{self.index}"
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files named by `inputs`: files as given, directories searched recursively for
-    `STRUCTURE_SUFFIXES`, and glob patterns. Sorted per input, duplicates dropped.
+@dataclass(frozen=True)
+class InputListing:
+    """What `list_inputs` found.
+
+    Attributes:
+        files: the files to read, in input order, each real file once (the first path
+            naming it is kept).
+        problems: ``(path, reason)`` of inputs that cannot be read (a dangling symlink, a
+            symlink loop, a file that cannot be opened): skips, each with its reason.
+        passed_over: ``(path, reason)`` of files in a given directory that are not
+            structure files (listed, never an error).
+    """
+
+    files: list[str]
+    problems: list[tuple[str, str]]
+    passed_over: list[tuple[str, str]]
+
+
+def is_structure_file(path: str) -> bool:
+    """A name ASE reads as structures, in any case (``.xyz``, ``.extxyz``, ``.db``, XYZ
+    compressed as ``.gz`` / ``.bz2`` / ``.xz``), or an ExaLearn tutorial TFRecord file."""
+    name = os.path.basename(path).lower()
+    if name.endswith(TUTORIAL_SUFFIXES):
+        return True
+    stem, suffix = os.path.splitext(name)
+    if suffix in COMPRESSED:
+        stem, suffix = os.path.splitext(stem)
+        return suffix in (".xyz", ".extxyz")
+    return suffix in STRUCTURE_SUFFIXES
+
+
+def is_database(path: str) -> bool:
+    return path.lower().endswith(".db")
+
+
+def list_inputs(inputs: Sequence[str]) -> InputListing:
+    """The files named by `inputs`: files as given, directories searched recursively for
+    structure files (`is_structure_file`; the others are `passed_over`), and glob patterns
+    (``**`` recursive). Sorted per input; each real file (``os.path.realpath``) once;
+    directory symlinks that lead back into a directory already searched are not followed.
 
     Raises:
-        FileNotFoundError: an input that names nothing.
+        FileNotFoundError: an input that names nothing (no file, no glob match).
     """
-    files: list[str] = []
+    listing = InputListing([], [], [])
+    seen: set[str] = set()
     for item in inputs:
         if os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix in STRUCTURE_SUFFIXES
-            )
-        elif os.path.exists(item):
+            found = _walk(item, listing.passed_over)
+        elif os.path.lexists(item):
             found = [item]
         else:
-            found = sorted(glob.glob(item, recursive=True))
-        if not found:
-            raise FileNotFoundError(f"{item}: no such file, or no structure files in it")
-        files.extend(found)
-    return list(dict.fromkeys(files))
+            found = sorted(_glob(item))
+            if not found:
+                raise FileNotFoundError(f"{item}: no such file or directory, and no file matches it as a pattern")
+        for path in found:
+            real = os.path.realpath(path)
+            if real in seen:
+                continue
+            seen.add(real)
+            problem = _problem(path)
+            (listing.problems.append((path, problem)) if problem else listing.files.append(path))
+    return listing
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """The readable files of `list_inputs` (for callers that write no manifest, e.g.
+    prediction); each input that cannot be read is logged as a warning with its reason."""
+    listing = list_inputs(inputs)
+    for path, reason in listing.problems:
+        log.warning("skipped %s: %s", path, reason)
+    return listing.files
+
+
+def _walk_once(directory: str) -> Iterator[tuple[str, list[str]]]:
+    """``(directory, file names)`` of `directory` and every directory under it, sorted,
+    following directory symlinks but entering each real directory once (so a symlink loop
+    ends)."""
+    visited: set[str] = set()
+    for root, dirs, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs.sort()
+        yield root, sorted(names)
+
+
+def _walk(directory: str, passed_over: list[tuple[str, str]]) -> list[str]:
+    """Structure files under `directory` (sorted; see `_walk_once`); other files go to
+    `passed_over`."""
+    found: list[str] = []
+    for root, names in _walk_once(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            if is_structure_file(name) or not os.path.exists(path):  # broken links: a problem, named
+                found.append(path)
+            else:
+                suffix = "".join(Path(name).suffixes[-2:]) or "no suffix"
+                passed_over.append((path, f"not a structure file: {suffix}"))
+    return sorted(found)
+
+
+def _glob(pattern: str) -> list[str]:
+    """`glob.glob` of `pattern`, where a ``**`` component matches any number of
+    directories without entering a directory twice: `glob.glob` follows directory symlinks
+    and goes around a loop until the path is too long (a ``self -> .`` link gives 40 copies
+    of every file; two such links, 2**40 paths)."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)
+    cut = parts.index("**")
+    prefix, rest = os.sep.join(parts[:cut]), os.sep.join(parts[cut + 1 :]) or "*"
+    found: list[str] = []
+    for base in glob.glob(prefix) if glob.has_magic(prefix) else [prefix or os.curdir]:
+        for root, _ in _walk_once(base):
+            if not any(part.startswith(".") and part not in (".", "..") for part in Path(root).relative_to(base).parts):
+                found.extend(_glob(os.path.join(root, rest)))  # as glob's ``**``: no hidden directories
+    return found if prefix else [os.path.relpath(path) for path in found]
+
+
+def _problem(path: str) -> str | None:
+    """Why the input file `path` cannot be read, or None: it is opened (read-only) once."""
+    if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            return "symlink loop" if exc.errno == errno.ELOOP else f"dangling symlink (to {os.readlink(path)})"
+    if os.path.isdir(path):
+        return "a directory matched as a file"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None
+
+
+def database_problem(path: str) -> str | None:
+    """Why `path` is not an ASE database to read, or None. Checked before ASE opens it:
+    ``ase.db.connect`` creates a database (and writes its tables into any SQLite file)
+    where there is none, and an input must never be modified. Reads only (SQLite's
+    read-only URI mode)."""
+    with open(path, "rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if not header:
+        return "empty file"
+    if header != SQLITE_HEADER:
+        return "not an ASE database (no SQLite header)"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as exc:
+        return f"unreadable database: {exc}"
+    if "systems" not in tables:
+        return "not an ASE database (an SQLite file without its 'systems' table)"
+    return None
 
 
 def is_compressed(path: str) -> bool:
-    return os.path.splitext(path)[1] in COMPRESSED
+    return os.path.splitext(path)[1].lower() in COMPRESSED
 
 
 @dataclass(frozen=True)
@@ -175,14 +321,14 @@ def _atom_count(line: bytes) -> int | None:
 
 def open_structure_file(path: str) -> BinaryIO:
     """`path` opened for binary reading, decompressed if its suffix says so."""
-    opener = COMPRESSED.get(os.path.splitext(path)[1], open)
+    opener = COMPRESSED.get(os.path.splitext(path)[1].lower(), open)
     return opener(path, "rb")
 
 
 def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Structure]:
     """Yield every structure in `path`, energies converted to kcal/mol (see `read_xyz_chunk`)."""
     factor = KCAL_PER_MOL_PER[energy_unit]
-    if path.endswith(".db"):
+    if is_database(path):
         yield from read_database_rows(path, factor)
         return
     if os.path.getsize(path) == 0:
@@ -252,8 +398,16 @@ def _parse_run(path: str, first_index: int, text: bytes, bounds: list[int], fact
 
 
 def count_database_rows(path: str) -> int:
-    """Rows of the ASE database `path`."""
+    """Rows of the ASE database `path`.
+
+    Raises:
+        ValueError: `path` is not a readable ASE database (see `database_problem`).
+    """
     import ase.db  # see _parse_frames
+
+    problem = database_problem(path)
+    if problem:
+        raise ValueError(problem)
 
     with ase.db.connect(path, type="db", serial=True) as db:
         return db.count()
@@ -294,6 +448,10 @@ def read_database_rows(
     energies times `factor`."""
     import ase.db  # see _parse_frames
 
+    problem = database_problem(path)
+    if problem:
+        yield Structure(path, start, None, None, problem)
+        return
     try:
         db = ase.db.connect(path, type="db", serial=True)
         limit = None if stop is None else stop - start

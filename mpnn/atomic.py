@@ -18,21 +18,36 @@ from typing import IO, Any, Iterator
 TMP_INFIX = ".tmp-"
 
 
+def temporary_path(path: str | os.PathLike) -> str:
+    """The temporary name `path` is written under (beside it, this process's own)."""
+    return f"{os.fspath(path)}{TMP_INFIX}{os.getpid()}"
+
+
+def commit(tmp: str, path: str | os.PathLike) -> None:
+    """Put the complete temporary file `tmp` in place of `path` (one rename)."""
+    os.replace(tmp, path)
+
+
+def discard(tmp: str) -> None:
+    """Remove the temporary file `tmp` of a write that did not finish (if it exists)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path to write; on success it is renamed to `path`.
 
     For writers that take a path (``tf.io.TFRecordWriter``); see `atomic_open` for a
-    file handle.
+    file handle, and `temporary_path` / `commit` / `discard` for a writer whose lifetime
+    is not one block (`mpnn.graph_format.tfrecord.ShardWriter`).
     """
-    path = os.fspath(path)
-    tmp = f"{path}{TMP_INFIX}{os.getpid()}"
+    tmp = temporary_path(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        discard(tmp)
         raise
 
 

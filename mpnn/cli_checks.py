@@ -1,24 +1,29 @@
-"""Checks shared by ``mpnn-train`` and ``mpnn-evaluate``: flag values, input paths, and
-the exit status and one-line message of each kind of user error.
+"""Checks shared by the commands (``mpnn-train``, ``mpnn-evaluate``, the converters,
+``mpnn-predict`` / ``-export`` / ``-design``): flag values, input paths, and the exit status
+and one-line message of each kind of user error.
 
 - Misuse of a flag (a value outside its allowed range, a batch that does not split across
   the ranks): `UsageError`, exit 2, ``prog: error: argument --flag: ...`` as argparse does.
 - A problem with an input the user can fix (a missing path, a data set without manifest,
   a damaged shard, model file or checkpoint): exit 1, one line naming the file.
 - Anything else is a bug: its traceback is kept.
+
+Importing this module does not import TensorFlow (the converters use it; their workers
+must stay TensorFlow-free): the functions that need it import it when called.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Any, Callable, Iterable
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from mpnn import verify
-from mpnn.checkpoint import CheckpointError
-from mpnn.data import ManifestError
+from mpnn.graph_format.manifest import ManifestError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 class UsageError(ValueError):
@@ -29,8 +34,13 @@ class InputError(RuntimeError):
     """An input file or directory that cannot be used (the message names it); exit 1."""
 
 
-# Errors the user can fix, each reported in one line with exit status 1.
-USER_ERRORS = (InputError, ManifestError, CheckpointError, verify.ShardError)
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors the user can fix, each reported in one line with exit status 1."""
+    from mpnn.checkpoint import CheckpointError  # imports TensorFlow
+
+    return (InputError, ManifestError, CheckpointError, verify.ShardError)
+
 
 _WHOLE_AT_LEAST_1 = (lambda v: v >= 1, "a whole number >= 1")
 _WHOLE_AT_LEAST_0 = (lambda v: v >= 0, "a whole number >= 0")
@@ -56,6 +66,17 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "layers": _WHOLE_AT_LEAST_1,
     "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
+PREDICT_RANGES = {"batch_size": _WHOLE_AT_LEAST_1}
+DESIGN_RANGES = {
+    name: _WHOLE_AT_LEAST_1 for name in ("target_waters", "branching", "beam", "top", "max_steps", "new_water_bonds")
+}
+# The converters' flags (``mpnn-prep-water``, ``mpnn-prep-pdbbind``).
+PREP_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "shards": _WHOLE_AT_LEAST_1,
+    "workers": _WHOLE_AT_LEAST_1,
+    "test_every": (lambda v: v >= 2, "a whole number >= 2 (structures 0, K, 2K, ... are test)"),
+}
+FRACTION_SUM_TOLERANCE = 1e-6
 
 
 def flag(name: str) -> str:
@@ -72,6 +93,40 @@ def check_ranges(values: dict[str, Any], ranges: dict[str, tuple[Callable[[Any],
         value = values.get(name)
         if value is not None and not allowed(value):
             raise UsageError(f"argument {flag(name)}: must be {description}, got {value}")
+
+
+def check_fractions(fractions: Sequence[float], test_every: int | None = None) -> None:
+    """``--fractions TRAIN VALID TEST``: three numbers >= 0 that sum to 1 (within
+    `FRACTION_SUM_TOLERANCE`). Not renormalised: ``0.5 0.5 0.5`` is more likely a typo
+    than a wish for thirds, so it is an error rather than a silent change. With
+    ``--test-every`` the rest is split by TRAIN : VALID, so they must not both be 0."""
+    values = " ".join(f"{f:g}" for f in fractions)
+    if len(fractions) != 3 or any(not f >= 0 for f in fractions) or abs(sum(fractions) - 1) > FRACTION_SUM_TOLERANCE:
+        raise UsageError(
+            f"argument --fractions: must be three numbers >= 0 (TRAIN VALID TEST) that sum to 1, got {values}"
+        )
+    if test_every is not None and fractions[0] + fractions[1] <= 0:
+        raise UsageError(
+            f"argument --fractions: TRAIN and VALID must not both be 0 with --test-every (the rest of the "
+            f"structures is split by them), got {values}"
+        )
+
+
+def check_input_path(path: str, flag_name: str, what: str) -> None:
+    """`path` exists; `InputError` naming it and `flag_name` (what it should be) otherwise."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory ({flag_name} takes {what})")
+
+
+def check_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, ranges: dict[str, tuple[Callable[[Any], bool], str]]
+) -> None:
+    """`check_ranges` of the parsed `args`, a value out of range ending the command as
+    argparse does (``parser.error``: usage, one line naming the flag, exit 2)."""
+    try:
+        check_ranges(vars(args), ranges)
+    except UsageError as exc:
+        parser.error(str(exc))
 
 
 def check_batch_split(batch_size: int, strategy: str, ranks: int) -> None:
@@ -112,6 +167,8 @@ def check_choice(option: str, value: str, allowed: Iterable[str]) -> None:
 
 def load_model_file(path: str) -> tf.keras.Model:
     """`mpnn.models.load_model`, with a missing or unreadable file as `InputError`."""
+    import tensorflow as tf
+
     from mpnn.models import load_model
 
     if not os.path.isfile(path):
@@ -132,13 +189,20 @@ def run(prog: str, work: Callable[[], int], data: str | None = None) -> int:
         return work()
     except UsageError as exc:
         return _fail(prog, exc, 2)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         return _fail(prog, exc, 1)
-    except tf.errors.OpError as exc:
+    except tf_op_error():
         found = verify.problems(data) if data else []
         if not found:
             raise
         return _fail(prog, "damaged data set: " + "; ".join(found), 1)
+
+
+def tf_op_error() -> type[Exception]:
+    """TensorFlow's error of a failed op (imports TensorFlow)."""
+    import tensorflow as tf
+
+    return tf.errors.OpError
 
 
 def _fail(prog: str, message: object, status: int) -> int:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import tensorflow as tf
 
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
-from mpnn import rundir
+from mpnn import cli_checks, rundir
 from mpnn.predict import EV_PER_UNIT, EXPORT_METADATA, ModelError, check_water_metadata, run_metadata
 from mpnn.graph_format.features import FEATURES, SCHEMA_VERSION
 
@@ -146,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="export directory to write")
     args = parser.parse_args(argv)
     try:
+        cli_checks.check_input_path(args.run_dir, "RUN_DIR", "the run directory of a finished mpnn-train")
         metadata_path = export_run(args.run_dir, args.output)
-    except (ModelError, OSError) as exc:
+    except (ModelError, cli_checks.InputError, OSError) as exc:
         print(f"mpnn-export: error: {exc}", file=sys.stderr)
         return 1
     print(f"exported {args.run_dir} -> {args.output} (metadata {metadata_path})")

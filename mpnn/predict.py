@@ -41,6 +41,7 @@ from data_prep.prep_water import plan_tasks, task_graphs
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs
 from data_prep.tutorial_records import is_tutorial_file
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB
+from mpnn import cli_checks
 from mpnn.data import merge_batch, parse_spec
 from mpnn.graph_format.example import serialize_graph
 from mpnn.graph_format.features import REQUIRED, feature_dtypes
@@ -354,12 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli_checks.check_arguments(parser, args, cli_checks.PREDICT_RANGES)
     options = PredictOptions(args.batch_size, args.energy_unit, not args.quiet)
     try:
+        cli_checks.check_input_path(args.model, "--model", "a run directory of mpnn-train or an mpnn-export directory")
         model = load_trained(args.model)
         summary = predict_files(model, args.inputs, args.output, options)
-    except (ModelError, OSError, ValueError) as exc:
+    except (ModelError, cli_checks.InputError, OSError, ValueError) as exc:
         print(f"mpnn-predict: error: {exc}", file=sys.stderr)
         return 1
     print(f"predicted {summary.predicted}, skipped {summary.skipped} ({model.units}) -> {summary.output}")

@@ -7,11 +7,12 @@ Layout: ``config.json``, ``host_info.json``, ``log.csv``, ``checkpoints/``, ``mo
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import socket
 from typing import Any
+
+from mpnn import atomic
 
 RUNS_ROOT = "runs"
 # Job-id variables of the schedulers we run under, in order of preference.
@@ -28,11 +29,7 @@ def default_run_dir() -> str:
 
 def write_json(path: str, content: Any) -> None:
     """Write `content` as JSON via a temporary file and rename (never half-written)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as handle:
-        json.dump(content, handle, indent=1, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, content)
 
 
 def usable_cores() -> int:

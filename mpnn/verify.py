@@ -3,143 +3,82 @@
 For every shard ``manifest.json`` lists, reports (one line each, naming the file):
 
 - a missing or unreadable file;
-- a byte size or sha256 that differs from the manifest's ``bytes`` / ``sha256`` (when the
-  shard entry records them; older manifests do not);
-- a truncated or corrupt file: the TFRecord framing is read record by record and each
-  length and record is checked against its CRC-32C, so the message names the record
-  (0-based) where the damage starts; for GZIP shards, a damaged compressed stream too;
-- a record count that differs from the manifest's.
+- a byte size that differs from the manifest's ``bytes``;
+- a truncated or corrupt file: every record is read and its length and data checked
+  against their CRC-32C (`mpnn.graph_format.tfrecord.read_records`), so the message names
+  the record (0-based) where the damage starts and its kind; for GZIP shards, a damaged
+  compressed stream too;
+- a record count that differs from the manifest's;
+- a sha256 that differs from the manifest's ``sha256`` while the records themselves read
+  correctly (a shard replaced by another valid one). Damage found in the records is the
+  more specific answer, so the sha256 mismatch it implies is not reported beside it.
 
 Exit status 0 when all is well, 1 when anything is wrong (or the manifest cannot be read).
 
 `check_shards` is the cheap part (existence and sizes, no reading) that training and
 evaluation run before they start; `problems` is the full check, which they also run to
-name the shard behind a TensorFlow data error.
-
-The reader is written here rather than taken from TensorFlow: `tf.data.TFRecordDataset`
-reports damage as "corrupted record at <byte offset>" without the file, and importing
-TensorFlow costs seconds; the format (``uint64 length, uint32 masked CRC-32C of the
-length, data, uint32 masked CRC-32C of the data``, little-endian) is small and stable.
+name the shard behind a TensorFlow data error. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import json
 import logging
 import os
-import struct
 import sys
-import zlib
-from typing import IO, Any, Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
-import crc32c
+from mpnn.graph_format.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard
+from mpnn.graph_format.tfrecord import TFRecordError, check_records, sha256_of
+
+__all__ = ["MANIFEST_NAME", "ShardError", "check_shards", "problems", "shard_problems", "main"]
 
 log = logging.getLogger(__name__)
-
-MANIFEST_NAME = "manifest.json"
-_HEADER = struct.Struct("<QI")  # length, masked CRC of the length
-_FOOTER = struct.Struct("<I")  # masked CRC of the data
-# A gzip stream that is cut short or damaged raises one of these while it is read.
-_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
 
 
 class ShardError(RuntimeError):
     """Shards that do not match their manifest (the message names each file and problem)."""
 
 
-def masked_crc(data: bytes) -> int:
-    """TFRecord's masked CRC-32C of `data` (rotated right by 15 bits, plus a constant)."""
-    crc = crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def count_records(handle: IO[bytes]) -> int:
-    """Records in the (decompressed) TFRecord stream `handle`, checking every CRC.
-
-    Raises:
-        ValueError: naming the record (0-based) where the stream is truncated or corrupt.
-    """
-    index = 0
-    while True:
-        try:
-            header = handle.read(_HEADER.size)
-            if not header:
-                return index
-            if len(header) < _HEADER.size:
-                raise ValueError(f"truncated at record {index} (header cut short)")
-            length, length_crc = _HEADER.unpack(header)
-            if masked_crc(header[:8]) != length_crc:
-                raise ValueError(f"corrupt record {index} (length CRC mismatch)")
-            data = handle.read(length)
-            footer = handle.read(_FOOTER.size)
-        except _STREAM_ERRORS as exc:
-            raise ValueError(f"corrupt or truncated compressed stream at record {index} ({exc})") from exc
-        if len(data) < length or len(footer) < _FOOTER.size:
-            raise ValueError(f"truncated at record {index} (data cut short)")
-        if masked_crc(data) != _FOOTER.unpack(footer)[0]:
-            raise ValueError(f"corrupt record {index} (data CRC mismatch)")
-        index += 1
-
-
-def _open_records(path: str, compression: str) -> IO[bytes]:
-    return gzip.open(path, "rb") if compression == "GZIP" else open(path, "rb")
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_manifest(path: str) -> tuple[str, dict[str, Any]]:
-    """``(manifest path, content)`` of a data set directory or manifest file.
-
-    Raises:
-        ShardError: the manifest is missing, not JSON, or has no ``splits`` section.
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, MANIFEST_NAME)
+def _load(data: str) -> Manifest:
+    """The manifest of `data` (directory or file), not validated; `ShardError` naming the
+    file when it cannot be read."""
     try:
-        with open(path) as handle:
-            content = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShardError(f"{path}: cannot read manifest: {exc}") from exc
-    if not isinstance(content, dict) or not isinstance(content.get("splits"), dict):
-        raise ShardError(f"{path}: manifest has no 'splits' section")
-    return path, content
+        return Manifest.load(data, validate=False)
+    except ManifestError as exc:
+        raise ShardError(str(exc)) from exc
 
 
-def _entries(manifest_path: str, content: dict[str, Any], splits: Iterable[str] | None):
-    """``(split, shard path, entry)`` of every shard of `splits` (None: all), after checking
-    that the entries have the keys we read."""
-    directory = os.path.dirname(os.path.abspath(manifest_path))
-    for split, section in content["splits"].items():
-        if splits is not None and split not in splits:
-            continue
-        for number, entry in enumerate(section.get("shards", [])):
-            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not isinstance(
-                entry.get("records"), int
-            ):
-                raise ShardError(f"{manifest_path}: split {split!r} shard entry {number} is malformed: {entry!r}")
-            yield split, os.path.join(directory, entry["file"]), entry
+def _shards(manifest: Manifest, splits: Iterable[str] | None) -> Iterator[tuple[str, Shard]]:
+    """``(path, shard)`` of every shard of `splits` (None: all)."""
+    for name, split in manifest.splits.items():
+        if splits is None or name in splits:
+            for shard in split.shards:
+                yield os.path.join(manifest.directory, shard.file), shard
 
 
-def _size_problems(path: str, entry: dict[str, Any]) -> list[str]:
-    """A missing file, or a byte size that differs from the manifest's (cheap: one stat)."""
+def _presence_problems(path: str, shard: Shard) -> list[str]:
+    """A missing file, or an empty one where the manifest counts records (one stat)."""
     try:
         size = os.path.getsize(path)
     except OSError:
-        return [f"{path}: missing (the manifest lists it with {entry['records']} records)"]
-    if "bytes" in entry and size != entry["bytes"]:
-        return [f"{path}: {size} bytes, the manifest says {entry['bytes']} (truncated or replaced)"]
-    if size == 0 and entry["records"] > 0:
-        return [f"{path}: empty file, the manifest says {entry['records']} records"]
+        return [f"{path}: missing (the manifest lists it with {shard.records} records)"]
+    if size == 0 and shard.records > 0:
+        return [f"{path}: empty file, the manifest says {shard.records} records"]
     return []
+
+
+def _size_problem(path: str, shard: Shard) -> list[str]:
+    """A byte size that differs from the manifest's (when it records one)."""
+    size = os.path.getsize(path)
+    if shard.bytes is not None and size != shard.bytes:
+        return [f"{path}: {size} bytes, the manifest says {shard.bytes} (truncated or replaced)"]
+    return []
+
+
+def _size_problems(path: str, shard: Shard) -> list[str]:
+    """`_presence_problems`, then `_size_problem` (cheap: no file is read)."""
+    return _presence_problems(path, shard) or _size_problem(path, shard)
 
 
 def check_shards(manifest_dir: str, splits: Iterable[str]) -> None:
@@ -149,28 +88,30 @@ def check_shards(manifest_dir: str, splits: Iterable[str]) -> None:
     Raises:
         ShardError: naming each missing or wrongly sized shard (``; ``-separated).
     """
-    manifest_path, content = load_manifest(manifest_dir)
-    found = [p for _, path, entry in _entries(manifest_path, content, set(splits)) for p in _size_problems(path, entry)]
+    manifest = _load(manifest_dir)
+    found = [p for path, shard in _shards(manifest, set(splits)) for p in _size_problems(path, shard)]
     if found:
-        raise ShardError("; ".join(found) + f" (run mpnn-verify {os.path.dirname(manifest_path) or '.'})")
+        raise ShardError("; ".join(found) + f" (run mpnn-verify {manifest.directory})")
 
 
-def shard_problems(path: str, entry: dict[str, Any], compression: str) -> list[str]:
-    """Everything wrong with one shard: existence, size, sha256, framing, CRCs, count."""
-    found = _size_problems(path, entry)
+def shard_problems(path: str, shard: Shard, compression: str) -> list[str]:
+    """What is wrong with one shard, as the most specific single line (see the module
+    docstring): missing or empty; else damaged records (framing, CRCs, GZIP stream); else
+    a record count, then a byte size, then a sha256 that differs from the manifest's."""
+    found = _presence_problems(path, shard)
     if found:
         return found
-    if "sha256" in entry and sha256_of(path) != entry["sha256"]:
-        found.append(f"{path}: sha256 differs from the manifest's (the file was changed)")
     try:
-        with _open_records(path, compression) as handle:
-            records = count_records(handle)
-    except ValueError as exc:
-        return [*found, f"{path}: {exc}"]
+        records = check_records(path, compression)
+    except TFRecordError as exc:
+        return [f"{path}: {exc.problem}"]
     except OSError as exc:
-        return [*found, f"{path}: unreadable: {exc}"]
-    if records != entry["records"]:
-        found.append(f"{path}: {records} records, the manifest says {entry['records']}")
+        return [f"{path}: unreadable: {exc}"]
+    if records != shard.records:
+        return [f"{path}: {records} records, the manifest says {shard.records}"]
+    found = _size_problem(path, shard)
+    if not found and shard.sha256 is not None and sha256_of(path) != shard.sha256:
+        found = [f"{path}: sha256 differs from the manifest's (the file was changed)"]
     return found
 
 
@@ -178,25 +119,20 @@ def problems(data: str, splits: Iterable[str] | None = None) -> list[str]:
     """One line per problem of the shards of `splits` (None: every split) of the data set
     `data` (its directory or ``manifest.json``); empty when all is well."""
     try:
-        manifest_path, content = load_manifest(data)
-        compression = content.get("compression", "GZIP")
-        found = [
-            f"{manifest_path}: no split {name!r} (has {sorted(content['splits'])})"
-            for name in splits or ()
-            if name not in content["splits"]
-        ]
-        for split, section in content["splits"].items():
-            if splits is not None and split not in splits:
-                continue
-            listed = sum(e.get("records", 0) for e in section.get("shards", []) if isinstance(e, dict))
-            if "records" in section and section["records"] != listed:
-                found.append(
-                    f"{manifest_path}: split {split!r} counts {section['records']} records, its shards {listed}"
-                )
-        for _, path, entry in _entries(manifest_path, content, splits):
-            found += shard_problems(path, entry, compression)
+        manifest = _load(data)
     except ShardError as exc:
         return [str(exc)]
+    found = [
+        f"{manifest.path}: no split {name!r} (has {sorted(manifest.splits)})"
+        for name in splits or ()
+        if name not in manifest.splits
+    ]
+    try:
+        manifest.validate()
+    except ManifestError as exc:
+        found.append(str(exc))
+    for path, shard in _shards(manifest, splits):
+        found += shard_problems(path, shard, manifest.compression)
     return found
 
 

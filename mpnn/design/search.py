@@ -35,7 +35,7 @@ from typing import Sequence
 
 from data_prep.structures import read_structures
 from data_prep.water import WaterGraphError, water_graph
-from mpnn import rundir
+from mpnn import cli_checks, rundir
 from mpnn.design.edits import one_step_edits
 from mpnn.design.graph import NetworkBatch, WaterNetwork
 from mpnn.design.reward import PenaltyWeights, Reward, check_surrogate, score
@@ -271,8 +271,14 @@ def parse_weights(items: Sequence[str]) -> PenaltyWeights:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cli_checks.check_arguments(parser, args, cli_checks.DESIGN_RANGES)
     try:
+        cli_checks.check_input_path(args.model, "--model", "a run directory of mpnn-train or an mpnn-export directory")
+        cli_checks.check_input_path(args.start, "--start", "a structure file or a network JSON")
+        if args.reference:
+            cli_checks.check_input_path(args.reference, "--reference", "a structure file or a network JSON")
         options = SearchOptions(
             args.target_waters, args.branching, args.beam, args.top, args.max_steps, args.new_water_bonds,
             parse_weights(args.weight),
@@ -281,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference_network = read_start(args.reference) if args.reference else None
         model = load_trained(args.model)
         result = search(start, model, options)
-    except (ModelError, OSError, ValueError) as exc:
+    except (ModelError, cli_checks.InputError, OSError, ValueError) as exc:
         print(f"mpnn-design: error: {exc}", file=sys.stderr)
         return 1
     reference = None

@@ -44,6 +44,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mpnn.atomic import atomic_open
 from mpnn.graph_format.features import SCHEMA_VERSION
 
 MANIFEST_NAME = "manifest.json"
@@ -154,8 +155,9 @@ class Manifest:
     # -- reading ----------------------------------------------------------------------
 
     @classmethod
-    def load(cls, dir_or_path: str) -> "Manifest":
-        """Load and `validate` ``manifest.json`` (or the directory holding it).
+    def load(cls, dir_or_path: str, validate: bool = True) -> "Manifest":
+        """Load and (unless `validate` is False: `mpnn.verify` reports every problem, not
+        the first) `validate` ``manifest.json`` (or the directory holding it).
 
         Raises:
             ManifestError: unreadable file, missing keys, wrong schema version, unknown split.
@@ -167,7 +169,8 @@ class Manifest:
         except (OSError, json.JSONDecodeError) as exc:
             raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
         manifest = cls.from_json(content, path)
-        manifest.validate()
+        if validate:
+            manifest.validate()
         return manifest
 
     @classmethod
@@ -268,11 +271,9 @@ class Manifest:
             path=path,
             created=self.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as handle:
+        with atomic_open(path) as handle:
             json.dump(saved.to_json(), handle, indent=1)
             handle.write("\n")
-        os.replace(tmp, path)
         return saved
 
     # -- what readers ask -------------------------------------------------------------

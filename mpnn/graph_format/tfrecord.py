@@ -22,10 +22,13 @@ import gzip
 import hashlib
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import crc32c
+
+from mpnn import atomic
 
 COMPRESSIONS = {"GZIP": ".gz", "none": ""}
 GZIP_LEVEL = 6
@@ -37,8 +40,34 @@ _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 
 
+# What reading a gzip stream that is cut short or damaged raises.
+_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
 class TFRecordError(ValueError):
-    """A TFRecord file that cannot be read (the message names the file and the problem)."""
+    """A TFRecord file that cannot be read: ``"<path>: <problem>"``.
+
+    Attributes:
+        path: the file.
+        record: 0-based number of the first record that cannot be read.
+        kind: ``"length CRC"`` or ``"data CRC"`` (a mismatch: corrupt), ``"header cut"``
+            or ``"data cut"`` (the file ends inside the record: truncated), or
+            ``"compressed stream"`` (a damaged or cut GZIP stream).
+        problem: the message without the path (what `mpnn.verify` prints after it).
+    """
+
+    _PROBLEMS = {
+        "length CRC": "corrupt record {record} (length CRC mismatch)",
+        "data CRC": "corrupt record {record} (data CRC mismatch)",
+        "header cut": "truncated at record {record} (header cut short)",
+        "data cut": "truncated at record {record} (data cut short)",
+        "compressed stream": "corrupt or truncated compressed stream at record {record} ({detail})",
+    }
+
+    def __init__(self, path: str, record: int, kind: str, detail: str = "") -> None:
+        self.path, self.record, self.kind = path, record, kind
+        self.problem = self._PROBLEMS[kind].format(record=record, detail=detail)
+        super().__init__(f"{path}: {self.problem}")
 
 
 def masked_crc(data: bytes) -> int:
@@ -94,7 +123,7 @@ class ShardWriter:
         self.path = path
         self.records = 0
         self._buffer = bytearray()
-        self._tmp = f"{path}.tmp-{os.getpid()}"
+        self._tmp = atomic.temporary_path(path)
         self._file = open(self._tmp, "wb")
         self._hashing = _HashingFile(self._file)
         self._stream: BinaryIO | _HashingFile = self._hashing
@@ -117,15 +146,14 @@ class ShardWriter:
         if self._stream is not self._hashing:
             self._stream.close()  # writes the gzip trailer; leaves the underlying file open
         self._file.close()
-        os.replace(self._tmp, self.path)
+        atomic.commit(self._tmp, self.path)
         digest = self._hashing.digest.hexdigest()
         return ShardInfo(os.path.basename(self.path), self.records, self._hashing.size, digest)
 
     def abort(self) -> None:
         """Drop the shard: close and remove the temporary file."""
         self._file.close()
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
+        atomic.discard(self._tmp)
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -151,48 +179,73 @@ def read_records(path: str, compression: str | None = None, skip: int = 0) -> It
         compression: ``"GZIP"`` or ``"none"``; None: from the file name (`compression_of`).
 
     Raises:
-        TFRecordError: a truncated file or a CRC mismatch (naming the file and record).
+        TFRecordError: a truncated file, a damaged GZIP stream or a CRC mismatch (naming
+            the file, the record and the kind of damage).
+        OSError: the file cannot be opened.
     """
     compression = compression or compression_of(path)
     opener = gzip.open if compression == "GZIP" else open
     with opener(path, "rb") as handle:
         index = 0
         while True:
-            header = handle.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise TFRecordError(f"{path}: truncated record header at record {index}")
-            length_bytes, length_crc = header[:8], _CRC.unpack(header[8:])[0]
-            if masked_crc(length_bytes) != length_crc:
-                raise TFRecordError(f"{path}: corrupt length of record {index}")
-            (length,) = _LENGTH.unpack(length_bytes)
-            if index < skip:
-                handle.seek(length + 4, os.SEEK_CUR)
-                index += 1
-                continue
-            data, data_crc = handle.read(length), handle.read(4)
+            try:
+                header = handle.read(12)
+                if not header:
+                    return
+                if len(header) < 12:
+                    raise TFRecordError(path, index, "header cut")
+                length_bytes, length_crc = header[:8], _CRC.unpack(header[8:])[0]
+                if masked_crc(length_bytes) != length_crc:
+                    raise TFRecordError(path, index, "length CRC")
+                (length,) = _LENGTH.unpack(length_bytes)
+                if index < skip:
+                    handle.seek(length + 4, os.SEEK_CUR)
+                    index += 1
+                    continue
+                data, data_crc = handle.read(length), handle.read(4)
+            except _STREAM_ERRORS as exc:
+                raise TFRecordError(path, index, "compressed stream", str(exc)) from exc
             if len(data) < length or len(data_crc) < 4:
-                raise TFRecordError(f"{path}: truncated record {index}")
+                raise TFRecordError(path, index, "data cut")
             if masked_crc(data) != _CRC.unpack(data_crc)[0]:
-                raise TFRecordError(f"{path}: corrupt data of record {index}")
+                raise TFRecordError(path, index, "data CRC")
             yield data
             index += 1
 
 
+def check_records(path: str, compression: str | None = None) -> int:
+    """Number of records in `path`, every length and data CRC checked (the whole file is
+    read). Raises as `read_records`."""
+    return sum(1 for _ in read_records(path, compression))
+
+
 def count_records(path: str, compression: str | None = None) -> int:
     """Number of records in `path`, reading only the length fields (and, for GZIP,
-    decompressing the whole stream). Raises `TFRecordError` as `read_records`."""
+    decompressing the whole stream). Raises as `read_records` (length CRCs only)."""
     compression = compression or compression_of(path)
     opener = gzip.open if compression == "GZIP" else open
     count = 0
     with opener(path, "rb") as handle:
         while True:
-            header = handle.read(12)
-            if not header:
-                return count
-            if len(header) < 12 or masked_crc(header[:8]) != _CRC.unpack(header[8:])[0]:
-                raise TFRecordError(f"{path}: corrupt or truncated record header at record {count}")
-            (length,) = _LENGTH.unpack(header[:8])
-            handle.seek(length + 4, os.SEEK_CUR)
+            try:
+                header = handle.read(12)
+                if not header:
+                    return count
+                if len(header) < 12:
+                    raise TFRecordError(path, count, "header cut")
+                if masked_crc(header[:8]) != _CRC.unpack(header[8:])[0]:
+                    raise TFRecordError(path, count, "length CRC")
+                (length,) = _LENGTH.unpack(header[:8])
+                handle.seek(length + 4, os.SEEK_CUR)
+            except _STREAM_ERRORS as exc:
+                raise TFRecordError(path, count, "compressed stream", str(exc)) from exc
             count += 1
+
+
+def sha256_of(path: str) -> str:
+    """Hex sha256 of the bytes of `path` (as stored: compressed for GZIP shards)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

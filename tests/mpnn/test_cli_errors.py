@@ -127,9 +127,12 @@ TRAIN_BROKEN_DATA = {
     "garbage manifest": (_garbage_manifest, "{data}/manifest.json: cannot read manifest"),
     "shard deleted": (lambda d: (d / SHARD).unlink(), "{shard}: missing (the manifest lists it with"),
     "shard emptied": (lambda d: (d / SHARD).write_bytes(b""), "{shard}: empty file, the manifest says"),
-    "shard truncated": (lambda d: _truncate(d / SHARD), "damaged data set: {shard}: corrupt or truncated"),
+    # Caught before training by the byte size the manifest records (no file is read).
+    "shard truncated": (lambda d: _truncate(d / SHARD), "{shard}: 16500 bytes, the manifest says 33001"),
     "byte flipped": (lambda d: _flip(d / SHARD), "damaged data set: {shard}: corrupt"),
-    "no records, manifest counts some": (lambda d: _empty_gzip(d / SHARD), "damaged data set: {shard}: 0 records"),
+    "no records, manifest counts some": (
+        lambda d: _empty_gzip(d / SHARD), "{shard}: 50 bytes, the manifest says 33001 (truncated or replaced)"
+    ),
 }
 
 
@@ -241,3 +244,62 @@ def test_a_global_batch_that_does_not_split_across_two_ranks_stops_each_rank_wit
         assert f"[{rank}]<stderr>:{message}" in output, output[-3000:]
     assert "[0]<stderr>:Traceback" not in output and "[1]<stderr>:Traceback" not in output
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# mpnn-predict, mpnn-export and mpnn-design: (command, arguments, exit status, the message).
+# ``{tmp}``: an existing directory that holds no model; ``{xyz}``: a valid structure file.
+USE_CASES = {
+    "predict: missing model": (
+        "predict", ["--model", "nope", "{xyz}", "-o", "{tmp}/x.csv"], 1,
+        "nope: no such file or directory (--model takes a run directory of mpnn-train or an mpnn-export directory)",
+    ),
+    "predict: a directory without a model": (
+        "predict", ["--model", "{tmp}", "{xyz}", "-o", "{tmp}/x.csv"], 1,
+        "{tmp}: neither a run directory with model.keras nor an export with mpnn_export.json",
+    ),
+    "predict: batch size 0": (
+        "predict", ["--model", "{tmp}", "{xyz}", "--batch-size", "0"], 2,
+        "argument --batch-size: must be a whole number >= 1, got 0",
+    ),
+    "export: missing run directory": (
+        "export", ["nope", "-o", "{tmp}/export"], 1,
+        "nope: no such file or directory (RUN_DIR takes the run directory of a finished mpnn-train)",
+    ),
+    "export: a directory without a model": (
+        "export", ["{tmp}", "-o", "{tmp}/export"], 1,
+        "{tmp}: no model.keras (is it a finished mpnn-train run directory?)",
+    ),
+    "design: missing model": (
+        "design", ["--model", "nope", "--start", "{xyz}", "--target-waters", "6", "-o", "{tmp}/out"], 1,
+        "nope: no such file or directory (--model takes a run directory of mpnn-train or an mpnn-export directory)",
+    ),
+    "design: missing start": (
+        "design", ["--model", "{tmp}", "--start", "nope.xyz", "--target-waters", "6", "-o", "{tmp}/out"], 1,
+        "nope.xyz: no such file or directory (--start takes a structure file or a network JSON)",
+    ),
+    "design: beam 0": (
+        "design", ["--model", "{tmp}", "--start", "{xyz}", "--target-waters", "6", "--beam", "0", "-o", "{tmp}/o"], 2,
+        "argument --beam: must be a whole number >= 1, got 0",
+    ),
+    "design: target of 0 waters": (
+        "design", ["--model", "{tmp}", "--start", "{xyz}", "--target-waters", "0", "-o", "{tmp}/o"], 2,
+        "argument --target-waters: must be a whole number >= 1, got 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USE_CASES))
+def test_predict_export_design_misuse_is_one_line(case, tmp_path, capsys):
+    from mpnn import export, predict
+    from mpnn.design import search
+    from tests.conftest import MINIMA
+
+    name, args, status, message = USE_CASES[case]
+    command = {"predict": predict.main, "export": export.main, "design": search.main}[name]
+    args = [a.format(tmp=tmp_path, xyz=MINIMA[0]) for a in args]
+    try:
+        code = command(args)
+    except SystemExit as exit_:  # argparse's usage error
+        code = exit_.code
+    assert code == status
+    assert _one_error_line(capsys, f"mpnn-{name}") == message.format(tmp=tmp_path)
