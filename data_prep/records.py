@@ -66,13 +66,9 @@ def atom_type_counts(atom: np.ndarray, n_types: int) -> tuple[int, ...]:
     return tuple(np.bincount(atom, minlength=n_types).tolist())
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """An input that could not be converted, and why (`index`: frame, row or line in `source`)."""
-
-    source: str
-    index: int
-    reason: str
+# An input that could not be converted, and why: the manifest's own entry, yielded by the
+# converters as they meet it.
+Skipped = mf.SkippedEntry
 
 
 @dataclass(frozen=True)
@@ -346,7 +342,7 @@ def build_manifest(
         sources=tuple(
             mf.Source(os.path.abspath(s), sha256_of(s), summary.per_source.get(s, 0)) for s in sources
         ),
-        skipped=tuple(mf.SkippedEntry(s.source, s.index, s.reason) for s in skipped),
+        skipped=tuple(skipped),
         notes=dict(sorted(summary.notes.items())),
         summary=mf.Summary(summary.converted, len(skipped)),
         totals=mf.Totals(
