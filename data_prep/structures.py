@@ -417,6 +417,12 @@ def _energy_of(atoms: Atoms) -> float | None:
     """Energy from the calculator, then ``info`` keys, then a bare number on the comment
     line; in the file's unit. None when there is none."""
     if atoms.calc is not None:
+        # A file's energy sits in the results of the SinglePointCalculator its reader made:
+        # read it there, since get_potential_energy() first compares the atoms with the
+        # calculator's copy (about 0.6 ms, a fifth of converting a 50-atom cluster).
+        stored = getattr(atoms.calc, "results", {}).get("energy")
+        if stored is not None:
+            return float(stored)
         try:
             return float(atoms.get_potential_energy())
         except Exception:  # a calculator without an energy (e.g. forces only)
