@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -181,7 +182,11 @@ def test_small_set_converts_with_shuffled_structures_accepted(tmp_path):
                "--quiet", "--fractions", "1", "0", "0"]
     subprocess.run(command, check=True, cwd=REPO, timeout=300)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["summary"] == {"converted": 120, "skipped": 0}
+    # Every structure converts; the set's own report is the one file passed over.
+    assert manifest["summary"] == {"converted": 120, "skipped": 1}
+    assert [(os.path.basename(s["source"]), s["reason"].split(":")[0]) for s in manifest["skipped"]] == [
+        ("water_set.json", "not a structure file")
+    ]
     energies = np.array([f.get_potential_energy() for f in frames])
     assert manifest["target_stats"]["mean"] == pytest.approx(energies.mean(), rel=1e-5)
 
