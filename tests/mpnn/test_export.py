@@ -47,11 +47,11 @@ def _minima_batch(model_inputs) -> dict[str, np.ndarray]:
     """A merged batch of the 28 minima, as the loader makes it."""
     import tensorflow as tf
 
-    from mpnn.graph_format.example import serialize_graph
     from data_prep.structures import read_structures
     from data_prep.water import water_graph
-    from mpnn.data import merge_batch
-    from mpnn.schema import feature_dtypes, parse_spec
+    from mpnn.data import merge_batch, parse_spec
+    from mpnn.graph_format.example import serialize_graph
+    from mpnn.graph_format.features import feature_dtypes
 
     names = ["n_atom", "n_bond", "atom", "bond", "connectivity", "distance"]
     records = []
