@@ -11,13 +11,14 @@
 # Writes OUT/nN-*.json; sets are kept under SETS (default /tmp/mpnn-water-sets) for reruns.
 #
 #   bash benchmarks/water_scale.sh OUT "30000 300000 3000000"
-#   PREP_WORKERS="2" MPI=0 bash benchmarks/water_scale.sh OUT 3000000   # fewer configurations
+#   PREP_WORKERS="2" MPI=0 FLOOR=0 bash benchmarks/water_scale.sh OUT 3000000   # fewer configurations
 set -euo pipefail
 out=${1:-bench-scale}
 sizes=${2:-30000 300000 3000000}
 sets=${SETS:-/tmp/mpnn-water-sets}
 prep_workers=${PREP_WORKERS:-1 2}
 mpi=${MPI:-1}
+floor=${FLOOR:-1}  # 0: skip the read floor (per frame it does not depend on N; 3M frames take 30 min)
 source "$(dirname "${BASH_SOURCE[0]}")/../jobs/common.sh"
 mpnn_allow_mpi_as_root
 mkdir -p "$out" "$sets"
@@ -30,16 +31,17 @@ for n in $sizes; do
         python benchmarks/make_water_set.py --count "$n" --files $((n / 100000 + 4)) --workers 2 \
             "${energy[@]}" -o "$set_dir" --quiet
     fi
-    python benchmarks/ase_read_floor.py --inputs "$set_dir" --output "$out/n$n-floor.json"
+    if ((floor)); then
+        python benchmarks/ase_read_floor.py --inputs "$set_dir" --output "$out/n$n-floor.json"
+    fi
+    # The last conversion's data set is kept for the size, loader and training rows.
+    records="$sets/water-$n-records"
     # shellcheck disable=SC2086  # prep_workers is a list
     python -m mpnn.bench prep --inputs "$set_dir" --workers $prep_workers --repeats 1 \
-        --output "$out/n$n-prep.json"
+        --keep-output "$records" --output "$out/n$n-prep.json"
     if ((mpi)); then
         python -m mpnn.bench prep --inputs "$set_dir" --workers 2 --mpi --repeats 1 --output "$out/n$n-prep-mpi.json"
     fi
-    records="$sets/water-$n-records"
-    rm -rf "$records"
-    mpnn-prep-water "$set_dir" -o "$records" --workers 2 --quiet
     du -sb "$records" | awk -v n="$n" '{printf "{\"structures\": %d, \"output_bytes\": %d}\n", n, $1}' \
         >"$out/n$n-size.json"
     python -m mpnn.bench loader --data "$records" --batch-sizes 256 --settings autotune --repeats 1 \

@@ -68,10 +68,13 @@ CONVERTERS = {
 
 
 def convert_once(
-    converter: Converter, inputs: list[str], processes: int, extra: list[str], mpi: bool = False
+    converter: Converter, inputs: list[str], processes: int, extra: list[str], mpi: bool = False,
+    keep: str | None = None,
 ) -> dict[str, Any]:
     """One timed run of `converter` with `processes` processes into a temporary directory,
     in a fresh Python process (with `mpi`: `processes` MPI ranks started by ``mpirun``).
+    With `keep`, the converted data set is moved there afterwards (replacing what was there),
+    so that a run at scale need not be converted a second time to be loaded or trained on.
 
     A fresh process, started with ``python -c``: spawned workers re-import the main
     module of their parent, and ``mpnn-bench``'s imports TensorFlow (about 2 s per worker)
@@ -94,7 +97,13 @@ def convert_once(
                 f"{child.stderr[-3000:]}"
             )
         with open(result_path) as handle:
-            return json.load(handle)
+            result = json.load(handle)
+        if keep is not None:
+            os.remove(result_path)
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.move(output, keep)
+            os.makedirs(output)  # for TemporaryDirectory's clean-up
+        return result
 
 
 def mpirun_command(ranks: int) -> list[str]:
@@ -189,6 +198,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "share and writes its own shards) instead of this process and N - 1 spawned workers",
     )
     parser.add_argument(
+        "--keep-output", metavar="DIR",
+        help="move the data set converted by the last run to DIR (replacing DIR), e.g. to time the loader on it",
+    )
+    parser.add_argument(
         "--prep-args", default="", metavar="ARGS",
         help="further options of the converter, one quoted string: e.g. \"--shards 4 --test-every 10\"; "
         "for pdbbind \"--cutoff 4.5\" (index files go in --index)",
@@ -210,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     for workers in args.workers:
         runs = [
-            convert_once(converter, list(args.inputs), workers, [*index_args, *extra], args.mpi)
+            convert_once(converter, list(args.inputs), workers, [*index_args, *extra], args.mpi, args.keep_output)
             for _ in range(args.repeats)
         ]
         worker_peaks = [r["peak_rss_worker_kib"] for r in runs if r["peak_rss_worker_kib"] is not None]

@@ -71,6 +71,12 @@ class SlurmCluster:
         fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
         return fields.get(name, "")
 
+    def describe(self, job_id: str) -> str:
+        """The job's and the node's state and the daemons' logs, for failure messages."""
+        job = self.run("scontrol", "show", "job", job_id, check=False).stdout
+        nodes = self.run("scontrol", "show", "node", check=False).stdout
+        return f"{job}\n{nodes}\n{self.logs()}\n"
+
     def logs(self) -> str:
         """The end of the daemons' logs, for failure messages."""
         parts = []
@@ -159,6 +165,9 @@ def write_slurm_conf(root: Path) -> Path:
         "AccountingStorageType": "accounting_storage/none",
         "JobAcctGatherType": "jobacct_gather/none",
         "KillWait": 5,
+        # A requeued or cancelled job's TensorFlow ranks can take more than the default 60 s
+        # to exit on loaded cores; past this, Slurm drains the node and nothing runs again.
+        "UnkillableStepTimeout": 300,
     }
     lines = [f"{key}={value}" for key, value in settings.items()]
     lines.append(_node_line(host))

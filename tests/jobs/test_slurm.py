@@ -8,6 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from mpnn.graph_format.manifest import Manifest
 from tests.conftest import REPO
 from tests.jobs.conftest import SMALL_MODEL, SlurmCluster, job_env, wait_for
@@ -16,6 +18,9 @@ SCRIPT = REPO / "jobs" / "slurm" / "train-cpu.sbatch"
 # Two ranks on this machine (the cluster's one node has this machine's cores).
 RESOURCES = ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
 JOB_SECONDS = 900
+# A test waits for up to two jobs; its own deadlines (with the cluster's logs in the message)
+# must come before pytest-timeout's.
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2 * JOB_SECONDS + 300)]
 
 
 def sbatch(cluster: SlurmCluster, submit_dir: Path, data: Path, epochs: int, *options: str, **variables: str) -> str:
@@ -87,7 +92,9 @@ def test_job_requeues_itself_and_resumes(slurm_cluster, water_dataset, tmp_path)
     assert len(epochs_logged(run_dir)) < epochs, "the job ended before it was requeued; nothing to resume"
     # Slurm holds a requeued job for about two minutes before it may start again; skip that.
     slurm_cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
-    assert wait_for(lambda: slurm_cluster.job_field(job_id, "JobState") == "COMPLETED", JOB_SECONDS)
+    assert wait_for(lambda: slurm_cluster.job_field(job_id, "JobState") == "COMPLETED", JOB_SECONDS), (
+        slurm_cluster.describe(job_id) + job_output(tmp_path, job_id)
+    )
 
     assert slurm_cluster.job_field(job_id, "Restarts") == "1"
     metrics = assert_one_run_of(run_dir, epochs)

@@ -14,6 +14,7 @@ import pytest
 
 from mpnn.bench.__main__ import main
 from mpnn.bench.loader import SETTING_NAMES
+from mpnn.graph_format.manifest import Manifest
 from tests.conftest import MINIMA, PDBBIND, REPO, load_benchmark_script
 
 
@@ -276,3 +277,15 @@ def test_train_baseline_must_be_a_one_rank_run_of_the_same_sweep(baseline, messa
             "--baseline", str(path), "--output", str(tmp_path / "train.json")]
     assert main(argv) == 1
     assert message in caplog.text and str(path) in caplog.text
+
+
+def test_prep_keeps_the_last_runs_data_set(tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "stale.txt").write_text("replaced")
+    argv = ["prep", "--inputs", *map(str, MINIMA[:3]), "--workers", "1", "--keep-output", str(kept),
+            "--output", str(tmp_path / "prep.json")]
+    assert main(argv) == 0
+    assert sorted(p.name for p in kept.iterdir() if p.suffix != ".gz") == ["manifest.json"]
+    manifest = Manifest.load(str(kept))
+    assert sum(manifest.split_records(split) for split in ("train", "valid", "test")) == 3
