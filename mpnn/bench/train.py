@@ -16,7 +16,7 @@ that a machine whose load changes during the run slows all variants alike. Besid
 wall-clock rate the report gives the process's CPU seconds per step (all threads, the
 loader's included), which changes little with the load of a shared machine.
 
-Under ``horovodrun -np K`` each rank trains on its own shard with gradients averaged
+Under ``horovodrun -np K`` each rank trains on its own share of the records with gradients averaged
 across ranks, as in ``mpnn-train``; rank 0 gathers every rank's rate and reports them and
 their sum. With ``--baseline`` (the report of a 1-rank run of the same sweep) each result
 also gets its scaling efficiency, total graphs/s / (K x the 1-rank graphs/s): with the same
@@ -37,7 +37,8 @@ import os
 import time
 from typing import Any
 
-from mpnn.bench.common import BenchError, format_table, mib, non_negative_int, peak_rss_kib, positive_int
+from mpnn.bench.common import BenchError, format_table, mib, non_negative_int, positive_int
+from mpnn.host import peak_rss_kib
 
 log = logging.getLogger("mpnn-bench.train")
 
@@ -98,7 +99,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     from mpnn import distributed, models
     from mpnn.batch_cut import cut_batch_trainer
     from mpnn.data import LoaderOptions, manifest_dataset
-    from mpnn.train import LOSSES, only_model_inputs
+    from mpnn.training import LOSS_CLASSES
 
     if len(set(args.variants)) != len(args.variants):
         raise BenchError(f"--variants lists a variant twice: {args.variants}")
@@ -115,12 +116,12 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
             model = cut_batch_trainer(models.build_from_manifest(model_name, config, manifest), cut)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"variant {variant!r}: {exc}") from None
-        model.compile(optimizer=distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
+        model.compile(optimizer=distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSS_CLASSES["mae"]())
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
                                                        size=size, options=loader)
-            dataset = only_model_inputs(dataset, model).repeat()
+            dataset = models.only_model_inputs(dataset, model).repeat()
             iterator = iter(dataset)
             for _ in range(steps_per_pass):  # fills the cache
                 next(iterator)
