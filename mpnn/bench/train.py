@@ -37,6 +37,7 @@ import os
 import time
 from typing import Any
 
+from mpnn.config import ModelName
 from mpnn.bench.common import BenchError, format_table, mib, non_negative_int, positive_int
 from mpnn.host import peak_rss_kib
 
@@ -45,7 +46,8 @@ log = logging.getLogger("mpnn-bench.train")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
-    parser.add_argument("--model", default="auto", help="mpnn, gat-lspe or auto (the manifest's default)")
+    parser.add_argument("--model", default="auto", choices=ModelName.values(),
+                        help="model family, or auto (the manifest's default)")
     parser.add_argument("--widths", type=positive_int, nargs="+", default=[32, 64], metavar="W",
                         help="model widths (default %(default)s)")
     parser.add_argument("--message-steps", type=positive_int, default=4, help="message steps of the mpnn (default 4)")
@@ -89,6 +91,13 @@ def parse_variant(text: str) -> dict[str, Any]:
     return options
 
 
+def message_steps(model_name: str, args: argparse.Namespace) -> int | None:
+    """``--message-steps`` for a model family that has the option, else None."""
+    from mpnn import models
+
+    return args.message_steps if "message_steps" in models.family(model_name).option_names else None
+
+
 def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,
             rank: int, size: int, batch_cut: int) -> list[dict[str, Any]]:
     """Rates of one rank for one width and batch size, one entry per variant (see the
@@ -106,7 +115,8 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     dataset = iterator = None
     steps: dict[str, Any] = {}
     parameters: dict[str, int] = {}
-    options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
+    steps_option = message_steps(model_name, args)
+    options = {"width": width} if steps_option is None else {"width": width, "message_steps": steps_option}
     for variant in args.variants:
         variant_options = parse_variant(variant)
         cut = variant_options.pop("batch_cut", models.batch_cut_for(model_name, batch_cut))
@@ -228,7 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                  "records": manifest.split_records("train")},
         "model": model_name,
         "parameters": {
-            "widths": list(args.widths), "message_steps": args.message_steps if model_name == "mpnn" else None,
+            "widths": list(args.widths), "message_steps": message_steps(model_name, args),
             "batch_sizes": list(args.batch_sizes), "steps": args.steps, "warmup_steps": args.warmup_steps,
             "repeats": args.repeats, "variants": list(args.variants),
             "intra_op_threads": threads.intra_op_threads, "inter_op_threads": threads.inter_op_threads,

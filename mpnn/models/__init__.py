@@ -61,6 +61,11 @@ class ModelFamily:
     cuttable: bool
     default_for: tuple[str, ...]
 
+    @property
+    def option_names(self) -> frozenset[str]:
+        """The fields of `options` (what ``model_options`` may set)."""
+        return frozenset(f.name for f in dataclasses.fields(self.options))
+
 
 # The MPNN fits energies with an MAE loss; GAT-LSPE follows the PDBbind study (MSE, weight
 # decay 1e-4).
@@ -99,12 +104,11 @@ def choose_model(requested: str, manifest: Manifest) -> str:
 
 def model_config(name: str, options: dict[str, Any]) -> Any:
     """The architecture dataclass of model `name` with `options` overriding its defaults."""
-    options_class = family(name).options
-    known = {f.name for f in dataclasses.fields(options_class)}
-    unknown = set(options) - known
+    chosen = family(name)
+    unknown = set(options) - chosen.option_names
     if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; it has {sorted(known)}")
-    return options_class(**options)
+        raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; it has {sorted(chosen.option_names)}")
+    return chosen.options(**options)
 
 
 def batch_cut_for(name: str, planned: int) -> int:
