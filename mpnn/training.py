@@ -259,7 +259,9 @@ def fit(
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
     start_seed = state.seeds[str(start_epoch)]
     tf.keras.utils.set_random_seed(start_seed)
-    train_data, train_steps, valid_data, valid_steps = fit_data(plan, manifest, model, start_seed, plan.rank, plan.ranks)
+    train_data, train_steps, valid_data, valid_steps = fit_data(
+        plan, manifest, model, start_seed, plan.rank, plan.ranks
+    )
     graphs_per_epoch = manifest.split_records("train")
     if distributed.is_root():
         log.info(

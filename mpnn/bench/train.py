@@ -126,7 +126,8 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
             model = cut_batch_trainer(models.build_from_manifest(model_name, config, manifest), cut)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"variant {variant!r}: {exc}") from None
-        model.compile(optimizer=distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSS_CLASSES["mae"]())
+        optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3))
+        model.compile(optimizer=optimizer, loss=LOSS_CLASSES["mae"]())
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
