@@ -46,7 +46,8 @@ from typing import Any, Callable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mpnn.bench.common import environment, format_table, median, peak_rss_kib, write_report  # noqa: E402
+from mpnn.bench.common import environment, format_table, median, write_report  # noqa: E402
+from mpnn.host import peak_rss_kib  # noqa: E402
 
 DEFAULT_RECORDS = os.path.join(REPO, "data", "samples", "water", "water_clusters.proto.gz")
 

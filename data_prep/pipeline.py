@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 from data_prep import records
 from mpnn.graph_format.manifest import Manifest
-from mpnn import cli_checks
+from mpnn import cli_checks, host
 from mpnn.graph_format.tfrecord import COMPRESSIONS
 
 log = logging.getLogger(__name__)
@@ -203,22 +202,10 @@ def run_part(job: PartJob) -> records.PartSummary:
         "part": job.part,
         "pid": os.getpid(),
         "cpu_seconds": round(time.process_time() - cpu, 3),
-        "peak_rss_kib": peak_rss_kib(),
+        "peak_rss_kib": host.peak_rss_kib(),
         "tensorflow_imported": "tensorflow" in sys.modules,
     }
     return summary
-
-
-def peak_rss_kib() -> int:
-    """This process's own peak resident set size, KiB: ``VmHWM`` where /proc has it.
-    (``ru_maxrss`` of a spawned worker starts from its parent's peak at spawn time: Linux
-    carries it over fork and exec.)"""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_parts(jobs: Sequence[PartJob]) -> list[records.PartSummary]:

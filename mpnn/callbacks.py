@@ -10,13 +10,12 @@ statistics identical across ranks; `cosine_multiplier` is the decay Horovod's
 from __future__ import annotations
 
 import math
-import resource
 import time
 from typing import Callable
 
 import tensorflow as tf
 
-from mpnn import distributed
+from mpnn import distributed, host
 
 
 class EpochLog(tf.keras.callbacks.Callback):
@@ -45,12 +44,12 @@ class EpochLog(tf.keras.callbacks.Callback):
 
 class PeakMemory(tf.keras.callbacks.Callback):
     """Add ``peak_rss_mib``: the largest peak resident memory of any rank's process so far
-    (MiB; Linux ``ru_maxrss`` of each process, gathered over the ranks, so it never
+    (MiB; `mpnn.host.peak_rss_kib` of each process, gathered over the ranks, so it never
     decreases over the epochs). Every rank must run it (it gathers); put it after Horovod's
     `MetricAverageCallback`, which would otherwise average the ranks' peaks."""
 
     def on_epoch_end(self, epoch, logs=None):
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak_mib = host.peak_rss_kib() / 1024
         peaks = distributed.allgather_object(peak_mib, f"peak_rss_{epoch}")
         if logs is not None:
             logs["peak_rss_mib"] = max(peaks)

@@ -1,13 +1,14 @@
 """Training configuration: one dataclass, filled from defaults < ``--config`` file < flags.
 
 The same `TrainConfig` drives `mpnn-train`, the job scripts (through the CLI) and the
-notebooks (which build it directly and call `mpnn.train.train`).
+notebooks (which build it directly and call `mpnn.training.train`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -15,20 +16,73 @@ from typing import Any, Sequence
 
 import yaml
 
+from mpnn.cli_checks import UsageError, flag
 from mpnn.rundir import default_run_dir
 
-BATCH_STRATEGIES = ("dbs", "gbs")
-LR_SCALING_RULES = ("linear", "sqrt", "none")
-LR_DECAYS = ("cosine", "plateau", "none")
-LOSSES = ("auto", "mae", "mse", "huber")
-MODELS = ("auto", "mpnn", "gat-lspe")
+
+class Choice(str, enum.Enum):
+    """The allowed values of a setting (the one source of its argparse ``choices`` and of
+    `TrainConfig.validate`). A str, so that config.json keeps plain strings."""
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+class BatchStrategy(Choice):
+    """dbs: constant per-device batch; gbs: constant global batch, split across ranks."""
+
+    DBS = "dbs"
+    GBS = "gbs"
+
+
+class LrScaling(Choice):
+    """How the learning rate grows with the global batch (`mpnn.distributed.scaled_learning_rate`)."""
+
+    LINEAR = "linear"
+    SQRT = "sqrt"
+    NONE = "none"
+
+
+class LrDecay(Choice):
+    COSINE = "cosine"
+    PLATEAU = "plateau"
+    NONE = "none"
+
+
+class Loss(Choice):
+    """Training loss; auto: the model family's default (`mpnn.models.ModelFamily.loss`)."""
+
+    AUTO = "auto"
+    MAE = "mae"
+    MSE = "mse"
+    HUBER = "huber"
+
+
+class ModelName(Choice):
+    """Model family (`mpnn.models.FAMILIES`); auto: the default for the manifest's kind of data."""
+
+    AUTO = "auto"
+    MPNN = "mpnn"
+    GAT_LSPE = "gat-lspe"
+
+
+# `TrainConfig` fields (and flags) that take one of a fixed set of values.
+CHOICES: dict[str, type[Choice]] = {
+    "batch_strategy": BatchStrategy,
+    "lr_scaling": LrScaling,
+    "lr_decay": LrDecay,
+    "loss": Loss,
+    "model": ModelName,
+}
 # Key of config.json that records the thread plan the run resolved (`mpnn.distributed.ThreadPlan`).
 RESOLVED_THREAD_PLAN = "thread_plan"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs (see ``mpnn-train --help`` for each field)."""
+    """Everything a training run needs (see ``mpnn-train --help`` for each field). Frozen:
+    derive a changed copy with `dataclasses.replace`."""
 
     data: str = ""
     run_dir: str = ""
@@ -67,16 +121,8 @@ class TrainConfig:
         """Raise ``ValueError`` naming the first invalid setting."""
         if not self.data:
             raise ValueError("no data: pass --data path/to/manifest.json")
-        choices = {
-            "batch_strategy": BATCH_STRATEGIES,
-            "lr_scaling": LR_SCALING_RULES,
-            "lr_decay": LR_DECAYS,
-            "loss": LOSSES,
-            "model": MODELS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, allowed in CHOICES.items():
+            check_choice(name, getattr(self, name), allowed)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -107,6 +153,14 @@ class TrainConfig:
         if legacy_cut is not None:
             values.setdefault("batch_cut", int(legacy_cut))
         return cls(**values)
+
+
+def check_choice(name: str, value: Any, allowed: type[Choice]) -> None:
+    """Raise ``ValueError`` in argparse's words (naming the flag of setting `name`) unless
+    `value` is one of `allowed`, e.g. for a value of a ``--config`` file."""
+    if value not in allowed.values():
+        choices = ", ".join(map(repr, allowed.values()))
+        raise UsageError(f"argument {flag(name)}: invalid choice: {value!r} (choose from {choices})")
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -165,15 +219,19 @@ _MODEL_FLAGS: list[tuple[str, type, str]] = [
 ]
 
 
-def build_parser(prog: str = "mpnn-train") -> argparse.ArgumentParser:
+def build_parser(prog: str = "mpnn-train", exit_on_error: bool = True) -> argparse.ArgumentParser:
+    """The flags of ``mpnn-train``; with `exit_on_error` False a bad value raises
+    ``argparse.ArgumentError`` (one line naming the flag) instead of exiting."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train an MPNN on prepared graph records, single process or under horovodrun/mpirun.",
         argument_default=argparse.SUPPRESS,
+        exit_on_error=exit_on_error,
     )
     parser.add_argument("--config", help="JSON or YAML file of settings; flags override it")
     for name, kind, help_text in _FLAGS + _MODEL_FLAGS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
+        choices = {"choices": CHOICES[name].values()} if name in CHOICES else {}
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text, **choices)
     parser.add_argument("--cache", dest="cache", action="store_true", help="cache records in memory (default)")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="read records from disk each epoch")
     parser.add_argument(

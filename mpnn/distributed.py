@@ -16,7 +16,7 @@ import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 import tensorflow as tf
 
-from mpnn import rundir
+from mpnn import host
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ def distributed_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.
 
 def cores_per_rank() -> int:
     """This rank's share of the cores when the ranks of its node share them evenly (``cores
-    / local ranks``, at least 1; cores: `mpnn.rundir.usable_cores`)."""
-    return max(1, rundir.usable_cores() // hvd.local_size())
+    / local ranks``, at least 1; cores: `mpnn.host.usable_cores`)."""
+    return max(1, host.usable_cores() // hvd.local_size())
 
 
 def shared_node_threads() -> int:

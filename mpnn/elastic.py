@@ -16,7 +16,7 @@ from rank 0. Each (re)start rebuilds the input pipeline for the new rank and ran
 The per-rank batch stays what it was at the start, so the global batch and the gradient
 noise follow the number of live workers; the learning rate is not rescaled.
 
-A worker that joins later runs the set-up of `mpnn.train.train` alone, while the others
+A worker that joins later runs the set-up of `mpnn.training.train` alone, while the others
 wait in `KerasState.sync`: the set-up must not run collective operations (a broadcast there
 would wait forever for partners), so under ``--elastic`` every rank keeps its own values
 (`rank0_value`) and `sync` hands out rank 0's weights, epoch and `TrainingState`.

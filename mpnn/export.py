@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import tensorflow as tf
 
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
-from mpnn import cli_checks, rundir
+from mpnn import atomic, cli_checks
 from mpnn.predict import EV_PER_UNIT, EXPORT_METADATA, ModelError, check_water_metadata, run_metadata
 from mpnn.graph_format.features import FEATURES, SCHEMA_VERSION
 
@@ -134,7 +134,7 @@ def export_run(run_dir: str, output: str) -> str:
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     tf.saved_model.save(serving, output, signatures={"serving_default": serving.serve}, options=options)
     metadata_path = os.path.join(output, EXPORT_METADATA)
-    rundir.write_json(metadata_path, metadata)
+    atomic.write_json(metadata_path, metadata)
     return metadata_path
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 from typing import Any, Sequence
 
-from mpnn import rundir
+from mpnn import atomic, host
 
 
 class BenchError(RuntimeError):
@@ -18,22 +17,13 @@ class BenchError(RuntimeError):
 
 def environment() -> dict[str, Any]:
     """Date (UTC), command line, machine and library versions of this benchmark run."""
-    info = rundir.host_info(ranks=1, local_ranks=1)
+    info = host.host_info(ranks=1, local_ranks=1)
     versions = info.pop("versions")
     date = info.pop("started")
     for key in ("ranks", "local_ranks"):
         info.pop(key, None)
-    info["usable_cores"] = rundir.usable_cores()
+    info["usable_cores"] = host.usable_cores()
     return {"date": date, "command": list(sys.argv), "machine": info, "versions": versions}
-
-
-def peak_rss_kib(who: int = resource.RUSAGE_SELF) -> int:
-    """Peak resident set size in KiB (Linux units of ``ru_maxrss``).
-
-    For ``RUSAGE_SELF`` it is the peak of this process so far, so it never decreases over
-    a sweep; for ``RUSAGE_CHILDREN`` the largest of the terminated, waited-for children.
-    """
-    return int(resource.getrusage(who).ru_maxrss)
 
 
 def positive_int(text: str) -> int:
@@ -64,7 +54,7 @@ def write_report(path: str, report: dict[str, Any]) -> None:
     """Write `report` as JSON to `path`, creating its directory."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    rundir.write_json(path, report)
+    atomic.write_json(path, report)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -29,13 +29,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mpnn import rundir
+from mpnn import host
 from mpnn.bench.common import (
     format_table,
     median,
     mib,
     non_negative_int,
-    peak_rss_kib,
     positive_int,
 )
 
@@ -127,7 +126,7 @@ def measure(
         "seconds": seconds,
         "graphs_per_second": median(graph_rates),
         "batches_per_second": median([steps / s for s in seconds]),
-        "peak_rss_kib": peak_rss_kib(),
+        "peak_rss_kib": host.peak_rss_kib(),
     }
 
 
@@ -145,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup-batches", type=non_negative_int, default=5, help="untimed batches before the first pass (default 5)"
     )
     parser.add_argument(
-        "--threads", type=positive_int, default=rundir.usable_cores(),
+        "--threads", type=positive_int, default=host.usable_cores(),
         help="parallel reads and parse calls of the 'threads' setting (default: usable cores, %(default)s)",
     )
     parser.add_argument(

@@ -16,7 +16,7 @@ that a machine whose load changes during the run slows all variants alike. Besid
 wall-clock rate the report gives the process's CPU seconds per step (all threads, the
 loader's included), which changes little with the load of a shared machine.
 
-Under ``horovodrun -np K`` each rank trains on its own shard with gradients averaged
+Under ``horovodrun -np K`` each rank trains on its own share of the records with gradients averaged
 across ranks, as in ``mpnn-train``; rank 0 gathers every rank's rate and reports them and
 their sum. With ``--baseline`` (the report of a 1-rank run of the same sweep) each result
 also gets its scaling efficiency, total graphs/s / (K x the 1-rank graphs/s): with the same
@@ -37,14 +37,17 @@ import os
 import time
 from typing import Any
 
-from mpnn.bench.common import BenchError, format_table, mib, non_negative_int, peak_rss_kib, positive_int
+from mpnn.config import ModelName
+from mpnn.bench.common import BenchError, format_table, mib, non_negative_int, positive_int
+from mpnn.host import peak_rss_kib
 
 log = logging.getLogger("mpnn-bench.train")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
-    parser.add_argument("--model", default="auto", help="mpnn, gat-lspe or auto (the manifest's default)")
+    parser.add_argument("--model", default="auto", choices=ModelName.values(),
+                        help="model family, or auto (the manifest's default)")
     parser.add_argument("--widths", type=positive_int, nargs="+", default=[32, 64], metavar="W",
                         help="model widths (default %(default)s)")
     parser.add_argument("--message-steps", type=positive_int, default=4, help="message steps of the mpnn (default 4)")
@@ -88,6 +91,13 @@ def parse_variant(text: str) -> dict[str, Any]:
     return options
 
 
+def message_steps(model_name: str, args: argparse.Namespace) -> int | None:
+    """``--message-steps`` for a model family that has the option, else None."""
+    from mpnn import models
+
+    return args.message_steps if "message_steps" in models.family(model_name).option_names else None
+
+
 def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,
             rank: int, size: int, batch_cut: int) -> list[dict[str, Any]]:
     """Rates of one rank for one width and batch size, one entry per variant (see the
@@ -98,14 +108,15 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     from mpnn import distributed, models
     from mpnn.batch_cut import cut_batch_trainer
     from mpnn.data import LoaderOptions, manifest_dataset
-    from mpnn.train import LOSSES, only_model_inputs
+    from mpnn.training import LOSS_CLASSES
 
     if len(set(args.variants)) != len(args.variants):
         raise BenchError(f"--variants lists a variant twice: {args.variants}")
     dataset = iterator = None
     steps: dict[str, Any] = {}
     parameters: dict[str, int] = {}
-    options = {"width": width, "message_steps": args.message_steps} if model_name == "mpnn" else {"width": width}
+    steps_option = message_steps(model_name, args)
+    options = {"width": width} if steps_option is None else {"width": width, "message_steps": steps_option}
     for variant in args.variants:
         variant_options = parse_variant(variant)
         cut = variant_options.pop("batch_cut", models.batch_cut_for(model_name, batch_cut))
@@ -115,12 +126,13 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
             model = cut_batch_trainer(models.build_from_manifest(model_name, config, manifest), cut)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"variant {variant!r}: {exc}") from None
-        model.compile(optimizer=distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3)), loss=LOSSES["mae"]())
+        optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3))
+        model.compile(optimizer=optimizer, loss=LOSS_CLASSES["mae"]())
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
                                                        size=size, options=loader)
-            dataset = only_model_inputs(dataset, model).repeat()
+            dataset = models.only_model_inputs(dataset, model).repeat()
             iterator = iter(dataset)
             for _ in range(steps_per_pass):  # fills the cache
                 next(iterator)
@@ -227,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                  "records": manifest.split_records("train")},
         "model": model_name,
         "parameters": {
-            "widths": list(args.widths), "message_steps": args.message_steps if model_name == "mpnn" else None,
+            "widths": list(args.widths), "message_steps": message_steps(model_name, args),
             "batch_sizes": list(args.batch_sizes), "steps": args.steps, "warmup_steps": args.warmup_steps,
             "repeats": args.repeats, "variants": list(args.variants),
             "intra_op_threads": threads.intra_op_threads, "inter_op_threads": threads.inter_op_threads,

@@ -35,7 +35,7 @@ from typing import Sequence
 
 from data_prep.structures import read_structures
 from data_prep.water import WaterGraphError, water_graph
-from mpnn import cli_checks, rundir
+from mpnn import atomic, cli_checks
 from mpnn.design.edits import one_step_edits
 from mpnn.design.graph import NetworkBatch, WaterNetwork
 from mpnn.design.reward import PenaltyWeights, Reward, check_surrogate, score
@@ -217,7 +217,7 @@ def write_results(
         "candidates_per_second": result.candidates / result.scoring_seconds if result.scoring_seconds else None,
         "steps": [{**asdict(s), "candidates_per_second": s.candidates_per_second} for s in result.steps],
     }
-    rundir.write_json(os.path.join(output, "search.json"), summary)
+    atomic.write_json(os.path.join(output, "search.json"), summary)
     return paths
 
 

@@ -1,20 +1,32 @@
-"""Model families (one module each, with a ``build_*`` function), chosen and sized from a
-data set's manifest, and model loading."""
+"""Model families, one module each, named in one registry (`FAMILIES`): the family's
+options dataclass, its builder from a data set's manifest, its training defaults and
+whether its batches may be cut; and the model's inputs, saving and loading.
+
+=========  ===========================  =========================  ===========  =====
+family     module                       options                    loss, decay  cut
+=========  ===========================  =========================  ===========  =====
+mpnn       `mpnn.models.gilmer`         `MPNNConfig`               mae, 0       yes
+gat-lspe   `mpnn.models.gat_lspe`       `GATLSPEConfig`            mse, 1e-4    no
+=========  ===========================  =========================  ===========  =====
+
+The flag values (``--model``) are `mpnn.config.ModelName`; this module checks at import
+that both name the same families.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
 import mpnn.attention  # noqa: F401  (registers the attention layers with Keras)
 import mpnn.layers  # noqa: F401  (registers our layers with Keras)
+from mpnn.config import ModelName
 from mpnn.graph_format.manifest import Manifest
-from mpnn.models.gat_lspe import GATLSPEConfig, build_gat_lspe
-from mpnn.models.mpnn import MPNNConfig, build_mpnn
+from mpnn.models import gat_lspe, gilmer
 
 # nfp does not register its layers with Keras. Keras then resolves a serialised
 # "RBFExpansion" only where it is given as a custom object; elsewhere (e.g. when
@@ -23,81 +35,112 @@ from mpnn.models.mpnn import MPNNConfig, build_mpnn
 # callable". Registered under its plain name, it resolves everywhere, also in old files.
 tf.keras.utils.get_custom_objects().setdefault("RBFExpansion", RBFExpansion)
 
-# The model each kind of data set trains by default, and each model's training defaults
-# (used where the user sets nothing): the MPNN fits energies with an MAE loss; GAT-LSPE
-# follows the PDBbind study (MSE, weight decay 1e-4).
-DEFAULT_MODEL = {"water": "mpnn", "pdbbind": "gat-lspe"}
-CONFIGS = {"mpnn": MPNNConfig, "gat-lspe": GATLSPEConfig}
-TRAINING_DEFAULTS = {"mpnn": {"loss": "mae", "weight_decay": 0.0}, "gat-lspe": {"loss": "mse", "weight_decay": 1e-4}}
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One model family.
+
+    Attributes:
+        name: the ``--model`` value.
+        options: the frozen architecture dataclass (``--width``, ... and ``model_options``).
+        build: ``build(options, manifest) -> tf.keras.Model``, sized (and initialised) from
+            the manifest.
+        loss, weight_decay: training defaults where the user sets none (``--loss auto``,
+            no ``--weight-decay``).
+        cuttable: per-graph outputs do not depend on the other graphs of a batch, so
+            cutting a batch (`mpnn.batch_cut`) changes no result (GAT-LSPE's batch
+            normalisation takes statistics over the whole batch).
+        default_for: kinds of data set (``manifest.kind``) this family trains by default.
+    """
+
+    name: str
+    options: type
+    build: Callable[[Any, Manifest], tf.keras.Model]
+    loss: str
+    weight_decay: float
+    cuttable: bool
+    default_for: tuple[str, ...]
+
+    @property
+    def option_names(self) -> frozenset[str]:
+        """The fields of `options` (what ``model_options`` may set)."""
+        return frozenset(f.name for f in dataclasses.fields(self.options))
+
+
+# The MPNN fits energies with an MAE loss; GAT-LSPE follows the PDBbind study (MSE, weight
+# decay 1e-4).
+FAMILIES: dict[str, ModelFamily] = {
+    family.name: family
+    for family in (
+        ModelFamily("mpnn", gilmer.MPNNConfig, gilmer.build_from_manifest, "mae", 0.0, True, ("water",)),
+        ModelFamily("gat-lspe", gat_lspe.GATLSPEConfig, gat_lspe.build_from_manifest, "mse", 1e-4, False,
+                    ("pdbbind",)),
+    )
+}
+if set(FAMILIES) != set(ModelName.values()) - {ModelName.AUTO.value}:
+    raise RuntimeError(f"mpnn.config.ModelName {ModelName.values()} and mpnn.models.FAMILIES {sorted(FAMILIES)} differ")
+
+
+def family(name: str) -> ModelFamily:
+    """The registered family `name`.
+
+    Raises:
+        ValueError: no family has that name.
+    """
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(FAMILIES)}")
+    return FAMILIES[name]
 
 
 def choose_model(requested: str, manifest: Manifest) -> str:
     """`requested`, or the default for the manifest's kind when it is ``"auto"``."""
-    if requested != "auto":
-        if requested not in CONFIGS:
-            raise ValueError(f"unknown model {requested!r}; choose from {sorted(CONFIGS)}")
-        return requested
-    kind = manifest.kind
-    if kind not in DEFAULT_MODEL:
-        raise ValueError(f"no default model for data of kind {kind!r}; pass --model")
-    return DEFAULT_MODEL[kind]
+    if requested != ModelName.AUTO.value:
+        return family(requested).name
+    for candidate in FAMILIES.values():
+        if manifest.kind in candidate.default_for:
+            return candidate.name
+    raise ValueError(f"no default model for data of kind {manifest.kind!r}; pass --model")
 
 
 def model_config(name: str, options: dict[str, Any]) -> Any:
     """The architecture dataclass of model `name` with `options` overriding its defaults."""
-    config_class = CONFIGS[name]
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = set(options) - known
+    chosen = family(name)
+    unknown = set(options) - chosen.option_names
     if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; it has {sorted(known)}")
-    return config_class(**options)
-
-
-# Model families whose per-graph outputs do not depend on the other graphs of a batch, so
-# that cutting a batch (`mpnn.batch_cut`) changes no result; GAT-LSPE's batch normalisation
-# takes statistics over the whole batch.
-CUTTABLE = ("mpnn",)
+        raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; it has {sorted(chosen.option_names)}")
+    return chosen.options(**options)
 
 
 def batch_cut_for(name: str, planned: int) -> int:
     """The groups a training batch of model `name` is cut into: the thread plan's
-    `planned` cut (`mpnn.distributed.ThreadPlan.batch_cut`) for a model in `CUTTABLE`,
-    else 1."""
-    return planned if name in CUTTABLE else 1
+    `planned` cut (`mpnn.distributed.ThreadPlan.batch_cut`) for a cuttable family, else 1."""
+    return planned if family(name).cuttable else 1
 
 
 def build_from_manifest(name: str, config: Any, manifest: Manifest) -> tf.keras.Model:
     """Build model `name` with architecture `config`, sized (and for the MPNN initialised)
     from the manifest."""
-    features = manifest.features
-    if name == "mpnn":
-        stats = manifest.target_stats
-        atom_vocab = manifest.vocab["atom"]
-        output_scale = stats.residual_std / math.sqrt(max(stats.atoms_per_graph_mean, 1.0))
-        return build_mpnn(
-            config,
-            n_atom_types=len(atom_vocab),
-            n_bond_types=len(manifest.vocab["bond"]),
-            atom_type_means=[stats.per_atom_type_mean[t] for t in atom_vocab],
-            graph_offset=stats.graph_offset,
-            output_scale=max(output_scale, 1e-3),
-            with_distance="distance" in features,
-        )
-    missing = [f for f in ("atom_features", "rwpe") if f not in features]
-    if missing:
-        raise ValueError(f"gat-lspe needs the record features {missing}, which this data set lacks")
-    return build_gat_lspe(
-        config,
-        n_node_features=features["atom_features"]["inner_shape"][0],
-        rwpe_order=features["rwpe"]["inner_shape"][0],
-        n_edge_types=len(manifest.vocab["bond"]),
-    )
+    return family(name).build(config, manifest)
 
 
 def model_inputs(model: tf.keras.Model, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """The entries of a merged batch (see `mpnn.data`) that `model` takes; records may carry
     more features than a model uses (e.g. distances for a model trained without them)."""
     return {name: batch[name] for name in model.input_names}
+
+
+def only_model_inputs(dataset: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Dataset:
+    """Drop the batch features `model` does not take from a dataset of (inputs, target)."""
+    return dataset.map(lambda inputs, target: (model_inputs(model, inputs), target))
+
+
+def save_for_inference(model: tf.keras.Model, path: str) -> None:
+    """Save architecture and weights of `model`, which must be uncompiled (training
+    compiles its twin, `mpnn.batch_cut.cut_batch_trainer`, not the model), so the file holds
+    no (Horovod-wrapped) optimizer and loads anywhere with `load_model`."""
+    if getattr(model, "optimizer", None) is not None:
+        raise ValueError(f"save_for_inference: model {model.name!r} is compiled; save the uncompiled model")
+    model.save(path)
 
 
 def load_model(path: str) -> tf.keras.Model:

@@ -1,4 +1,5 @@
-"""GAT-LSPE, the graph attention network of the PDBbind scaling study (binding affinity).
+"""GAT-LSPE, the graph attention network of the PDBbind scaling study (binding affinity),
+model family ``gat-lspe`` of `mpnn.models`.
 
 Node features h (``atom_features``) and the random-walk positional encoding p (``rwpe``)
 are projected to `width`, then `layers` rounds of `mpnn.attention.GATLSPEUpdate`: h attends
@@ -39,6 +40,7 @@ import tensorflow as tf
 from mpnn.attention import GATLSPEUpdate
 from mpnn.layers import GraphMean
 from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
+from mpnn.graph_format.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,21 @@ def build_gat_lspe(
     score = GraphMean(name="graph_mean")([atom_score, inputs["node_graph_indices"]])  # [B, 1]
     score = tf.keras.layers.Reshape((), name="affinity")(score)
     return tf.keras.Model(inputs, score, name="gat_lspe")
+
+
+def build_from_manifest(config: GATLSPEConfig, manifest: Manifest) -> tf.keras.Model:
+    """`build_gat_lspe` sized from the manifest's record features and bond vocabulary.
+
+    Raises:
+        ValueError: the records lack ``atom_features`` or ``rwpe`` (e.g. water data).
+    """
+    features = manifest.features
+    missing = [f for f in ("atom_features", "rwpe") if f not in features]
+    if missing:
+        raise ValueError(f"gat-lspe needs the record features {missing}, which this data set lacks")
+    return build_gat_lspe(
+        config,
+        n_node_features=features["atom_features"]["inner_shape"][0],
+        rwpe_order=features["rwpe"]["inner_shape"][0],
+        n_edge_types=len(manifest.vocab["bond"]),
+    )

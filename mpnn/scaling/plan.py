@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from mpnn import rundir
-from mpnn.config import BATCH_STRATEGIES, MODELS, build_parser
+from mpnn import atomic
+from mpnn.config import BatchStrategy, ModelName, build_parser
 
 STUDY_FILE = "study.json"
 RUNS_SUBDIR = "runs"
@@ -47,7 +47,7 @@ class Study:
 
     data: str
     ranks: list[int] = field(default_factory=lambda: [1, 2])
-    strategies: list[str] = field(default_factory=lambda: list(BATCH_STRATEGIES))
+    strategies: list[str] = field(default_factory=lambda: list(BatchStrategy.values()))
     batch_sizes: list[int] = field(default_factory=lambda: [64, 128])
     repeats: int = 1
     epochs: int = 10
@@ -68,14 +68,14 @@ class Study:
             values = getattr(self, name)
             if not values or any(not isinstance(v, int) or v < 1 for v in values):
                 raise StudyError(f"{name} must be a non-empty list of positive integers, got {values!r}")
-        if not self.strategies or set(self.strategies) - set(BATCH_STRATEGIES):
-            raise StudyError(f"strategies must be a non-empty subset of {BATCH_STRATEGIES}, got {self.strategies!r}")
+        if not self.strategies or set(self.strategies) - set(BatchStrategy.values()):
+            raise StudyError(f"strategies must be a non-empty subset of {BatchStrategy.values()}, got {self.strategies!r}")
         for name, least in (("repeats", 1), ("epochs", 1), ("seed", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < least:
                 raise StudyError(f"{name} must be an integer of at least {least}, got {value!r}")
-        if self.model not in MODELS:
-            raise StudyError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.model not in ModelName.values():
+            raise StudyError(f"model must be one of {ModelName.values()}, got {self.model!r}")
         if 1 not in self.ranks:
             raise StudyError(f"ranks {self.ranks} lack 1: time gain and metric loss are relative to 1 rank")
         if "gbs" in self.strategies:
@@ -200,7 +200,7 @@ def write_plan(study_dir: str, study: Study, runs: list[Run]) -> str:
         return path
     os.makedirs(study_dir, exist_ok=True)
     content["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    rundir.write_json(path, content)
+    atomic.write_json(path, content)
     return path
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mpnn
-from mpnn import rundir
+from mpnn import atomic
 from mpnn.scaling.local import is_finished
 from mpnn.scaling.plan import Run, Study, read_json
 
@@ -143,6 +143,6 @@ def submit(scheduler: str, study: Study, runs: list[Run], study_dir: str, *, gpu
         log.info("%s: job %s (%d node(s) x %d rank(s))", run.id, job_id, layout.nodes, layout.ranks_per_node)
         records[run.id] = {"job_id": job_id, "scheduler": scheduler, "command": command,
                            "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        rundir.write_json(jobs_path, records)  # after every job, so a later failure keeps the record
+        atomic.write_json(jobs_path, records)  # after every job, so a later failure keeps the record
         submitted[run.id] = job_id
     return submitted

@@ -44,7 +44,7 @@ def model_file(water_dataset, tmp_path_factory) -> Path:
     architecture = models.model_config(name, {"width": 8, "message_steps": 1})
     model = models.build_from_manifest(name, architecture, manifest)
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    train.save_for_inference(model, str(path))
+    models.save_for_inference(model, str(path))
     return path
 
 

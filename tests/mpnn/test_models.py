@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import mpnn.models.mpnn
+import mpnn.models.gilmer
 from mpnn import models
 from mpnn.batch_cut import cut_batch, cut_batch_trainer
 from mpnn.data import Manifest, manifest_dataset, merge_batch
 from mpnn.layers import EdgeUpdate, NodeUpdate, gather_receivers, sum_onto_receivers, swish
-from mpnn.models import load_model
-from mpnn.models.mpnn import MPNNConfig, build_mpnn
-from mpnn.train import only_model_inputs, save_for_inference
+from mpnn.models import load_model, only_model_inputs, save_for_inference
+from mpnn.models.gilmer import MPNNConfig, build_mpnn
 from tests.mpnn.test_data import parse_batch, random_graph
 
 
@@ -93,8 +92,8 @@ def test_fast_paths_compute_the_reference_loss_and_gradients_on_a_real_batch(
     manifest = Manifest.load(str(water_dataset))
     architecture = MPNNConfig(width=32, message_steps=8)
     with monkeypatch.context() as patch:
-        patch.setattr(mpnn.models.mpnn, "EdgeUpdate", ReferenceEdgeUpdate)
-        patch.setattr(mpnn.models.mpnn, "NodeUpdate", ReferenceNodeUpdate)
+        patch.setattr(mpnn.models.gilmer, "EdgeUpdate", ReferenceEdgeUpdate)
+        patch.setattr(mpnn.models.gilmer, "NodeUpdate", ReferenceNodeUpdate)
         reference = models.build_from_manifest("mpnn", architecture, manifest)
     fast = models.build_from_manifest("mpnn", architecture, manifest)
     assert not any(isinstance(layer, (ReferenceEdgeUpdate, ReferenceNodeUpdate)) for layer in fast.layers)

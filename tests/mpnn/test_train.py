@@ -16,7 +16,7 @@ from mpnn import models
 from mpnn.config import config_from_args
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.distributed import per_rank_batch_size, scaled_learning_rate
-from mpnn.rundir import usable_cores
+from mpnn.host import usable_cores
 from tests.mpnn import coordinate_records
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -152,7 +152,7 @@ def test_the_cache_switches_itself_off_over_its_budget(coordinate_dataset, caplo
     import tensorflow as tf
 
     from mpnn.data import CACHE_OVERHEAD_BYTES, cache_bytes_estimate
-    from mpnn.train import cache_fits
+    from mpnn.training import cache_fits
 
     manifest = Manifest.load(str(coordinate_dataset))
     files, _ = manifest.split("train")

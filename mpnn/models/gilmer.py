@@ -1,4 +1,5 @@
-"""The Gilmer-style message-passing network for extensive targets (water-cluster energy).
+"""The Gilmer-style message-passing network for extensive targets (water-cluster energy),
+model family ``mpnn`` of `mpnn.models`.
 
 Atom and bond types are embedded (plus an RBF expansion of the edge distance when the
 records have one), then `message_steps` rounds of `EdgeUpdate` and `NodeUpdate`. Each atom
@@ -10,12 +11,14 @@ only learns how the topology moves a cluster away from that linear baseline.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
+from mpnn.graph_format.manifest import Manifest
 from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset
 
 
@@ -129,3 +132,21 @@ def build_mpnn(
     energy = ScalarOffset(graph_offset, name="graph_offset")(energy)
     energy = tf.keras.layers.Reshape((), name="energy")(energy)
     return tf.keras.Model(inputs, energy, name="mpnn")
+
+
+def build_from_manifest(config: MPNNConfig, manifest: Manifest) -> tf.keras.Model:
+    """`build_mpnn` sized and initialised from the manifest: its type vocabularies, the
+    linear baseline of its target statistics (per-type means, per-graph offset) and the
+    residual scale per atom; distances are used when the records have them."""
+    stats = manifest.target_stats
+    atom_vocab = manifest.vocab["atom"]
+    output_scale = stats.residual_std / math.sqrt(max(stats.atoms_per_graph_mean, 1.0))
+    return build_mpnn(
+        config,
+        n_atom_types=len(atom_vocab),
+        n_bond_types=len(manifest.vocab["bond"]),
+        atom_type_means=[stats.per_atom_type_mean[t] for t in atom_vocab],
+        graph_offset=stats.graph_offset,
+        output_scale=max(output_scale, 1e-3),
+        with_distance="distance" in manifest.features,
+    )

@@ -1,0 +1,453 @@
+"""Training as a library: `train(config) -> RunResult`, single process or with Horovod.
+
+Runs unchanged as one process and as K data-parallel ranks (``horovodrun -np K``,
+``mpirun``, ``srun``); ``mpnn-train`` (`mpnn.train`) is its command-line shell, and the
+notebooks, benchmarks and tests call `train` directly. The shape follows Horovod's Keras
+example: init and device pinning, learning rate scaled by the global batch with warm-up,
+`hvd.DistributedOptimizer` (one fused allreduce per step), broadcast of rank 0's initial
+weights, averaged metrics, and only rank 0 writing files and showing progress.
+
+`train` runs these steps in order, each a function below: `start` (threads, seed, run
+directory), `plan_run` (model family, batch, learning rate, loader, evaluated splits),
+`write_run_files`, `build_trainer`, `resume_or_start`, `fit`, `weights_identical_across_ranks`,
+`evaluate`, `write_results`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import horovod.tensorflow.keras as hvd
+import numpy as np
+import tensorflow as tf
+
+from mpnn import checkpoint, cli_checks, distributed, elastic, host, models, rundir, verify
+from mpnn.atomic import write_json
+from mpnn.batch_cut import cut_batch_trainer
+from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, PeakMemory, TimeBudget, cosine_multiplier
+from mpnn.config import RESOLVED_THREAD_PLAN, LrDecay, TrainConfig
+from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
+from mpnn.evaluate import (
+    Predictions,
+    group_mean_baseline_mae,
+    predict_split,
+    split_report,
+    split_targets,
+    write_predictions_csv,
+)
+
+log = logging.getLogger("mpnn-train")
+
+# The Keras loss of each `mpnn.config.Loss` value (``auto`` resolves to the family's).
+LOSS_CLASSES: dict[str, Callable[[], tf.keras.losses.Loss]] = {
+    "mae": tf.keras.losses.MeanAbsoluteError,
+    "mse": tf.keras.losses.MeanSquaredError,
+    "huber": tf.keras.losses.Huber,
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a training run gives back (every rank gets one).
+
+    Attributes:
+        run_dir: the run directory (rank 0 wrote it; see `mpnn.rundir`).
+        metrics: the content of ``metrics.json`` on rank 0; None on the other ranks,
+            which evaluate but write nothing.
+        epochs_run: epochs done in all, counting those of runs this one resumed.
+        train_seconds: seconds of training (fit only), counting resumed runs'.
+    """
+
+    run_dir: str
+    metrics: dict[str, Any] | None
+    epochs_run: int
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What `train` derives from the configuration, the manifest and the ranks before it
+    builds anything.
+
+    Attributes:
+        model_name: the model family (`mpnn.models.FAMILIES`).
+        architecture: the family's options dataclass.
+        loss, weight_decay: as trained (the family's defaults where the config has none).
+        threads: the thread plan as run (its batch cut 1 for families that take none).
+        rank, ranks: this process's rank and the rank count.
+        batch: graphs per rank-batch.
+        learning_rate: the base rate scaled for the global batch.
+        loader: this rank's loader settings.
+        splits: the splits evaluated (``valid``, ``test``: those with at least one record
+            per rank).
+    """
+
+    model_name: str
+    architecture: Any
+    loss: str
+    weight_decay: float
+    threads: distributed.ThreadPlan
+    rank: int
+    ranks: int
+    batch: int
+    learning_rate: float
+    loader: LoaderOptions
+    splits: tuple[str, ...]
+
+    @property
+    def monitor(self) -> str:
+        """The loss that decides plateaus, early stopping and the best checkpoint."""
+        return "val_loss" if "valid" in self.splits else "loss"
+
+
+def train(config: TrainConfig) -> RunResult:
+    """Train and evaluate as `config` says; rank 0 writes the run directory (see
+    `mpnn.rundir`). `config` is not changed (the run directory chosen, when it has none,
+    is in the result)."""
+    config.validate()
+    config, threads = start(config)
+    manifest = Manifest.load(config.data)
+    verify.check_shards(config.data, manifest.splits)
+    plan = plan_run(config, manifest, threads)
+    config = dataclasses.replace(
+        config, run_dir=elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
+    )
+    write_run_files(config, plan)
+    model, trainer = build_trainer(plan, manifest)
+    state = resume_or_start(config, config.run_dir, trainer)
+    state, train_seconds = fit(config, plan, manifest, model, trainer, state)
+    identical = weights_identical_across_ranks(model)
+    results = evaluate(config, plan, manifest, model)
+    metrics = write_results(config, plan, manifest, model, results, state, train_seconds, identical)
+    return RunResult(config.run_dir, metrics, state.epochs_done, train_seconds)
+
+
+def start(config: TrainConfig) -> tuple[TrainConfig, distributed.ThreadPlan]:
+    """Start Horovod and TensorFlow's threads (`mpnn.distributed.init`) and seed every
+    generator with ``config.seed``. Horovod opens its autotuning log when it starts, so
+    with ``autotune`` the run directory is chosen (rank 0's choice wins later) and made
+    first: the config returned has it."""
+    if config.autotune:
+        config = dataclasses.replace(config, run_dir=config.run_dir or rundir.default_run_dir())
+        os.makedirs(config.run_dir, exist_ok=True)
+    threads = distributed.init(
+        config.intra_op_threads,
+        config.inter_op_threads,
+        config.batch_cut,
+        timeline=config.horovod_timeline,
+        autotune_log=os.path.join(config.run_dir, rundir.AUTOTUNE_LOG) if config.autotune else "",
+    )
+    tf.keras.utils.set_random_seed(config.seed)
+    return config, threads
+
+
+def plan_run(config: TrainConfig, manifest: Manifest, threads: distributed.ThreadPlan) -> RunPlan:
+    """Resolve the settings left to the data, the model family and the ranks (see `RunPlan`).
+
+    Raises:
+        mpnn.cli_checks.UsageError: a global batch that does not split across the ranks.
+    """
+    model_name = models.choose_model(config.model, manifest)
+    family = models.family(model_name)
+    ranks, rank = distributed.size(), distributed.rank()
+    cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)
+    batch = distributed.per_rank_batch_size(config.batch_size, config.batch_strategy, ranks)
+    loader = LoaderOptions(
+        parallel_reads=config.parallel_reads,
+        parallel_calls=config.parallel_calls,
+        shuffle_buffer=config.shuffle_buffer,
+        cache=config.cache and cache_fits(manifest, rank, ranks, config.cache_budget_gb),
+        threads=config.data_threads or distributed.shared_node_threads(),
+    )
+    splits = tuple(s for s in ("valid", "test") if manifest.split_records(s) >= ranks)
+    if "valid" not in splits:
+        log.warning("no validation set (fewer records than ranks): best checkpoint and stopping follow the loss")
+    return RunPlan(
+        model_name=model_name,
+        architecture=models.model_config(model_name, config.model_options),
+        loss=family.loss if config.loss == "auto" else config.loss,
+        weight_decay=family.weight_decay if config.weight_decay is None else config.weight_decay,
+        # The cut this family takes; the plan as it is run goes to config.json.
+        threads=dataclasses.replace(threads, batch_cut=models.batch_cut_for(model_name, threads.batch_cut)),
+        rank=rank,
+        ranks=ranks,
+        batch=batch,
+        learning_rate=distributed.scaled_learning_rate(
+            config.learning_rate, batch * ranks, config.batch_size, config.lr_scaling
+        ),
+        loader=loader,
+        splits=splits,
+    )
+
+
+def write_run_files(config: TrainConfig, plan: RunPlan) -> None:
+    """On rank 0: make the run directory and write ``config.json`` (the settings, and beside
+    them the thread plan rank 0 resolved from them on this machine; a resumed run plans
+    again for its own machine) and ``host_info.json``."""
+    if not distributed.is_root():
+        return
+    os.makedirs(checkpoint.checkpoint_directory(config.run_dir), exist_ok=True)
+    resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(plan.threads)}
+    write_json(os.path.join(config.run_dir, rundir.CONFIG_FILE), {**config.to_json(), **resolved})
+    write_json(os.path.join(config.run_dir, rundir.HOST_INFO_FILE), host.host_info(plan.ranks, hvd.local_size()))
+
+
+def build_trainer(plan: RunPlan, manifest: Manifest) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """The model (the same on every machine: it is checkpointed, evaluated and saved) and
+    its compiled training twin, which cuts batches for this rank's threads."""
+    model = models.build_from_manifest(plan.model_name, plan.architecture, manifest)
+    trainer = cut_batch_trainer(model, plan.threads.batch_cut)
+    optimizer = distributed.distributed_optimizer(make_optimizer(plan.learning_rate, plan.weight_decay))
+    trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss](), metrics=["mae"])
+    return model, trainer
+
+
+def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) -> checkpoint.TrainingState:
+    """The state training starts from: the run directory's latest checkpoint (loaded into
+    `model` on every rank) with ``--resume``, else a fresh state. Records the seed of this
+    (re)start, derived from the configured seed and the start epoch."""
+    state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
+    if state is None:
+        if config.resume and distributed.is_root():
+            log.info("--resume: no checkpoint in %s, starting from epoch 0", run_dir)
+        elif distributed.is_root() and checkpoint.has_checkpoint(run_dir):
+            log.warning("%s holds a checkpoint; training starts afresh (pass --resume to continue it)", run_dir)
+        state = checkpoint.TrainingState()
+    else:
+        state.resumed_from_epoch.append(state.epochs_done)
+        if distributed.is_root():
+            log.info("resuming %s after epoch %d", run_dir, state.epochs_done)
+            checkpoint.trim_log(os.path.join(run_dir, rundir.LOG_FILE), state.epochs_done)
+    start_seed = np.random.SeedSequence([config.seed, state.epochs_done]).generate_state(1)[0]
+    state.seeds[str(state.epochs_done)] = int(start_seed % 2**31)
+    return state
+
+
+def fit_data(
+    plan: RunPlan, manifest: Manifest, model: tf.keras.Model, seed: int, rank: int, ranks: int
+) -> tuple[tf.data.Dataset, int, tf.data.Dataset | None, int | None]:
+    """Training data and steps, validation data and steps (None without a validation set)
+    of rank `rank` of `ranks`; the training data shuffled from `seed` + `rank`. Both
+    repeat, so that Keras takes exactly `steps` batches (one pass) per epoch."""
+    common = dict(rank=rank, size=ranks, options=plan.loader)
+    train_data, train_steps = manifest_dataset(
+        manifest, "train", plan.batch, shuffle=True, seed=seed + rank, **common
+    )
+    train_data = models.only_model_inputs(train_data, model).repeat()
+    if "valid" not in plan.splits:
+        return train_data, train_steps, None, None
+    valid_data, valid_steps = manifest_dataset(manifest, "valid", plan.batch, **common)
+    return train_data, train_steps, models.only_model_inputs(valid_data, model).repeat(), valid_steps
+
+
+def fit(
+    config: TrainConfig,
+    plan: RunPlan,
+    manifest: Manifest,
+    model: tf.keras.Model,
+    trainer: tf.keras.Model,
+    state: checkpoint.TrainingState,
+) -> tuple[checkpoint.TrainingState, float]:
+    """Train `trainer` from `state` to ``config.epochs`` (elastically with ``--elastic``);
+    returns the final state and the training seconds, counting those of resumed runs."""
+    start_epoch, seconds_before = state.epochs_done, state.train_seconds
+    start_seed = state.seeds[str(start_epoch)]
+    tf.keras.utils.set_random_seed(start_seed)
+    train_data, train_steps, valid_data, valid_steps = fit_data(
+        plan, manifest, model, start_seed, plan.rank, plan.ranks
+    )
+    graphs_per_epoch = manifest.split_records("train")
+    if distributed.is_root():
+        log.info(
+            "%s, %d parameters; %d rank(s), %d graphs per rank-batch (%s) cut into %d, global batch %d, "
+            "learning rate %.3g",
+            plan.model_name, model.count_params(), plan.ranks, plan.batch, config.batch_strategy,
+            plan.threads.batch_cut, plan.batch * plan.ranks, plan.learning_rate,
+        )
+
+    started = time.perf_counter()
+    if config.elastic:  # also when nothing is left: every rank must reach the sync
+
+        def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
+            data, steps, valid, valid_steps = fit_data(plan, manifest, model, start_seed, rank, ranks)
+            callbacks = make_callbacks(config, plan, steps, graphs_per_epoch, training)
+            return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
+                        callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
+
+        state = elastic.fit(trainer, state, config.epochs, fit_arguments)
+    elif state.stopped or start_epoch >= config.epochs:
+        log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
+    else:
+        trainer.fit(
+            train_data,
+            epochs=config.epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=train_steps,
+            validation_data=valid_data,
+            validation_steps=valid_steps,
+            callbacks=make_callbacks(config, plan, train_steps, graphs_per_epoch, state),
+            verbose=config.verbose if distributed.is_root() else 0,
+        )
+    return state, seconds_before + time.perf_counter() - started
+
+
+def make_callbacks(
+    config: TrainConfig,
+    plan: RunPlan,
+    steps: int,
+    graphs_per_epoch: int,
+    state: checkpoint.TrainingState,
+) -> list[tf.keras.callbacks.Callback]:
+    """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
+    stopping rules, then rank 0's logging and checkpoints, and last the resumable state
+    (see `mpnn.checkpoint`), which starts from `state`."""
+    run_dir, scaled_lr, monitor = config.run_dir, plan.learning_rate, plan.monitor
+    callbacks: list[tf.keras.callbacks.Callback] = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),
+        AverageNonTrainableVariables(),
+        PeakMemory(),  # after the averaging: the largest rank's peak, not the mean
+    ]
+    if config.warmup_epochs > 0:
+        callbacks.append(
+            hvd.callbacks.LearningRateWarmupCallback(
+                initial_lr=scaled_lr, warmup_epochs=config.warmup_epochs, steps_per_epoch=steps
+            )
+        )
+    if config.lr_decay == LrDecay.COSINE:
+        callbacks.append(
+            hvd.callbacks.LearningRateScheduleCallback(
+                initial_lr=scaled_lr,
+                multiplier=cosine_multiplier(config.epochs, config.warmup_epochs, config.min_lr_fraction),
+                start_epoch=config.warmup_epochs,
+                staircase=False,
+                steps_per_epoch=steps,
+            )
+        )
+    elif config.lr_decay == LrDecay.PLATEAU:
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=5))
+    callbacks.append(tf.keras.callbacks.TerminateOnNaN())
+    if config.early_stopping_patience > 0:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
+    if config.max_train_seconds > 0:
+        callbacks.append(TimeBudget(config.max_train_seconds, spent_before=state.train_seconds))
+    if distributed.is_root():
+        checkpoints = checkpoint.checkpoint_directory(run_dir)
+        callbacks += [
+            EpochLog(graphs_per_epoch),
+            # A resumed run appends to the log that `checkpoint.trim_log` cut at its epoch.
+            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, rundir.LOG_FILE), append=state.epochs_done > 0),
+            tf.keras.callbacks.ModelCheckpoint(
+                os.path.join(checkpoints, "best.weights.h5"),
+                monitor=monitor,
+                save_best_only=True,
+                save_weights_only=True,
+            ),
+            tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+        ]
+        if config.tensorboard:
+            callbacks.append(
+                tf.keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD_DIRECTORY), write_graph=False)
+            )
+    callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
+    return callbacks
+
+
+def weights_identical_across_ranks(model: tf.keras.Model) -> bool:
+    """Whether every rank holds the same weights (data parallelism keeps one model); every
+    rank must call it (it gathers)."""
+    return len(set(distributed.allgather_object(weights_checksum(model), "weights_checksum"))) == 1
+
+
+def evaluate(config: TrainConfig, plan: RunPlan, manifest: Manifest, model: tf.keras.Model) -> dict[str, Predictions]:
+    """Predictions of the best checkpoint's weights (the last weights without one) on the
+    evaluated splits, on every rank."""
+    restore_best_weights(model, os.path.join(checkpoint.checkpoint_directory(config.run_dir), "best.weights.h5"))
+    return {split: predict_split(model, manifest, split, plan.batch) for split in plan.splits}
+
+
+def write_results(
+    config: TrainConfig,
+    plan: RunPlan,
+    manifest: Manifest,
+    model: tf.keras.Model,
+    results: dict[str, Predictions],
+    state: checkpoint.TrainingState,
+    train_seconds: float,
+    weights_identical: bool,
+) -> dict[str, Any] | None:
+    """On rank 0: save ``model.keras``, ``metrics.json`` (returned; None on the other ranks)
+    and with a test split ``test_predictions.csv``."""
+    if not distributed.is_root():
+        return None
+    run_dir = config.run_dir
+    models.save_for_inference(model, os.path.join(run_dir, rundir.MODEL_FILE))
+    metrics = {
+        "target": dataclasses.asdict(manifest.target),
+        **{split: split_report(predictions, manifest.group_name) for split, predictions in results.items()},
+        "epochs_run": state.epochs_done,
+        "train_seconds": train_seconds,
+        "resumed_from_epoch": state.resumed_from_epoch,
+        "ranks": plan.ranks,
+        "batch_per_rank": plan.batch,
+        "global_batch": plan.batch * plan.ranks,
+        "learning_rate": plan.learning_rate,
+        "model": plan.model_name,
+        "architecture": plan.architecture.to_json(),
+        "loss": plan.loss,
+        "parameters": model.count_params(),
+        "weights_identical_across_ranks": weights_identical,
+    }
+    if "test" in results:
+        train_targets = split_targets(manifest, "train")
+        metrics["baselines"] = {"test_mae_of_group_mean": group_mean_baseline_mae(train_targets, results["test"])}
+        write_predictions_csv(
+            os.path.join(run_dir, rundir.TEST_PREDICTIONS_FILE), results["test"], manifest.group_name or "group"
+        )
+    write_json(os.path.join(run_dir, rundir.METRICS_FILE), metrics)
+    return metrics
+
+
+def make_optimizer(learning_rate: float, weight_decay: float) -> tf.keras.optimizers.Optimizer:
+    """Adam, or AdamW (decoupled weight decay) when `weight_decay` > 0."""
+    if weight_decay > 0:
+        return tf.keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    return tf.keras.optimizers.Adam(learning_rate)
+
+
+def restore_best_weights(model: tf.keras.Model, path: str) -> None:
+    """Load rank 0's best checkpoint (if any) and broadcast it, so every rank evaluates
+    the same weights even where only rank 0 sees the file."""
+    if distributed.is_root() and os.path.exists(path):
+        model.load_weights(path)
+    distributed.broadcast_variables(model.variables)
+
+
+def cache_fits(manifest: Manifest, rank: int, ranks: int, budget_gb: float) -> bool:
+    """Whether this rank's share of the training records fits its cache budget: `budget_gb`
+    GB, or with 0 half of the memory available now, shared by the node's ranks. Logs why
+    when it does not (the loader then reads the records from disk every epoch)."""
+    budget = budget_gb * 1e9 if budget_gb > 0 else 0.5 * host.available_memory_bytes() / hvd.local_size()
+    needed = cache_bytes_estimate(manifest, "train", rank, ranks)
+    if needed <= budget:
+        return True
+    log.warning(
+        "rank %d: cache off: its training records need about %.2f GB in memory, more than its budget of %.2f GB "
+        "(--cache-budget-gb%s); records are read from disk every epoch",
+        rank, needed / 1e9, budget / 1e9, "" if budget_gb > 0 else ": 0, half the available memory",
+    )
+    return False
+
+
+def weights_checksum(model: tf.keras.Model) -> str:
+    """sha256 of all weights, to compare models across ranks."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
