@@ -11,7 +11,7 @@ from data_prep.structures import read_structures
 from data_prep.water import water_graph
 from mpnn.ase import MPNNCalculator
 from mpnn.predict import load_trained
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from mpnn import checkpoint
-from tests.mpnn import coordinate_records
+from tests.helpers import prepare_coordinate_records
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -236,6 +236,7 @@ def _latest_epochs_done(run_dir) -> int:
     return int(pointer.model_checkpoint_path.rsplit("-", 1)[1]) if pointer else 0
 
 
+@pytest.mark.integration  # mpnn-train processes, killed and resumed
 def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset, tmp_path):
     epochs = 6
     command = [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--epochs", str(epochs), *SMALL]
@@ -281,7 +282,7 @@ def test_a_checkpoint_resumes_under_another_batch_cut_and_rank_count(tmp_path):
     # an epoch without the cut, and the other way round, then under two Horovod ranks
     # after a one-rank epoch. Each restore checks that every variable of the model and
     # optimizer is found in the checkpoint.
-    data = coordinate_records.prepare(tmp_path / "data", copies=4, shards=2)
+    data = prepare_coordinate_records(tmp_path / "data", copies=4, shards=2)
     run_dir = tmp_path / "run"
     train = [sys.executable, "-m", "mpnn.train", "--data", str(data), "--run-dir", str(run_dir), *SMALL]
     horovodrun = [os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo"]

@@ -292,7 +292,7 @@ USE_CASES = {
 def test_predict_export_design_misuse_is_one_line(case, tmp_path, capsys):
     from mpnn import export, predict
     from mpnn.design import search
-    from tests.conftest import MINIMA
+    from tests.helpers import MINIMA
 
     name, args, status, message = USE_CASES[case]
     command = {"predict": predict.main, "export": export.main, "design": search.main}[name]

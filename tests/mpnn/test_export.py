@@ -14,7 +14,7 @@ import pytest
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
 from mpnn.export import export_run, main
 from mpnn.predict import EXPORT_METADATA, PredictOptions, load_trained, predict_files
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 # Runs in a fresh interpreter where importing mpnn, nfp or data_prep fails, as on a machine
 # that has only TensorFlow: loads the export and predicts the batch saved in batch.npz.

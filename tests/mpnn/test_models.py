@@ -14,7 +14,7 @@ from mpnn.layers import EdgeUpdate, NodeUpdate, gather_receivers, sum_onto_recei
 from mpnn.models import load_model
 from mpnn.models.mpnn import MPNNConfig, build_mpnn
 from mpnn.train import only_model_inputs, save_for_inference
-from tests.mpnn.test_data import parse_batch, random_graph
+from tests.helpers import parse_batch, random_graph
 
 
 class ReferenceEdgeUpdate(EdgeUpdate):

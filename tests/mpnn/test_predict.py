@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mpnn.predict import ModelError, PredictOptions, load_trained, main, predict_files
-from tests.conftest import MINIMA, WATER
+from tests.helpers import MINIMA, WATER
 
 QUIET = PredictOptions(show_progress=False)
 

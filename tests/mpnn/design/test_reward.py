@@ -9,7 +9,7 @@ from mpnn.design.graph import COVALENT, HYDROGEN_BOND, WaterNetwork
 from mpnn.design.reward import PenaltyWeights, penalties, score
 from mpnn.design.search import read_start
 from mpnn.predict import ModelError, load_trained
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 
 def _minimum(n: int) -> WaterNetwork:

@@ -9,7 +9,7 @@ import pytest
 from mpnn.design.reward import score
 from mpnn.design.search import SearchOptions, main, read_start, search
 from mpnn.predict import TrainedModel, load_trained
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 W5 = WATER / "minima" / "w5_lowest.xyz"
 
