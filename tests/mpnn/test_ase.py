@@ -13,6 +13,8 @@ from mpnn.ase import MPNNCalculator
 from mpnn.predict import load_trained
 from tests.helpers import WATER
 
+pytestmark = pytest.mark.integration  # every test uses a small model trained for the session (tests/mpnn/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def model(distance_run):

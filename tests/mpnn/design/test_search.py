@@ -11,6 +11,8 @@ from mpnn.design.search import SearchOptions, main, read_start, search
 from mpnn.predict import TrainedModel, load_trained
 from tests.helpers import WATER
 
+pytestmark = pytest.mark.integration  # every test uses a small model trained for the session (tests/mpnn/conftest.py)
+
 W5 = WATER / "minima" / "w5_lowest.xyz"
 
 
