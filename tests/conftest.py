@@ -1,4 +1,6 @@
-"""Shared fixtures: paths of the shipped sample data, and small prepared data sets."""
+"""Shared fixtures: small prepared data sets; and the test tiers (`unit` unless marked).
+
+Helpers that are not fixtures live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -8,12 +10,8 @@ from pathlib import Path
 import pytest
 
 from mpnn.mpi_env import mpi_launch_environment
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "data" / "samples"
-WATER = SAMPLES / "water"
-MINIMA = sorted((WATER / "minima").glob("w*_lowest.xyz"))
-TUTORIAL_FILE = WATER / "water_clusters.proto.gz"
+# REPO: tests/jobs/test_slurm.py imports it from here.
+from tests.helpers import PDBBIND, REPO, TUTORIAL_FILE  # noqa: F401
 
 # Open MPI refuses to start as root unless told; tests run as root in containers and CI.
 os.environ.update(mpi_launch_environment())
@@ -24,16 +22,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(item.get_closest_marker(tier) for tier in ("integration", "cluster")):
             item.add_marker(pytest.mark.unit)
-
-
-def load_benchmark_script(name: str):
-    """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +46,6 @@ def water_dataset(tutorial_subset, tmp_path_factory) -> Path:
     assert main([str(tutorial_subset), "-o", str(out), "--shards", "4", "--quiet"]) == 0
     return out
 
-
-PDBBIND = SAMPLES / "pdbbind"
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks in {NOTEBOOKS_DIR}"
 
 
+@pytest.mark.integration  # a Jupyter kernel per notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     """Executes in a fresh ``python3`` kernel with cwd ``notebooks/``; any error fails.

@@ -17,7 +17,7 @@ from scipy import constants
 
 from data_prep import water_set
 from data_prep.structures import read_structures
-from tests.conftest import MINIMA, REPO, load_benchmark_script
+from tests.helpers import MINIMA, REPO, load_benchmark_script
 
 
 def _frames(count: int, **options) -> water_set.Frames:

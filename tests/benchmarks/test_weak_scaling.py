@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
+@pytest.mark.integration  # mpirun
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun")
 def test_one_round_on_two_ranks(water_dataset, tmp_path):
     out = tmp_path / "weak"

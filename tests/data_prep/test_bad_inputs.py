@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from data_prep import prep_pdbbind, prep_water
-from tests.conftest import SAMPLES, WATER
+from tests.helpers import SAMPLES, WATER
 
 W5 = WATER / "minima" / "w5_lowest.xyz"
 W6 = WATER / "minima" / "w6_lowest.xyz"

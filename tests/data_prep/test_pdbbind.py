@@ -26,7 +26,7 @@ from data_prep.pdbbind_index import read_index
 from data_prep.prep_pdbbind import load_indexes, main, plan_tasks
 from mpnn.data import parse_spec
 from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 PDBBIND = SAMPLES / "pdbbind"
 GENERAL = PDBBIND / "index" / "INDEX_general_PL_data.2016"

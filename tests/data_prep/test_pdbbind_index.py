@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from data_prep.pdbbind_index import MOLAR_PER_UNIT, RELATIONS, IndexFormatError, parse_line, read_index
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 INDEX = SAMPLES / "pdbbind" / "index"
 

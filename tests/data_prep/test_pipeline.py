@@ -20,7 +20,7 @@ from data_prep.prep_water import WaterOptions, prepare_water
 from mpnn.graph_format.example import Example
 from mpnn.graph_format.manifest import Manifest
 from mpnn.graph_format.tfrecord import read_records
-from tests.conftest import MINIMA, PDBBIND, TUTORIAL_FILE
+from tests.helpers import MINIMA, PDBBIND, TUTORIAL_FILE
 
 REFERENCE = json.loads((Path(__file__).parent / "reference_records.json").read_text())
 
@@ -96,6 +96,7 @@ def test_tutorial_records_and_test_split_are_those_of_the_previous_converter(tmp
     assert _statistics(manifest) == pytest.approx(_reference_statistics(manifest), rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.integration  # spawned converter workers
 def test_same_records_in_the_same_splits_whatever_the_number_of_parts(tutorial_subset, tmp_path):
     inputs = [tutorial_subset, MINIMA[0].parent]
     manifests = {parts: _water(inputs, tmp_path / f"p{parts}", test_every=10, shards=3, workers=parts)
@@ -117,6 +118,7 @@ def test_same_records_in_the_same_splits_whatever_the_number_of_parts(tutorial_s
     assert len({p["pid"] for p in manifests[3].timing["parts"]}) == 3
 
 
+@pytest.mark.integration  # a spawned converter worker
 def test_pdbbind_workers_do_not_import_tensorflow(tmp_path):
     from data_prep.prep_pdbbind import PdbbindOptions, prepare_pdbbind
 
@@ -144,6 +146,7 @@ def test_a_structure_failing_inside_the_converter_is_a_skip(tmp_path, monkeypatc
     assert skip.reason == "conversion failed: IndexError: something unforeseen"
 
 
+@pytest.mark.integration  # a spawned converter worker
 def test_strict_mode_stops_and_leaves_no_shards(tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -186,6 +189,7 @@ def test_written_manifest_follows_its_json_schema(tmp_path):
         jsonschema.validate(content, schema)
 
 
+@pytest.mark.integration  # a fresh interpreter per module
 @pytest.mark.parametrize(
     "module, heavy", [("data_prep.prep_water", ("tensorflow", "scipy")), ("data_prep.prep_pdbbind", ("tensorflow",))]
 )

@@ -15,7 +15,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from data_prep import records
 from data_prep.prep_water import main
 from data_prep.structures import KCAL_PER_MOL_PER, read_structures
-from tests.conftest import MINIMA
+from tests.helpers import MINIMA
 
 
 def _manifest(out):
@@ -125,6 +125,7 @@ def test_exits_non_zero_when_nothing_converts(tmp_path):
     assert main([str(tmp_path / "missing.xyz"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
 
 
+@pytest.mark.integration  # a spawned converter worker
 def test_tutorial_records_are_imported_with_every_tenth_in_test(water_dataset, tutorial_subset, tmp_path):
     out = tmp_path / "out"
     args = [str(tutorial_subset), "-o", str(out), "--test-every", "10", "--fractions", "0.9", "0.1", "0"]
@@ -220,6 +221,7 @@ def test_frame_scan_finds_every_frame_whatever_the_block_size(monkeypatch, block
     assert (garbage.count, garbage.end, garbage.tail) == (41, len(text), True)
 
 
+@pytest.mark.integration  # a spawned converter worker
 def test_xyz_and_database_tasks_of_many_chunks_give_the_same_records(tmp_path, monkeypatch):
     from data_prep import prep_water
 

@@ -21,7 +21,7 @@ from data_prep.water import (
     WaterGraphError,
     water_graph,
 )
-from tests.conftest import MINIMA
+from tests.helpers import MINIMA
 
 
 def _load(path):

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 log = logging.getLogger(__name__)
 

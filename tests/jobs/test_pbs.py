@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.cluster
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.jobs.conftest import SMALL_MODEL, job_env
 
 

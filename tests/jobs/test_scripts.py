@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.jobs.conftest import job_env
 
 SCRIPTS = sorted(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MINIMA
+from tests.helpers import MINIMA
 
 SMALL_MODEL = {"width": 16, "message_steps": 2}
 

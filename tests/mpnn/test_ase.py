@@ -11,7 +11,9 @@ from data_prep.structures import read_structures
 from data_prep.water import water_graph
 from mpnn.ase import MPNNCalculator
 from mpnn.predict import load_trained
-from tests.conftest import WATER
+from tests.helpers import WATER
+
+pytestmark = pytest.mark.integration  # every test uses a small model trained for the session (tests/mpnn/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,9 @@ These tests check the reports, never the speed (that is the benchmark's job).
 from __future__ import annotations
 
 import json
+import math
+import os
+import resource
 import shutil
 from pathlib import Path
 
@@ -15,12 +18,13 @@ import pytest
 from mpnn.bench.__main__ import main
 from mpnn.bench.loader import SETTING_NAMES
 from mpnn.graph_format.manifest import Manifest
-from tests.conftest import MINIMA, PDBBIND, REPO, load_benchmark_script
+from tests.helpers import MINIMA, PDBBIND, REPO, load_benchmark_script
 
 
 @pytest.fixture(scope="module")
-def minima_dataset(tmp_path_factory) -> Path:
-    """The 28 shipped minima prepared by mpnn-prep-water (22 training graphs)."""
+def prepared_minima(tmp_path_factory) -> Path:
+    """The 28 shipped minima prepared by mpnn-prep-water with its defaults (22 training
+    graphs; several shards per split, which the loader settings interleave)."""
     from data_prep.prep_water import main as prep_main
 
     out = tmp_path_factory.mktemp("minima")
@@ -28,42 +32,59 @@ def minima_dataset(tmp_path_factory) -> Path:
     return out
 
 
+# Peak RSS of a Python process with NumPy (and TensorFlow in the training benchmark), in
+# KiB: a value outside these bounds is in the wrong unit (bytes, MiB) or not a peak RSS.
+PEAK_RSS_KIB = (20 * 1024, 8 * 1024**2)
+WITH_TENSORFLOW_KIB = 100 * 1024
+
+
 def check_environment(report: dict) -> None:
-    assert report["machine"]["cores"] >= 1
+    assert 1 <= report["machine"]["cores"] <= os.cpu_count()
     assert report["machine"]["cpu"]
-    assert report["machine"]["memory_gib"] > 0
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    assert report["machine"]["memory_gib"] == pytest.approx(memory_gib, rel=0.01)
     assert report["versions"]["tensorflow"] and report["versions"]["python"]
     assert report["date"].endswith("+00:00")  # UTC
     assert isinstance(report["command"], list)
 
 
-def test_loader_reports_every_setting_and_batch_size(minima_dataset, tmp_path, capsys):
+def test_loader_reports_every_setting_and_batch_size(prepared_minima, tmp_path, capsys):
     output = tmp_path / "loader.json"
-    argv = ["loader", "--data", str(minima_dataset / "manifest.json"), "--batch-sizes", "4", "8",
+    argv = ["loader", "--data", str(prepared_minima / "manifest.json"), "--batch-sizes", "4", "8",
             "--repeats", "1", "--warmup-batches", "1", "--output", str(output)]
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert main(argv) == 0
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     report = json.loads(output.read_text())
     check_environment(report)
     assert report["benchmark"] == "loader"
-    manifest = json.loads((minima_dataset / "manifest.json").read_text())
+    manifest = json.loads((prepared_minima / "manifest.json").read_text())
     assert report["data"]["compression"] == manifest["compression"]
     assert report["data"]["records"] == manifest["splits"]["train"]["records"]
     assert set(report["settings"]) == set(SETTING_NAMES)
     measured = {(r["setting"], r["batch_size"]): r for r in report["results"]}
     assert set(measured) == {(s, b) for s in SETTING_NAMES for b in (4, 8)}
-    for result in measured.values():
-        assert result["graphs_per_second"] > 0
-        assert result["batches_per_second"] > 0
-        assert result["peak_rss_kib"] > 0
-        # One timed pass sees every training graph exactly once.
+    for (_, batch_size), result in measured.items():
+        # One timed pass sees every training graph exactly once, in ceil(records / batch) batches.
         assert result["graphs_per_pass"] == report["data"]["records"]
+        assert result["batches_per_pass"] == math.ceil(report["data"]["records"] / batch_size)
+        # The rates are those of the timed pass (one repeat).
+        [seconds] = result["seconds"]
+        assert result["graphs_per_second"] == pytest.approx(result["graphs_per_pass"] / seconds)
+        assert result["batches_per_second"] == pytest.approx(result["batches_per_pass"] / seconds)
+        # This process's peak RSS (KiB) while the sweep ran.
+        assert peak_before <= result["peak_rss_kib"] <= peak_after
+    # The peak so far never falls, and is reported in the order measured.
+    peaks = [r["peak_rss_kib"] for r in report["results"]]
+    assert peaks == sorted(peaks)
 
     table = capsys.readouterr().out
     for name in SETTING_NAMES:
         assert name in table
 
 
+@pytest.mark.integration  # a spawned converter worker
 def test_prep_reports_rate_and_speedup(tmp_path, capsys):
     output = tmp_path / "prep.json"
     argv = ["prep", "--inputs", *map(str, MINIMA[:3]), "--workers", "1", "2", "--output", str(output)]
@@ -72,14 +93,24 @@ def test_prep_reports_rate_and_speedup(tmp_path, capsys):
     report = json.loads(output.read_text())
     check_environment(report)
     assert [r["workers"] for r in report["results"]] == [1, 2]
+    base = report["results"][0]
+    assert report["parameters"]["speedup_baseline_workers"] == 1
     for result in report["results"]:
         assert result["records"] == 3 and result["skipped"] == 0
-        assert result["records_per_second"] > 0
-        assert result["speedup"] > 0
-        assert result["peak_rss_kib"] > 0
-        assert 0 <= result["serial_seconds"] <= min(result["seconds"])
-        assert result["parent_cpu_seconds"] > 0 and len(result["load_average"]) == 1
-    assert report["results"][0]["speedup"] == 1.0
+        [seconds] = result["seconds"]  # one repeat
+        assert result["records_per_second"] == pytest.approx(3 / seconds)
+        assert result["speedup"] == pytest.approx(result["records_per_second"] / base["records_per_second"])
+        assert 0 <= result["serial_seconds"] <= seconds
+        assert len(result["load_average"]) == 1
+        # The parent's peak RSS and CPU time hold its own conversion part's.
+        [parts] = result["parts"]
+        assert result["peak_rss_kib"] == parts[0]["peak_rss_kib"]
+        assert PEAK_RSS_KIB[0] < result["peak_rss_kib"] < PEAK_RSS_KIB[1]
+        assert result["parent_cpu_seconds"] >= parts[0]["cpu_seconds"]
+    # The spawned worker's CPU time is counted in the children's.
+    two = report["results"][1]
+    assert two["workers_cpu_seconds"] >= two["parts"][0][1]["cpu_seconds"]
+    assert two["peak_rss_worker_kib"] == two["parts"][0][1]["peak_rss_kib"]
     # Every conversion process reports its own CPU time and peak memory.
     assert [[p["part"] for p in r["parts"][0]] for r in report["results"]] == [[0], [0, 1]]
     assert report["results"][0]["peak_rss_worker_kib"] is None
@@ -88,6 +119,7 @@ def test_prep_reports_rate_and_speedup(tmp_path, capsys):
     assert "records/s" in capsys.readouterr().out
 
 
+@pytest.mark.integration  # mpirun
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun")
 def test_prep_over_mpi_ranks_reports_every_rank(tmp_path):
     output = tmp_path / "prep-mpi.json"
@@ -142,6 +174,7 @@ def pdb_coordinates(path: Path) -> tuple[np.ndarray, list[str]]:
     return xyz, [line[:30] + line[54:] for line in lines]
 
 
+@pytest.mark.integration  # a spawned converter worker
 def test_prep_pdbbind_reports_complexes_per_second(pdbbind_tree, tmp_path, capsys):
     output = tmp_path / "prep-pdbbind.json"
     index = pdbbind_tree / "index" / "INDEX_general_PL_data.2020"
@@ -155,9 +188,11 @@ def test_prep_pdbbind_reports_complexes_per_second(pdbbind_tree, tmp_path, capsy
     assert report["parameters"]["index"] == [str(index)]
     assert report["parameters"]["prep_args"] == ["--cutoff", "4.5"]
     assert [r["workers"] for r in report["results"]] == [1, 2]
+    base = report["results"][0]
     for result in report["results"]:
         assert result["records"] == 12 and result["skipped"] == 0
-        assert result["records_per_second"] > 0 and result["speedup"] > 0
+        assert result["records_per_second"] == pytest.approx(12 / result["seconds"][0])
+        assert result["speedup"] == pytest.approx(result["records_per_second"] / base["records_per_second"])
     assert "complexes/s" in capsys.readouterr().out
 
 
@@ -213,15 +248,16 @@ def test_made_tree_is_determined_by_its_seed(make_pdbbind_tree, tmp_path):
     assert tree("a", 7) == tree("b", 7) != tree("c", 8)
 
 
-def test_train_reports_graphs_per_second(tmp_path):
+@pytest.mark.integration  # mpnn-bench in its own process
+def test_train_reports_graphs_per_second(prepared_minima, tmp_path):
     # A subprocess: thread settings cannot change once TensorFlow runs in this process.
     import subprocess
     import sys
 
-    from data_prep.prep_water import main as prep_main
+    from mpnn import models
+    from mpnn.data import Manifest
 
-    data = tmp_path / "minima"
-    assert prep_main([str(MINIMA[0].parent), "-o", str(data), "--quiet"]) == 0
+    data = prepared_minima
     output = tmp_path / "train.json"
     argv = [sys.executable, "-m", "mpnn.bench", "train", "--data", str(data), "--widths", "8", "--batch-sizes", "4",
             "--steps", "3", "--warmup-steps", "1", "--intra-op", "1", "--inter-op", "1", "--output", str(output),
@@ -237,23 +273,31 @@ def test_train_reports_graphs_per_second(tmp_path):
     assert report["parameters"]["repeats"] == 2
     reference, default = report["results"]
     assert (reference["variant"], default["variant"]) == ("batch_cut=2", "default")
+    manifest = Manifest.load(str(data))
+    options = {"width": 8, "message_steps": report["parameters"]["message_steps"]}
+    width_8 = models.build_from_manifest("mpnn", models.model_config("mpnn", options), manifest)
     for result in (reference, default):
         assert (result["width"], result["batch_size"]) == (8, 4)
-        assert result["graphs_per_second"] > 0 and result["steps_per_second"] > 0
-        assert result["cpu_seconds_per_step"] > 0
-        assert result["parameters"] > 0 and result["peak_rss_kib"] > 0
+        # The same model, trained with and without the cut: the parameters of an MPNN of width 8.
+        assert result["parameters"] == width_8.count_params()
         [rank] = result["per_rank"]
-        assert rank["rank"] == 0 and len(rank["repeats_graphs_per_second"]) == 2
-    assert reference["parameters"] == default["parameters"]  # the same model, trained with and without the cut
+        assert rank["rank"] == 0 and rank["steps"] == 3
+        # Each timed run takes 3 batches of at most 4 graphs; the rates are those of the
+        # median repeat (of two: the faster).
+        assert 3 <= rank["graphs"] <= 3 * 4
+        assert rank["graphs_per_second"] == pytest.approx(rank["graphs"] / rank["seconds"])
+        assert rank["steps_per_second"] == pytest.approx(3 / rank["seconds"])
+        assert rank["graphs_per_second"] == pytest.approx(max(rank["repeats_graphs_per_second"]))
+        assert result["graphs_per_second"] == pytest.approx(rank["graphs_per_second"])  # one rank: the sum
+        # CPU time per wall second of one process with one intra-op and one inter-op thread
+        # (and the loader's): between none and every core of the machine.
+        assert 0 < result["cpu_seconds_per_step"] * result["steps_per_second"] <= os.cpu_count()
+        assert WITH_TENSORFLOW_KIB < result["peak_rss_kib"] < PEAK_RSS_KIB[1]
     assert "graphs/s" in completed.stdout and "vs first" in completed.stdout
 
 
-def test_train_rejects_an_unknown_model_option(tmp_path, caplog):
-    from data_prep.prep_water import main as prep_main
-
-    data = tmp_path / "minima"
-    assert prep_main([str(MINIMA[0].parent), "-o", str(data), "--quiet"]) == 0
-    argv = ["train", "--data", str(data), "--widths", "8", "--batch-sizes", "4", "--steps", "1",
+def test_train_rejects_an_unknown_model_option(prepared_minima, tmp_path, caplog):
+    argv = ["train", "--data", str(prepared_minima), "--widths", "8", "--batch-sizes", "4", "--steps", "1",
             "--variants", "no_such_option=1", "--output", str(tmp_path / "train.json")]
     assert main(argv) == 1
     assert "no_such_option" in caplog.text and not (tmp_path / "train.json").exists()

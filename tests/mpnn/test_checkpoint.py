@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -15,9 +14,7 @@ import pytest
 import tensorflow as tf
 
 from mpnn import checkpoint
-from tests.mpnn import coordinate_records
-
-VENV_BIN = os.path.dirname(sys.executable)
+from tests.helpers import HOROVODRUN_TWO_RANKS, prepare_coordinate_records, read_log
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -226,18 +223,14 @@ def test_trim_log_keeps_each_checkpointed_epoch_once(tmp_path):
     assert path.read_text().split() == ["epoch,loss", "0,3.0", "1,2.0"]
 
 
-def _read_log(run_dir):
-    with open(run_dir / "log.csv") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _latest_epochs_done(run_dir) -> int:
     pointer = tf.train.get_checkpoint_state(checkpoint.state_directory(str(run_dir)))
     return int(pointer.model_checkpoint_path.rsplit("-", 1)[1]) if pointer else 0
 
 
+@pytest.mark.integration  # mpnn-train processes, killed and resumed
 def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset, tmp_path):
-    epochs = 6
+    epochs = 4  # two of warm-up, two of the cosine: both parts of the schedule
     command = [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--epochs", str(epochs), *SMALL]
     run_dir = tmp_path / "killed"
     job = subprocess.Popen([*command, "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -253,7 +246,7 @@ def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset
     # The job script runs the same command again, with --resume.
     resumed = subprocess.run([*command, "--run-dir", str(run_dir), "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-5000:]
-    log = _read_log(run_dir)
+    log = read_log(run_dir)
     assert [int(row["epoch"]) for row in log] == list(range(epochs))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_run"] == epochs and metrics["resumed_from_epoch"] == [killed_at]
@@ -263,16 +256,16 @@ def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset
     started = time.monotonic()
     subprocess.run([*command, "--run-dir", str(uninterrupted)], check=True, capture_output=True)
     wall_seconds = time.monotonic() - started
-    expected_lr = [float(row["lr"]) for row in _read_log(uninterrupted)]
+    expected_lr = [float(row["lr"]) for row in read_log(uninterrupted)]
     assert [float(row["lr"]) for row in log] == pytest.approx(expected_lr, rel=1e-5)
     # Training time counts each epoch once: within the process's wall time, above its epochs'.
     seconds = json.loads((uninterrupted / "metrics.json").read_text())["train_seconds"]
-    assert sum(float(row["epoch_seconds"]) for row in _read_log(uninterrupted)) <= seconds < wall_seconds
+    assert sum(float(row["epoch_seconds"]) for row in read_log(uninterrupted)) <= seconds < wall_seconds
 
     # Resuming a finished run trains nothing more.
     again = subprocess.run([*command, "--run-dir", str(run_dir), "--resume"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-5000:]
-    assert len(_read_log(run_dir)) == epochs
+    assert len(read_log(run_dir)) == epochs
 
 
 @pytest.mark.integration
@@ -281,19 +274,18 @@ def test_a_checkpoint_resumes_under_another_batch_cut_and_rank_count(tmp_path):
     # an epoch without the cut, and the other way round, then under two Horovod ranks
     # after a one-rank epoch. Each restore checks that every variable of the model and
     # optimizer is found in the checkpoint.
-    data = coordinate_records.prepare(tmp_path / "data", copies=4, shards=2)
+    data = prepare_coordinate_records(tmp_path / "data", copies=4, shards=2)
     run_dir = tmp_path / "run"
     train = [sys.executable, "-m", "mpnn.train", "--data", str(data), "--run-dir", str(run_dir), *SMALL]
-    horovodrun = [os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo"]
     legs = [
         [*train, "--epochs", "1", "--batch-cut", "1"],
         [*train, "--epochs", "2", "--batch-cut", "2", "--resume"],
         [*train, "--epochs", "3", "--batch-cut", "1", "--resume"],
-        [*horovodrun, *train, "--epochs", "4", "--resume"],
+        [*HOROVODRUN_TWO_RANKS, *train, "--epochs", "4", "--resume"],
     ]
     for leg in legs:
         done = subprocess.run(leg, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == [1, 2, 3] and metrics["epochs_run"] == 4 and metrics["ranks"] == 2
-    assert [int(row["epoch"]) for row in _read_log(run_dir)] == [0, 1, 2, 3]
+    assert [int(row["epoch"]) for row in read_log(run_dir)] == [0, 1, 2, 3]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mpnn import checkpoint, cli_checks, evaluate, train
+from tests.helpers import HOROVODRUN_TWO_RANKS
 
 TINY = ["--epochs", "1", "--batch-size", "64", "--width", "8", "--message-steps", "1", "--verbose", "0"]
 SHARD = "train-00000-of-00004.tfrecord.gz"
@@ -227,9 +228,8 @@ def test_the_console_script_prints_one_line_and_no_traceback(tmp_path):
 
 @pytest.mark.integration
 def test_a_global_batch_that_does_not_split_across_two_ranks_stops_each_rank_with_exit_2(water_dataset, tmp_path):
-    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
     done = subprocess.run(
-        [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "mpnn.train",
+        [*HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.train",
          "--data", str(water_dataset), "--run-dir", str(tmp_path / "run"), "--batch-strategy", "gbs",
          "--batch-size", "3", "--epochs", "1"],
         capture_output=True, text=True,
@@ -292,7 +292,7 @@ USE_CASES = {
 def test_predict_export_design_misuse_is_one_line(case, tmp_path, capsys):
     from mpnn import export, predict
     from mpnn.design import search
-    from tests.conftest import MINIMA
+    from tests.helpers import MINIMA
 
     name, args, status, message = USE_CASES[case]
     command = {"predict": predict.main, "export": export.main, "design": search.main}[name]

@@ -4,42 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mpnn.data import (
-    READ_BLOCK, Manifest, loaded_features, make_dataset, manifest_dataset, merge_batch, parse_spec, plan_rank,
+    READ_BLOCK, Manifest, loaded_features, make_dataset, manifest_dataset, merge_batch, plan_rank,
 )
 from mpnn.graph_format.example import serialize_graph
 from mpnn.graph_format.features import feature_dtypes, validate_graph
 from mpnn.graph_format.tfrecord import ShardWriter
-
-FEATURES = ("record_id", "n_atom", "n_bond", "atom", "bond", "connectivity", "distance", "energy")
-
-
-def random_graph(rng: np.random.Generator, index: int, max_atoms: int = 6) -> dict:
-    """A random graph dict: edges in both directions, sorted by receiver."""
-    n_atom = int(rng.integers(1, max_atoms + 1))
-    pairs = [(i, j) for i in range(n_atom) for j in range(i + 1, n_atom) if rng.random() < 0.5]
-    undirected = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    directed = np.concatenate([undirected, undirected[:, ::-1]])
-    directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]
-    return {
-        "record_id": f"g:{index}",
-        "n_atom": np.int64(n_atom),
-        "n_bond": np.int64(len(directed)),
-        "atom": rng.integers(0, 2, n_atom),
-        "bond": rng.integers(0, 2, len(directed)),
-        "connectivity": directed,
-        "distance": rng.random(len(directed)).astype(np.float32),
-        "energy": np.float32(rng.normal()),
-    }
-
-
-def parse_batch(graphs: list[dict]) -> dict:
-    serialized = tf.constant([serialize_graph(g, feature_dtypes(FEATURES)) for g in graphs])
-    return tf.io.parse_example(serialized, parse_spec(FEATURES))
+from tests.helpers import GRAPH_FEATURES as FEATURES
+from tests.helpers import parse_batch, random_graph
 
 
 def test_schema_round_trip():

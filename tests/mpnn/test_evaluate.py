@@ -10,7 +10,7 @@ import pytest
 from mpnn import extrapolation
 from mpnn.data import Manifest
 from mpnn.evaluate import Predictions, split_report
-from tests.conftest import MINIMA
+from tests.helpers import MINIMA
 
 
 @pytest.fixture(scope="module")

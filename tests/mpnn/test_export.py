@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
-from mpnn.export import export_run, main
+from mpnn.export import main
 from mpnn.predict import EXPORT_METADATA, PredictOptions, load_trained, predict_files
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 # Runs in a fresh interpreter where importing mpnn, nfp or data_prep fails, as on a machine
-# that has only TensorFlow: loads the export and predicts the batch saved in batch.npz.
+# that has only TensorFlow: loads each export and predicts the batch saved beside it
+# (arguments: export, batch .npz, output .npy, for each export).
 PLAIN_TENSORFLOW = textwrap.dedent(
     """
     import importlib.abc, json, sys
@@ -32,12 +33,13 @@ PLAIN_TENSORFLOW = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
 
-    export, batch_file, out = sys.argv[1:]
-    metadata = json.load(open(f"{export}/mpnn_export.json"))
-    batch = np.load(batch_file)
-    inputs = {name: tf.constant(batch[name]) for name in metadata["inputs"]}
-    energy = tf.saved_model.load(export).signatures[metadata["signature"]](**inputs)["energy"]
-    np.save(out, energy.numpy())
+    arguments = sys.argv[1:]
+    for export, batch_file, out in zip(arguments[::3], arguments[1::3], arguments[2::3]):
+        metadata = json.load(open(f"{export}/mpnn_export.json"))
+        batch = np.load(batch_file)
+        inputs = {name: tf.constant(batch[name]) for name in metadata["inputs"]}
+        energy = tf.saved_model.load(export).signatures[metadata["signature"]](**inputs)["energy"]
+        np.save(out, energy.numpy())
     assert not any(name.split(".")[0] in ("mpnn", "nfp") for name in sys.modules)
     """
 )
@@ -62,34 +64,45 @@ def _minima_batch(model_inputs) -> dict[str, np.ndarray]:
     return {name: merged[name].numpy() for name in model_inputs}
 
 
+@pytest.fixture(scope="module")
+def exports(distance_run, topology_run, tmp_path_factory) -> dict:
+    """Each small trained run and its export by mpnn-export, by name: (run, export)."""
+    made = {}
+    for name, run_dir in (("distance", distance_run), ("topology", topology_run)):
+        export = tmp_path_factory.mktemp("exports") / name
+        assert main([str(run_dir), "-o", str(export)]) == 0
+        made[name] = (run_dir, export)
+    return made
+
+
 @pytest.mark.integration  # a second interpreter importing TensorFlow
-@pytest.mark.parametrize("run", ["distance_run", "topology_run"])
-def test_export_predicts_like_the_run_with_plain_tensorflow(run, tmp_path, request):
+def test_export_predicts_like_the_run_with_plain_tensorflow(exports, tmp_path):
     from mpnn.models import load_model
 
-    run_dir = request.getfixturevalue(run)
-    export = tmp_path / "export"
-    export_run(str(run_dir), str(export))
-    model = load_model(str(run_dir / "model.keras"))
-    batch = _minima_batch(model.input_names)
-    expected = model(batch, training=False).numpy()
-    np.savez(tmp_path / "batch.npz", **batch)
+    arguments, expected = [], {}
+    for name, (run_dir, export) in exports.items():
+        model = load_model(str(run_dir / "model.keras"))
+        batch = _minima_batch(model.input_names)
+        expected[name] = model(batch, training=False).numpy()
+        np.savez(tmp_path / f"{name}-batch.npz", **batch)
+        arguments += [str(export), str(tmp_path / f"{name}-batch.npz"), str(tmp_path / f"{name}-out.npy")]
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_TENSORFLOW)
-    result = subprocess.run(
-        [sys.executable, str(script), str(export), str(tmp_path / "batch.npz"), str(tmp_path / "out.npy")],
+    result = subprocess.run(  # one interpreter for both exports
+        [sys.executable, str(script), *arguments],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,  # not the repository: no mpnn on the path
         env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    energies = np.load(tmp_path / "out.npy")
-    assert energies.shape == (28,)
-    np.testing.assert_allclose(energies, expected, rtol=1e-6, atol=1e-4)
+    for name, energies_expected in expected.items():
+        energies = np.load(tmp_path / f"{name}-out.npy")
+        assert energies.shape == (28,), name
+        np.testing.assert_allclose(energies, energies_expected, rtol=1e-6, atol=1e-4, err_msg=name)
 
 
-def test_export_metadata_records_the_training_data(topology_run, water_dataset, tmp_path):
-    export = tmp_path / "export"
-    assert main([str(topology_run), "-o", str(export)]) == 0
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
+def test_export_metadata_records_the_training_data(exports, water_dataset):
+    _, export = exports["topology"]
     metadata = json.loads((export / EXPORT_METADATA).read_text())
     manifest = json.loads((water_dataset / "manifest.json").read_text())
     assert metadata["schema_version"] == manifest["schema_version"]
@@ -103,9 +116,9 @@ def test_export_metadata_records_the_training_data(topology_run, water_dataset, 
             criterion["max_hbond_angle_degrees"]) == (MAX_COVALENT_OH, MAX_HBOND_OO, MAX_HBOND_ANGLE)
 
 
-def test_mpnn_predict_takes_an_export(distance_run, tmp_path):
-    export = tmp_path / "export"
-    export_run(str(distance_run), str(export))
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
+def test_mpnn_predict_takes_an_export(exports, tmp_path):
+    distance_run, export = exports["distance"]
     options = PredictOptions(show_progress=False)
     for source, out in ((distance_run, "run.csv"), (export, "export.csv")):
         predict_files(load_trained(str(source)), [str(WATER / "minima")], str(tmp_path / out), options)
@@ -117,6 +130,7 @@ def test_mpnn_predict_takes_an_export(distance_run, tmp_path):
         assert float(a.split(",")[3]) == pytest.approx(float(b.split(",")[3]), abs=1e-4)
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 def test_a_run_without_its_manifest_cannot_be_exported(topology_run, tmp_path, capsys):
     import shutil
 

@@ -21,7 +21,7 @@ from mpnn.graph_format.features import feature_dtypes
 from mpnn.graph_format.manifest import Manifest, ManifestError, Shard, Split, Target
 from mpnn.graph_format.shards import shard_file_name
 from mpnn.graph_format.tfrecord import ShardWriter, TFRecordError, count_records, read_records
-from tests.conftest import MINIMA
+from tests.helpers import MINIMA
 
 
 def _with_tensorflow(graph, names) -> bytes:
@@ -127,6 +127,7 @@ def test_shard_names():
     assert shard_file_name("test", 0, 2, "none", part=3) == "test-p0003-00000-of-00002.tfrecord"
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_graph_format_imports_no_tensorflow():
     code = "import sys, mpnn.graph_format.manifest, mpnn.graph_format.tfrecord, mpnn.graph_format.example, " \
            "mpnn.graph_format.shards; print('tensorflow' in sys.modules)"

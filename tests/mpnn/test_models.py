@@ -13,7 +13,7 @@ from mpnn.data import Manifest, manifest_dataset, merge_batch
 from mpnn.layers import EdgeUpdate, NodeUpdate, gather_receivers, sum_onto_receivers, swish
 from mpnn.models import load_model, only_model_inputs, save_for_inference
 from mpnn.models.gilmer import MPNNConfig, build_mpnn
-from tests.mpnn.test_data import parse_batch, random_graph
+from tests.helpers import parse_batch, random_graph
 
 
 class ReferenceEdgeUpdate(EdgeUpdate):

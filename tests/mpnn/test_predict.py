@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mpnn.predict import ModelError, PredictOptions, load_trained, main, predict_files
-from tests.conftest import MINIMA, WATER
+from tests.helpers import MINIMA, WATER
 
 QUIET = PredictOptions(show_progress=False)
 
@@ -33,6 +33,7 @@ def _evaluated(run_dir, dataset) -> dict[str, float]:
     return dict(zip(predictions.record_id, predictions.y_pred.astype(float)))
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 @pytest.mark.parametrize("run", ["distance_run", "topology_run"])
 def test_predictions_equal_those_of_the_prepared_data_set(run, minima_dataset, tmp_path, request):
     """The 28 minima predicted from their xyz files give what mpnn-prep-water + the
@@ -51,6 +52,7 @@ def test_predictions_equal_those_of_the_prepared_data_set(run, minima_dataset, t
     assert float(w10["file_energy"]) == pytest.approx(-94.670654, abs=1e-5)
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 def test_tutorial_records_and_batch_size_do_not_change_the_predictions(topology_run, water_dataset, tutorial_subset, tmp_path):
     model = load_trained(str(topology_run))
     big, small = tmp_path / "big.csv", tmp_path / "small.csv"
@@ -66,6 +68,7 @@ def test_tutorial_records_and_batch_size_do_not_change_the_predictions(topology_
         assert float(row["predicted_energy"]) == pytest.approx(expected[f"subset.proto.gz:{row['index']}"], abs=1e-4)
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 def test_unusable_structures_are_listed_with_their_reason(topology_run, tmp_path):
     lines = MINIMA[0].read_text().splitlines()  # one minimum (w10)
     no_energy = tmp_path / "no_energy.xyz"
@@ -85,6 +88,7 @@ def test_unusable_structures_are_listed_with_their_reason(topology_run, tmp_path
     assert rows["truncated.xyz"]["skipped"].startswith("unreadable")
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 def test_a_distance_model_on_topology_only_records_is_a_one_line_error(distance_run, tutorial_subset, tmp_path, capsys):
     with pytest.raises(ModelError, match="uses interatomic distances"):
         predict_files(load_trained(str(distance_run)), [str(tutorial_subset)], str(tmp_path / "x.csv"), QUIET)

@@ -16,7 +16,7 @@ import pytest
 
 from mpnn.scaling import collect, plan, submit
 from mpnn.scaling.__main__ import main
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = "--width 16 --message-steps 2 --verbose 0"
@@ -93,6 +93,7 @@ def metrics_of(study_dir: Path, run_id: str) -> dict:
     return json.loads((study_dir / "runs" / run_id / "metrics.json").read_text())
 
 
+@pytest.mark.integration  # horovodrun trainings (tiny_study)
 def test_run_local_trains_every_run_with_its_rank_count_and_batch(tiny_study):
     expected = {"r1-b16-rep0": (1, 16, 16), "r2-dbs-b16-rep0": (2, 16, 32), "r2-gbs-b16-rep0": (2, 8, 16)}
     for run_id, (ranks, per_rank, global_batch) in expected.items():
@@ -102,6 +103,7 @@ def test_run_local_trains_every_run_with_its_rank_count_and_batch(tiny_study):
         assert (tiny_study / "logs" / f"{run_id}.log").exists()
 
 
+@pytest.mark.integration  # horovodrun trainings (tiny_study)
 def test_run_local_skips_finished_runs(tiny_study, caplog):
     caplog.set_level(logging.INFO, logger="mpnn-scaling")
     before = {p: p.stat().st_mtime_ns for p in tiny_study.glob("runs/*/metrics.json")}
@@ -110,6 +112,7 @@ def test_run_local_skips_finished_runs(tiny_study, caplog):
     assert caplog.text.count("finished before, skipped") == 3
 
 
+@pytest.mark.integration  # horovodrun trainings (tiny_study)
 def test_run_local_continues_an_interrupted_study(tiny_study, tmp_path):
     """A study stopped before a run wrote metrics.json: run --local again trains only that
     run, from its last checkpoint (here: after its last epoch, so it only evaluates)."""
@@ -125,6 +128,7 @@ def test_run_local_continues_an_interrupted_study(tiny_study, tmp_path):
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
 
 
+@pytest.mark.integration  # horovodrun trainings (tiny_study)
 def test_collect_table_matches_the_run_directories(tiny_study, tmp_path):
     out = tmp_path / "out"
     assert main(["collect", str(tiny_study), "-o", str(out)]) == 0
@@ -156,6 +160,7 @@ def test_collect_table_matches_the_run_directories(tiny_study, tmp_path):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
 
 
+@pytest.mark.integration  # horovodrun trainings (tiny_study)
 def test_collect_reports_runs_that_did_not_finish(tiny_study, tmp_path):
     study_dir = tmp_path / "study"
     shutil.copytree(tiny_study, study_dir, ignore=shutil.ignore_patterns("*.keras", "checkpoints"))

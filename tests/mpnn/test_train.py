@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -17,36 +15,27 @@ from mpnn.config import config_from_args
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.distributed import per_rank_batch_size, scaled_learning_rate
 from mpnn.host import usable_cores
-from tests.mpnn import coordinate_records
+from tests.helpers import HOROVODRUN_TWO_RANKS, prepare_coordinate_records, read_log, run_checked
 
-VENV_BIN = os.path.dirname(sys.executable)
 SMALL = ["--epochs", "4", "--batch-size", "32", "--width", "16", "--message-steps", "2", "--verbose", "0"]
 
 
-def _run(command, **kwargs):
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
-def _read_log(run_dir):
-    with open(run_dir / "log.csv") as handle:
-        return list(csv.DictReader(handle))
-
-
-def test_single_process_training_lowers_the_loss_and_writes_the_run_directory(water_dataset, tmp_path):
+@pytest.mark.integration  # mpnn-train in its own process, 24 epochs
+def test_single_process_training_lowers_the_loss_writes_the_run_directory_and_evaluates_the_same(
+    water_dataset, tmp_path
+):
     run_dir = tmp_path / "run"
     # The model starts from the target fit and its update MLPs start small, so the loss
     # stays near the fit's for a few hundred steps (also in the demo) and moves by less
     # than its epoch-to-epoch noise in 4 epochs: 24 epochs (about 1,200 steps) of the
     # small model, and the first three epochs against the last three.
     epochs = ["--epochs", "24"]
-    result = _run(
+    result = run_checked(
         [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir), *SMALL, *epochs]
     )
     assert "test" in result.stdout and str(run_dir) in result.stdout
 
-    log = _read_log(run_dir)
+    log = read_log(run_dir)
     assert len(log) == 24
     losses = [float(row["loss"]) for row in log]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
@@ -64,25 +53,22 @@ def test_single_process_training_lowers_the_loss_and_writes_the_run_directory(wa
     mae = np.mean([abs(float(row["error"])) for row in rows])
     assert mae == pytest.approx(metrics["test"]["mae"], rel=1e-3)
 
-
-def test_saved_model_evaluates_to_the_same_metrics(water_dataset, tmp_path):
-    run_dir = tmp_path / "run"
-    _run([sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir), *SMALL])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    result = _run(
+    # The saved model, evaluated by mpnn-evaluate, gives the run's test metrics.
+    result = run_checked(
         [sys.executable, "-m", "mpnn.evaluate", "--model", str(run_dir / "model.keras"), "--data", str(water_dataset)]
     )
     assert f"MAE {metrics['test']['mae']:.4f}" in result.stdout
 
 
+@pytest.mark.integration  # horovodrun
 def test_horovodrun_two_ranks(water_dataset, tmp_path):
     run_dir = tmp_path / "run"
     command = [
-        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        *HOROVODRUN_TWO_RANKS,
         sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir),
         "--batch-strategy", "gbs", *SMALL,
     ]
-    _run(command)
+    run_checked(command)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     manifest = json.loads((water_dataset / "manifest.json").read_text())
     assert metrics["ranks"] == 2 and metrics["batch_per_rank"] == 16
@@ -90,7 +76,7 @@ def test_horovodrun_two_ranks(water_dataset, tmp_path):
     assert metrics["test"]["count"] == manifest["splits"]["test"]["records"]
     host_info = json.loads((run_dir / "host_info.json").read_text())
     assert host_info["ranks"] == 2
-    assert len(_read_log(run_dir)) == 4
+    assert len(read_log(run_dir)) == 4
 
 
 def test_config_file_is_overridden_by_flags(tmp_path):
@@ -114,14 +100,15 @@ def test_batch_strategies_and_learning_rate_rules():
     assert scaled_learning_rate(1e-3, 256, 256, "linear") == pytest.approx(1e-3)
 
 
+@pytest.mark.integration  # horovodrun
 def test_horovodrun_trains_gat_lspe_on_pdbbind_records(pdbbind_dataset, tmp_path):
     run_dir = tmp_path / "run"
     command = [
-        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        *HOROVODRUN_TWO_RANKS,
         sys.executable, "-m", "mpnn.train", "--data", str(pdbbind_dataset), "--run-dir", str(run_dir),
         "--epochs", "2", "--batch-size", "1", "--verbose", "0",
     ]
-    _run(command)
+    run_checked(command)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "gat-lspe" and metrics["loss"] == "mse"
     assert metrics["test"]["count"] == 2
@@ -145,7 +132,7 @@ def test_a_saved_config_with_the_old_model_cut_resumes_with_the_cut_as_a_trainin
 @pytest.fixture(scope="module")
 def coordinate_dataset(tmp_path_factory):
     """280 perturbed copies of the shipped minima (with distances), 2 shards per split."""
-    return coordinate_records.prepare(tmp_path_factory.mktemp("coordinates") / "data", copies=10, shards=2)
+    return prepare_coordinate_records(tmp_path_factory.mktemp("coordinates") / "data", copies=10, shards=2)
 
 
 def test_the_cache_switches_itself_off_over_its_budget(coordinate_dataset, caplog):
@@ -178,6 +165,7 @@ def _assert_saved_model_predicts_as_the_run(run_dir, data):
     and mpnn-evaluate writes the same predictions."""
     import horovod.tensorflow.keras as hvd
 
+    from mpnn import evaluate
     from mpnn.evaluate import predict_split
 
     hvd.init()
@@ -197,9 +185,8 @@ def _assert_saved_model_predicts_as_the_run(run_dir, data):
     predicted = np.array([float(run_rows[rid]["predicted"]) for rid in from_file.record_id])
     np.testing.assert_allclose(from_file.y_pred, predicted, rtol=1e-5)  # the CSV prints 6 digits
 
-    output = run_dir / "evaluated.csv"
-    _run([sys.executable, "-m", "mpnn.evaluate", "--model", str(run_dir / "model.keras"), "--data", str(data),
-          "--output", str(output)])
+    output = run_dir / "evaluated.csv"  # mpnn-evaluate in this process (its process: the 24-epoch test)
+    assert evaluate.main(["--model", str(run_dir / "model.keras"), "--data", str(data), "--output", str(output)]) == 0
     assert _predictions_csv(output) == run_rows
 
 
@@ -213,40 +200,33 @@ def test_coordinate_records_train_save_reload_and_evaluate_in_each_thread_plan(c
     # on records with distances, when the model was saved.
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir)]
-    _run([*command, *COORDINATE_RUN, *plan])
+    run_checked([*command, *COORDINATE_RUN, *plan])
     config = json.loads((run_dir / "config.json").read_text())
     expected_cut = 1 if plan or usable_cores() < 2 else 2
     assert config["thread_plan"]["batch_cut"] == expected_cut
     assert "parallel_shards" not in config["model_options"]
-    log = _read_log(run_dir)
+    log = read_log(run_dir)
     assert len(log) == 2 and all(float(row["peak_rss_mib"]) > 100 for row in log)  # TensorFlow alone takes more
     assert float(log[1]["peak_rss_mib"]) >= float(log[0]["peak_rss_mib"])  # a peak so far never falls
     _assert_saved_model_predicts_as_the_run(run_dir, coordinate_dataset)
 
 
 @pytest.mark.integration
-def test_coordinate_records_train_save_reload_and_evaluate_with_two_ranks(coordinate_dataset, tmp_path):
-    run_dir = tmp_path / "run"
+def test_coordinate_records_train_save_reload_and_evaluate_with_two_ranks_and_write_profiles(
+    coordinate_dataset, tmp_path
+):
+    # One launch for both checks: the saved model of a two-rank run, and the TensorBoard,
+    # Horovod timeline and autotune files the profiling flags ask for.
+    run_dir, timeline = tmp_path / "run", tmp_path / "timeline.json"
     command = [
-        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+        *HOROVODRUN_TWO_RANKS,
         sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
-        *COORDINATE_RUN,
+        *COORDINATE_RUN, "--tensorboard", "--horovod-timeline", str(timeline), "--autotune",
     ]
-    _run(command)
+    run_checked(command)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["ranks"] == 2 and metrics["weights_identical_across_ranks"] is True
     _assert_saved_model_predicts_as_the_run(run_dir, coordinate_dataset)
-
-
-@pytest.mark.integration
-def test_tensorboard_timeline_and_autotune_write_their_files(coordinate_dataset, tmp_path):
-    run_dir, timeline = tmp_path / "run", tmp_path / "timeline.json"
-    command = [
-        os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
-        sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
-        *COORDINATE_RUN, "--epochs", "1", "--tensorboard", "--horovod-timeline", str(timeline), "--autotune",
-    ]
-    _run(command)
     assert list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
     assert "ALLREDUCE" in timeline.read_text()  # the gradient exchanges
     with open(run_dir / "autotune.csv") as handle:

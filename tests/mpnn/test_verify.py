@@ -13,7 +13,7 @@ import pytest
 
 from mpnn import verify
 from mpnn.graph_format.tfrecord import check_records
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 SHARD = "train-00001-of-00002.tfrecord.gz"
 

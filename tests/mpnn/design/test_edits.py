@@ -10,7 +10,7 @@ from mpnn.design.edits import one_step_edits
 from mpnn.design.graph import HYDROGEN_BOND
 from mpnn.design.reward import penalties
 from mpnn.design.search import read_start
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 
 def test_edits_of_the_five_water_minimum():

@@ -8,7 +8,7 @@ from data_prep.structures import read_structures
 from data_prep.water import water_graph
 from mpnn.design.graph import NetworkBatch, WaterNetwork
 from mpnn.design.search import read_start
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 W5 = WATER / "minima" / "w5_lowest.xyz"
 

@@ -9,7 +9,7 @@ from mpnn.design.graph import COVALENT, HYDROGEN_BOND, WaterNetwork
 from mpnn.design.reward import PenaltyWeights, penalties, score
 from mpnn.design.search import read_start
 from mpnn.predict import ModelError, load_trained
-from tests.conftest import WATER
+from tests.helpers import WATER
 
 
 def _minimum(n: int) -> WaterNetwork:
@@ -64,6 +64,7 @@ def test_accepting_three_and_five_bonds_per_water_are_punished():
     assert _violations(network) == {"over_coordinated": -1.0, "oxygen_accepts": -3.0}
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 def test_reward_is_minus_energy_plus_weighted_penalties(topology_run):
     model = load_trained(str(topology_run))
     good = _minimum(6)
@@ -80,6 +81,7 @@ def test_reward_is_minus_energy_plus_weighted_penalties(topology_run):
     assert rewards[1].reward < -energies[1] - 2.9  # at least one weighted violation
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 def test_a_distance_model_cannot_score_networks(distance_run):
     with pytest.raises(ModelError, match="without coordinates"):
         score([_minimum(5)], load_trained(str(distance_run)))

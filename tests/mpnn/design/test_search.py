@@ -9,7 +9,9 @@ import pytest
 from mpnn.design.reward import score
 from mpnn.design.search import SearchOptions, main, read_start, search
 from mpnn.predict import TrainedModel, load_trained
-from tests.conftest import WATER
+from tests.helpers import WATER
+
+pytestmark = pytest.mark.integration  # every test uses a small model trained for the session (tests/mpnn/conftest.py)
 
 W5 = WATER / "minima" / "w5_lowest.xyz"
 

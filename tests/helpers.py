@@ -1,0 +1,127 @@
+"""Helpers shared by the test modules: paths of the shipped samples, small graphs and data
+sets built in the test, and the commands the integration tests run.
+
+Test modules import from here, never from each other or from a conftest (fixtures stay in
+the conftests; pytest finds them by name).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "samples"
+WATER = SAMPLES / "water"
+MINIMA = sorted((WATER / "minima").glob("w*_lowest.xyz"))
+TUTORIAL_FILE = WATER / "water_clusters.proto.gz"
+PDBBIND = SAMPLES / "pdbbind"
+
+# Two Horovod ranks on this machine (Gloo, no ssh); the command to run follows.
+HOROVODRUN_TWO_RANKS = [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "-np", "2", "-H", "localhost:2",
+                        "--gloo"]
+
+
+def load_benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_checked(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run `command` (10-minute limit); fail the test with the ends of its output if it fails."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def read_log(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run directory's ``log.csv`` (one per epoch)."""
+    with open(Path(run_dir) / "log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---- random graphs, serialised and parsed as the loader does -----------------------------
+
+GRAPH_FEATURES = ("record_id", "n_atom", "n_bond", "atom", "bond", "connectivity", "distance", "energy")
+
+
+def random_graph(rng: np.random.Generator, index: int, max_atoms: int = 6) -> dict:
+    """A random graph dict: edges in both directions, sorted by receiver."""
+    n_atom = int(rng.integers(1, max_atoms + 1))
+    pairs = [(i, j) for i in range(n_atom) for j in range(i + 1, n_atom) if rng.random() < 0.5]
+    undirected = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    directed = np.concatenate([undirected, undirected[:, ::-1]])
+    directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]
+    return {
+        "record_id": f"g:{index}",
+        "n_atom": np.int64(n_atom),
+        "n_bond": np.int64(len(directed)),
+        "atom": rng.integers(0, 2, n_atom),
+        "bond": rng.integers(0, 2, len(directed)),
+        "connectivity": directed,
+        "distance": rng.random(len(directed)).astype(np.float32),
+        "energy": np.float32(rng.normal()),
+    }
+
+
+def parse_batch(graphs: list[dict]) -> dict:
+    """`graphs` serialised and parsed with the loader's spec (not yet merged)."""
+    import tensorflow as tf
+
+    from mpnn.data import parse_spec
+    from mpnn.graph_format.example import serialize_graph
+    from mpnn.graph_format.features import feature_dtypes
+
+    serialized = tf.constant([serialize_graph(g, feature_dtypes(GRAPH_FEATURES)) for g in graphs])
+    return tf.io.parse_example(serialized, parse_spec(GRAPH_FEATURES))
+
+
+# ---- coordinate records: perturbed copies of the shipped water minima ---------------------
+# Each copy moves every atom of a minimum by a small random step, and its energy rises from
+# the minimum's by a harmonic penalty on the steps, so the records carry distances that
+# matter and a model has something to fit.
+
+PERTURBATION_STEP = 0.04  # Angstrom, standard deviation of each coordinate's move
+PERTURBATION_STIFFNESS = 40.0  # kcal/mol per Angstrom^2 of summed squared moves
+
+
+def write_perturbed_minima(path: Path, copies: int, seed: int = 0) -> int:
+    """Write `copies` perturbed copies of each shipped minimum to the extended XYZ `path`
+    (energy in kcal/mol in each frame's info); returns the number of structures."""
+    import ase.io
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for minimum in MINIMA:
+        atoms = ase.io.read(minimum, format="extxyz")
+        energy = float(minimum.read_text().splitlines()[1])
+        for _ in range(copies):
+            copy = atoms.copy()
+            step = rng.normal(scale=PERTURBATION_STEP, size=copy.positions.shape)
+            copy.positions += step
+            copy.info = {"energy": energy + PERTURBATION_STIFFNESS * float((step**2).sum())}
+            frames.append(copy)
+    ase.io.write(path, frames, format="extxyz")
+    return len(frames)
+
+
+def prepare_coordinate_records(out_dir: Path, copies: int, shards: int, seed: int = 0) -> Path:
+    """`write_perturbed_minima` converted by mpnn-prep-water into `out_dir` (`shards`
+    shards per split); returns `out_dir`."""
+    from data_prep.prep_water import main
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = out_dir.parent / f"{out_dir.name}-structures.extxyz"
+    write_perturbed_minima(source, copies, seed)
+    assert main([str(source), "-o", str(out_dir), "--shards", str(shards), "--quiet"]) == 0
+    return out_dir
