@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from mpnn.mpi_env import mpi_launch_environment
-# REPO: tests/jobs/test_slurm.py imports it from here.
-from tests.helpers import PDBBIND, REPO, TUTORIAL_FILE  # noqa: F401
+from tests.helpers import PDBBIND, TUTORIAL_FILE
 
 # Open MPI refuses to start as root unless told; tests run as root in containers and CI.
 os.environ.update(mpi_launch_environment())

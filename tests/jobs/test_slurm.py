@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mpnn.graph_format.manifest import Manifest
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.jobs.conftest import SMALL_MODEL, SlurmCluster, job_env, wait_for
 
 SCRIPT = REPO / "jobs" / "slurm" / "train-cpu.sbatch"
