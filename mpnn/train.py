@@ -24,7 +24,15 @@ import tensorflow as tf
 
 from mpnn import checkpoint, cli_checks, distributed, elastic, models, rundir, verify
 from mpnn.batch_cut import cut_batch_trainer
-from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, PeakMemory, TimeBudget, cosine_multiplier
+from mpnn.callbacks import (
+    AverageNonTrainableVariables,
+    EpochLog,
+    PeakMemory,
+    RawWeightsBack,
+    TimeBudget,
+    WeightAverage,
+    cosine_multiplier,
+)
 from mpnn.config import RESOLVED_THREAD_PLAN, TrainConfig, build_parser, config_from_args
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.evaluate import (
@@ -58,7 +66,8 @@ def make_callbacks(
     state: checkpoint.TrainingState,
 ) -> list[tf.keras.callbacks.Callback]:
     """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
-    stopping rules, then rank 0's logging and checkpoints, and last the resumable state
+    stopping rules, the weight average (``ema_momentum``), then rank 0's logging and
+    checkpoints, and last the resumable state
     (see `mpnn.checkpoint`), which starts from `state`. `monitor` is the loss that decides
     plateaus, early stopping and the best checkpoint (``val_loss``, or ``loss`` without a
     validation set)."""
@@ -91,6 +100,11 @@ def make_callbacks(
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
     if config.max_train_seconds > 0:
         callbacks.append(TimeBudget(config.max_train_seconds, spent_before=state.train_seconds))
+    # The weight average is swapped in for validation and the checkpoints (which follow it)
+    # and swapped out again after them (`RawWeightsBack`), before the resumable state.
+    average = WeightAverage(config.ema_momentum) if config.ema_momentum > 0 else None
+    if average is not None:
+        callbacks.append(average)
     if distributed.is_root():
         checkpoints = checkpoint.checkpoint_directory(run_dir)
         callbacks += [
@@ -109,6 +123,8 @@ def make_callbacks(
             callbacks.append(
                 tf.keras.callbacks.TensorBoard(os.path.join(run_dir, TENSORBOARD_DIRECTORY), write_graph=False)
             )
+    if average is not None:
+        callbacks.append(RawWeightsBack(average))
     callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
     return callbacks
 
