@@ -167,6 +167,7 @@ _MODEL_FLAGS: list[tuple[str, type, str]] = [
     ("layers", int, "gat-lspe: GAT-LSPE layers"),
     ("activation", str, "mpnn: activation of the update MLPs"),
     ("dropout", float, "model: dropout rate"),
+    ("readout_hidden", int, "mpnn: hidden units of the per-atom energy readout MLP (0: linear readout)"),
 ]
 
 
