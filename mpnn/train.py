@@ -64,9 +64,10 @@ def make_callbacks(
     graphs_per_epoch: int,
     monitor: str,
     state: checkpoint.TrainingState,
+    ema_momentum: float = 0.0,
 ) -> list[tf.keras.callbacks.Callback]:
     """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
-    stopping rules, the weight average (``ema_momentum``), then rank 0's logging and
+    stopping rules, the weight average (`ema_momentum` > 0), then rank 0's logging and
     checkpoints, and last the resumable state
     (see `mpnn.checkpoint`), which starts from `state`. `monitor` is the loss that decides
     plateaus, early stopping and the best checkpoint (``val_loss``, or ``loss`` without a
@@ -102,7 +103,7 @@ def make_callbacks(
         callbacks.append(TimeBudget(config.max_train_seconds, spent_before=state.train_seconds))
     # The weight average is swapped in for validation and the checkpoints (which follow it)
     # and swapped out again after them (`RawWeightsBack`), before the resumable state.
-    average = WeightAverage(config.ema_momentum) if config.ema_momentum > 0 else None
+    average = WeightAverage(ema_momentum) if ema_momentum > 0 else None
     if average is not None:
         callbacks.append(average)
     if distributed.is_root():
@@ -180,6 +181,7 @@ def train(config: TrainConfig) -> dict | None:
     defaults = models.TRAINING_DEFAULTS[model_name]
     loss = defaults["loss"] if config.loss == "auto" else config.loss
     weight_decay = defaults["weight_decay"] if config.weight_decay is None else config.weight_decay
+    ema_momentum = defaults["ema_momentum"] if config.ema_momentum is None else config.ema_momentum
     architecture = models.model_config(model_name, config.model_options)
     model = models.build_from_manifest(model_name, architecture, manifest)
     # Training runs the model's twin that cuts batches for this rank's threads; the model
@@ -225,7 +227,9 @@ def train(config: TrainConfig) -> dict | None:
 
         def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
             data, steps, valid, valid_steps = fit_data(rank, ranks)
-            callbacks = make_callbacks(config, run_dir, scaled_lr, steps, graphs_per_epoch, monitor, training)
+            callbacks = make_callbacks(
+                config, run_dir, scaled_lr, steps, graphs_per_epoch, monitor, training, ema_momentum
+            )
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
                         callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
 
@@ -240,7 +244,9 @@ def train(config: TrainConfig) -> dict | None:
             steps_per_epoch=train_steps,
             validation_data=valid_data,
             validation_steps=valid_steps,
-            callbacks=make_callbacks(config, run_dir, scaled_lr, train_steps, graphs_per_epoch, monitor, state),
+            callbacks=make_callbacks(
+                config, run_dir, scaled_lr, train_steps, graphs_per_epoch, monitor, state, ema_momentum
+            ),
             verbose=config.verbose if distributed.is_root() else 0,
         )
     train_seconds = seconds_before + time.perf_counter() - started
@@ -265,6 +271,7 @@ def train(config: TrainConfig) -> dict | None:
         "model": model_name,
         "architecture": architecture.to_json(),
         "loss": loss,
+        "ema_momentum": ema_momentum,
         "parameters": model.count_params(),
         "weights_identical_across_ranks": len(set(final_checksums)) == 1,
     }

@@ -28,7 +28,10 @@ tf.keras.utils.get_custom_objects().setdefault("RBFExpansion", RBFExpansion)
 # follows the PDBbind study (MSE, weight decay 1e-4).
 DEFAULT_MODEL = {"water": "mpnn", "pdbbind": "gat-lspe"}
 CONFIGS = {"mpnn": MPNNConfig, "gat-lspe": GATLSPEConfig}
-TRAINING_DEFAULTS = {"mpnn": {"loss": "mae", "weight_decay": 0.0}, "gat-lspe": {"loss": "mse", "weight_decay": 1e-4}}
+TRAINING_DEFAULTS = {
+    "mpnn": {"loss": "mae", "weight_decay": 0.0, "ema_momentum": 0.0},
+    "gat-lspe": {"loss": "mse", "weight_decay": 1e-4, "ema_momentum": 0.0},
+}
 
 
 def choose_model(requested: str, manifest: Manifest) -> str:
