@@ -138,10 +138,10 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("warmup_epochs", int, "epochs of linear warm-up to the scaled learning rate"),
     ("lr_decay", str, "cosine (to min_lr_fraction over the epochs), plateau (halve on a flat val_loss) or none"),
     ("min_lr_fraction", float, "final learning rate of the cosine decay, as a fraction of the initial one"),
-    ("loss", str, "training loss: mae, mse, huber, or auto (the model's default: mpnn mae, gat-lspe mse)"),
+    ("loss", str, "training loss: mae, mse, huber, or auto (the model's default: mpnn huber, gat-lspe mse)"),
     ("weight_decay", float, "decoupled weight decay of AdamW (default: the model's, gat-lspe 1e-4, mpnn 0)"),
     ("ema_momentum", float, "validate, checkpoint and save an exponential moving average of the weights with this "
-     "momentum per step (0: off, the raw weights; default: the model's, mpnn 0.99, gat-lspe 0)"),
+     "momentum per step (e.g. 0.99; 0: off, the raw weights; default: the model's, 0 for both)"),
     ("early_stopping_patience", int, "stop after this many epochs without a better val_loss (0: off)"),
     ("max_train_seconds", float, "stop after the epoch that passes this many seconds of training (0: off)"),
     ("seed", int, "seed of weights initialisation and shuffling"),
