@@ -59,6 +59,7 @@ class OutputOptions:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     test_every: int | None = None
+    test_groups: tuple[int, int] | None = None
     workers: int = 1
     strict: bool = False
     show_progress: bool = True
@@ -72,7 +73,8 @@ class OutputOptions:
         try:
             cli_checks.check_ranges(vars(args), cli_checks.PREP_RANGES)
             cli_checks.check_fractions(args.fractions, args.test_every)
-            records.SplitRule(tuple(args.fractions), args.seed, args.test_every)
+            test_groups = getattr(args, "test_groups", None)
+            records.SplitRule(tuple(args.fractions), args.seed, args.test_every, test_groups=test_groups)
         except ValueError as exc:
             parser.error(str(exc))
         return cls(
@@ -82,6 +84,7 @@ class OutputOptions:
             fractions=tuple(args.fractions),
             seed=args.seed,
             test_every=args.test_every,
+            test_groups=test_groups,
             workers=args.workers,
             strict=args.strict,
             show_progress=not args.quiet,
@@ -93,6 +96,7 @@ class OutputOptions:
         return {
             "output": self.output, "shards": self.shards, "compression": self.compression,
             "fractions": list(self.fractions), "test_every": self.test_every, "seed": self.seed,
+            "test_groups": list(self.test_groups) if self.test_groups else None,
             "workers": self.workers, "strict": self.strict, "mpi": self.mpi,
         }
 
@@ -183,7 +187,7 @@ def run_part(job: PartJob) -> records.PartSummary:
                     log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
                     summary.skipped.append(item)
                     continue
-                split = job.rule.split_of(item.position, item.record_id)
+                split = job.rule.split_of(item.position, item.record_id, item.group)
                 writer.write(split, item.example)
                 if split == "train":
                     summary.train_sums.add(item.target, item.atom_type_counts)

@@ -6,6 +6,8 @@ the ExaLearn tutorial's TFRecord format (``*.proto.gz``, ``*.tfrecord[.gz]``). E
 
     mpnn-prep-water data/samples/water/water_clusters.proto.gz -o work/water --test-every 10
     mpnn-prep-water data/samples/water/minima -o work/minima --fractions 0 0 1
+    mpnn-prep-water data/samples/water/water_clusters.proto.gz -o work/water-3to9 \
+        --test-groups 10-11 --fractions 0.9 0.1 0
 
 The library entry point is `prepare_water`; see `data_prep.pipeline` for how the work is
 planned, spread over processes and MPI ranks, and written.
@@ -169,6 +171,7 @@ def _converted(task: WaterTask, index: int, graph: dict) -> records.Converted:
         note=graph.get("note"),
         n_atom=int(graph["n_atom"]),
         n_bond=int(graph["n_bond"]),
+        group=int(graph["n_waters"]),
     )
 
 
@@ -268,7 +271,7 @@ def prepare_water(inputs: Sequence[str], options: WaterOptions, comm: Any = None
         plan=lambda parts: plan_water(inputs, options, parts),
         converter=convert_water_task,
         out=out,
-        rule=records.SplitRule(out.fractions, out.seed, out.test_every),
+        rule=records.SplitRule(out.fractions, out.seed, out.test_every, test_groups=out.test_groups),
         options=run_options,
         comm=comm,
     )
@@ -303,7 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--energy-unit", choices=list(KCAL_PER_MOL_PER), default="kcal/mol", help="unit of energies in the inputs"
     )
     parser.add_argument("--no-distance", action="store_true", help="leave out the edge distance feature")
+    parser.add_argument(
+        "--test-groups",
+        type=group_range,
+        metavar="LO-HI",
+        help="clusters of LO to HI waters (inclusive; or one number) form the test set, e.g. 10-11 to test "
+        "extrapolation to sizes not trained on; the rest is split by --test-every / --fractions",
+    )
     return parser
+
+
+def group_range(text: str) -> tuple[int, int]:
+    """``--test-groups``: ``"LO-HI"`` or ``"N"`` -> (LO, HI), argparse's type."""
+    parts = text.split("-")
+    try:
+        low, high = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, -1)
+    except ValueError:
+        low, high = 0, -1
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected LO-HI with 0 <= LO <= HI (e.g. 10-11), got {text!r}")
+    return low, high
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,8 @@ class Converted(NamedTuple):
             (`atom_type_counts`).
         note: what the converter had to repair, if anything (counted in the manifest).
         n_atom, n_bond: size of the graph (summed into the manifest's totals).
+        group: the record's group, if the data set has one (water: ``n_waters``), for
+            `SplitRule.test_groups`.
     """
 
     source: str
@@ -58,6 +60,7 @@ class Converted(NamedTuple):
     note: str | None = None
     n_atom: int = 0
     n_bond: int = 0
+    group: int | None = None
 
 
 def atom_type_counts(atom: np.ndarray, n_types: int) -> tuple[int, ...]:
@@ -96,6 +99,9 @@ class NothingConvertedError(RuntimeError):
 class SplitRule:
     """The split of one record, from its global input position and its id alone.
 
+    - `test_groups` (LO, HI): records whose group (water: ``n_waters``) lies in LO..HI
+      (inclusive) are test, e.g. to test extrapolation to larger clusters; the other
+      records are split by the rules below;
     - `test_ids` (PDBbind core / year splits): ids in it are test;
     - else with `test_every` K: the structure at global input position p is test iff
       p % K == 0 (positions count every input structure, skipped ones too);
@@ -108,6 +114,7 @@ class SplitRule:
     seed: int = 0
     test_every: int | None = None
     test_ids: frozenset[str] | None = None
+    test_groups: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         weights = np.asarray(self.fractions, dtype=float)
@@ -117,14 +124,23 @@ class SplitRule:
             raise ValueError(f"--test-every must be at least 2, got {self.test_every}")
         if (self.test_every or self.test_ids is not None) and not weights[0] + weights[1] > 0:
             raise ValueError(f"train and valid fractions must not both be zero, got {self.fractions}")
+        if self.test_groups is not None and not self.test_groups[0] <= self.test_groups[1]:
+            raise ValueError(f"--test-groups: LO must not exceed HI, got {self.test_groups[0]}-{self.test_groups[1]}")
 
     def uniform(self, record_id: str) -> float:
         """A number in [0, 1) from the seed and `record_id` (blake2b), the same on every machine."""
         digest = hashlib.blake2b(f"{self.seed}\0{record_id}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") / 2**64
 
-    def split_of(self, position: int, record_id: str) -> str:
+    def split_of(self, position: int, record_id: str, group: int | None = None) -> str:
+        """The split of the record at global input `position` with `record_id` and `group`
+        (needed with `test_groups`)."""
         train, valid, test = self.fractions
+        if self.test_groups is not None:
+            if group is None:
+                raise ValueError(f"{record_id}: --test-groups needs the record's group, which this data lacks")
+            if self.test_groups[0] <= group <= self.test_groups[1]:
+                return "test"
         if self.test_ids is not None and record_id in self.test_ids:
             return "test"
         if self.test_every and position % self.test_every == 0:

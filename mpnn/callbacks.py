@@ -99,3 +99,88 @@ def cosine_multiplier(epochs: int, warmup_epochs: int, min_fraction: float) -> C
         return min_fraction + (1.0 - min_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return multiplier
+
+
+class WeightAverage(tf.keras.callbacks.Callback):
+    """Exponential moving average (EMA) of the trainable weights, which is what the
+    validation, the checkpoints and so the saved model see.
+
+    After every training step ``average = momentum * average + (1 - momentum) * weights``.
+    Before each validation (or, without one, at the epoch end) the averages are swapped into
+    the model; `swap_back` (`RawWeightsBack`, placed after the checkpoint callbacks) puts the
+    raw weights back for the next epoch's steps, so the optimizer never sees the averages.
+
+    Keras 2's own ``use_ema`` of the optimizers only writes the averages into the model at
+    the end of ``fit``, after the validations and checkpoints that pick the best epoch, and
+    ignores ``ema_overwrite_frequency``; hence this callback. The averages are not part of
+    a resumable checkpoint: a resumed run restarts them from its raw weights. All ranks
+    hold the same weights after every step, so their averages agree without exchange.
+
+    Args:
+        momentum: weight of the old average per step, in [0, 1).
+    """
+
+    def __init__(self, momentum: float):
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"EMA momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.averages: list[tf.Variable] = []
+        self.raw: list[tf.Variable] = []
+        self.swapped = False
+
+    def on_train_begin(self, logs=None):
+        if not self.averages:
+            weights = self.model.trainable_variables
+            self.averages = [tf.Variable(w, trainable=False) for w in weights]
+            self.raw = [tf.Variable(w, trainable=False) for w in weights]
+        else:  # a second fit (elastic restart): start again from the model's weights
+            for average, weight in zip(self.averages, self.model.trainable_variables):
+                average.assign(weight)
+
+    @tf.function
+    def _update(self) -> None:
+        for average, weight in zip(self.averages, self.model.trainable_variables):
+            average.assign(self.momentum * average + (1.0 - self.momentum) * weight)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def swap_in(self) -> None:
+        """Keep the raw weights aside and load the averages into the model."""
+        if self.swapped:
+            return
+        for raw, average, weight in zip(self.raw, self.averages, self.model.trainable_variables):
+            raw.assign(weight)
+            weight.assign(average)
+        self.swapped = True
+
+    def swap_back(self) -> None:
+        """Load the raw weights back (after the epoch's checkpoints)."""
+        if not self.swapped:
+            return
+        for raw, weight in zip(self.raw, self.model.trainable_variables):
+            weight.assign(raw)
+        self.swapped = False
+
+    def on_test_begin(self, logs=None):
+        self.swap_in()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.swap_in()
+
+    def on_train_end(self, logs=None):
+        # Training ends with the averages in the model (what `model.keras` should hold).
+        self.swap_in()
+
+
+class RawWeightsBack(tf.keras.callbacks.Callback):
+    """The second half of `WeightAverage`: at the epoch end, after the checkpoint callbacks
+    that precede it, give training its raw weights back."""
+
+    def __init__(self, average: WeightAverage):
+        super().__init__()
+        self.average = average
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.average.swap_back()

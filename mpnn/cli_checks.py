@@ -65,6 +65,8 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "message_steps": _WHOLE_AT_LEAST_1,
     "layers": _WHOLE_AT_LEAST_1,
     "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "readout_hidden": _WHOLE_AT_LEAST_0,
+    "ema_momentum": (lambda v: 0 <= v < 1, "a number in [0, 1) (0: off)"),
 }
 PREDICT_RANGES = {"batch_size": _WHOLE_AT_LEAST_1}
 DESIGN_RANGES = {

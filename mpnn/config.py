@@ -98,6 +98,7 @@ class TrainConfig:
     min_lr_fraction: float = 0.01
     loss: str = "auto"
     weight_decay: float | None = None
+    ema_momentum: float | None = None
     early_stopping_patience: int = 0
     max_train_seconds: float = 0.0
     seed: int = 0
@@ -126,6 +127,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.ema_momentum is not None and not 0.0 <= self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         for name in ("intra_op_threads", "inter_op_threads", "batch_cut", "data_threads", "cache_budget_gb"):
@@ -189,8 +192,10 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("warmup_epochs", int, "epochs of linear warm-up to the scaled learning rate"),
     ("lr_decay", str, "cosine (to min_lr_fraction over the epochs), plateau (halve on a flat val_loss) or none"),
     ("min_lr_fraction", float, "final learning rate of the cosine decay, as a fraction of the initial one"),
-    ("loss", str, "training loss: mae, mse, huber, or auto (the model's default: mpnn mae, gat-lspe mse)"),
+    ("loss", str, "training loss: mae, mse, huber, or auto (the model's default: mpnn huber, gat-lspe mse)"),
     ("weight_decay", float, "decoupled weight decay of AdamW (default: the model's, gat-lspe 1e-4, mpnn 0)"),
+    ("ema_momentum", float, "validate, checkpoint and save an exponential moving average of the weights with this "
+     "momentum per step (e.g. 0.99; 0: off, the raw weights; default: the model's, 0 for both)"),
     ("early_stopping_patience", int, "stop after this many epochs without a better val_loss (0: off)"),
     ("max_train_seconds", float, "stop after the epoch that passes this many seconds of training (0: off)"),
     ("seed", int, "seed of weights initialisation and shuffling"),
@@ -216,6 +221,7 @@ _MODEL_FLAGS: list[tuple[str, type, str]] = [
     ("layers", int, "gat-lspe: GAT-LSPE layers"),
     ("activation", str, "mpnn: activation of the update MLPs"),
     ("dropout", float, "model: dropout rate"),
+    ("readout_hidden", int, "mpnn: hidden units of the per-atom energy readout MLP (0: linear readout)"),
 ]
 
 

@@ -30,7 +30,15 @@ import tensorflow as tf
 from mpnn import checkpoint, cli_checks, distributed, elastic, host, models, rundir, verify
 from mpnn.atomic import write_json
 from mpnn.batch_cut import cut_batch_trainer
-from mpnn.callbacks import AverageNonTrainableVariables, EpochLog, PeakMemory, TimeBudget, cosine_multiplier
+from mpnn.callbacks import (
+    AverageNonTrainableVariables,
+    EpochLog,
+    PeakMemory,
+    RawWeightsBack,
+    TimeBudget,
+    WeightAverage,
+    cosine_multiplier,
+)
 from mpnn.config import RESOLVED_THREAD_PLAN, LrDecay, TrainConfig
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.evaluate import (
@@ -78,7 +86,8 @@ class RunPlan:
     Attributes:
         model_name: the model family (`mpnn.models.FAMILIES`).
         architecture: the family's options dataclass.
-        loss, weight_decay: as trained (the family's defaults where the config has none).
+        loss, weight_decay, ema_momentum: as trained (the family's defaults where the
+            config has none).
         threads: the thread plan as run (its batch cut 1 for families that take none).
         rank, ranks: this process's rank and the rank count.
         batch: graphs per rank-batch.
@@ -92,6 +101,7 @@ class RunPlan:
     architecture: Any
     loss: str
     weight_decay: float
+    ema_momentum: float
     threads: distributed.ThreadPlan
     rank: int
     ranks: int
@@ -173,6 +183,7 @@ def plan_run(config: TrainConfig, manifest: Manifest, threads: distributed.Threa
         architecture=models.model_config(model_name, config.model_options),
         loss=family.loss if config.loss == "auto" else config.loss,
         weight_decay=family.weight_decay if config.weight_decay is None else config.weight_decay,
+        ema_momentum=family.ema_momentum if config.ema_momentum is None else config.ema_momentum,
         # The cut this family takes; the plan as it is run goes to config.json.
         threads=dataclasses.replace(threads, batch_cut=models.batch_cut_for(model_name, threads.batch_cut)),
         rank=rank,
@@ -305,8 +316,9 @@ def make_callbacks(
     state: checkpoint.TrainingState,
 ) -> list[tf.keras.callbacks.Callback]:
     """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
-    stopping rules, then rank 0's logging and checkpoints, and last the resumable state
-    (see `mpnn.checkpoint`), which starts from `state`."""
+    stopping rules, the weight average (``ema_momentum`` > 0), then rank 0's logging and
+    checkpoints, and last the resumable state (see `mpnn.checkpoint`), which starts from
+    `state`."""
     run_dir, scaled_lr, monitor = config.run_dir, plan.learning_rate, plan.monitor
     callbacks: list[tf.keras.callbacks.Callback] = [
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
@@ -337,6 +349,11 @@ def make_callbacks(
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
     if config.max_train_seconds > 0:
         callbacks.append(TimeBudget(config.max_train_seconds, spent_before=state.train_seconds))
+    # The weight average is swapped in for validation and the checkpoints (which follow it)
+    # and swapped out again after them (`RawWeightsBack`), before the resumable state.
+    average = WeightAverage(plan.ema_momentum) if plan.ema_momentum > 0 else None
+    if average is not None:
+        callbacks.append(average)
     if distributed.is_root():
         checkpoints = checkpoint.checkpoint_directory(run_dir)
         callbacks += [
@@ -355,6 +372,8 @@ def make_callbacks(
             callbacks.append(
                 tf.keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD_DIRECTORY), write_graph=False)
             )
+    if average is not None:
+        callbacks.append(RawWeightsBack(average))
     callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
     return callbacks
 
@@ -401,6 +420,7 @@ def write_results(
         "model": plan.model_name,
         "architecture": plan.architecture.to_json(),
         "loss": plan.loss,
+        "ema_momentum": plan.ema_momentum,
         "parameters": model.count_params(),
         "weights_identical_across_ranks": weights_identical,
     }

@@ -35,6 +35,8 @@ class MPNNConfig:
             per-atom energies (for effects that are not additive over atoms).
         rbf_bins, rbf_max_distance: RBF expansion of the edge distance (Angstrom); used
             only when the data has distances.
+        readout_hidden: hidden units of the per-atom energy readout (a two-layer MLP on
+            the final atom state); 0: a linear readout.
 
     How a batch is run on a machine (threads, the batch cut of `mpnn.batch_cut`) is not
     part of the architecture: a model built from this config is the same everywhere.
@@ -47,6 +49,7 @@ class MPNNConfig:
     global_readout: bool = True
     rbf_bins: int = 32
     rbf_max_distance: float = 4.0
+    readout_hidden: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -112,7 +115,12 @@ def build_mpnn(
     graph_index = inputs["node_graph_indices"]
     # Output layers start at zero, so an untrained model predicts the linear baseline
     # exactly, whatever the scale of the hidden states.
-    correction = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="atom_correction")(atom_state)
+    readout_input = atom_state
+    if config.readout_hidden > 0:
+        readout_input = tf.keras.layers.Dense(
+            config.readout_hidden, activation=config.activation, name="atom_readout_hidden"
+        )(atom_state)
+    correction = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="atom_correction")(readout_input)
     correction = tf.keras.layers.Rescaling(output_scale, name="correction_scale")(correction)
     type_mean = tf.keras.layers.Embedding(
         n_atom_types,

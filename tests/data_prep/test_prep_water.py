@@ -256,3 +256,51 @@ def test_xyz_and_database_tasks_of_many_chunks_give_the_same_records(tmp_path, m
         }
 
     assert by_split(tmp_path / "whole", one) == by_split(tmp_path / "chunked", chunked)
+
+
+def _n_waters_by_split(out, manifest):
+    """{split: [n_waters of each record]} of a prepared data set."""
+    found = {}
+    for split, info in manifest["splits"].items():
+        found[split] = []
+        for shard in info["shards"]:
+            for raw in tf.data.TFRecordDataset(str(out / shard["file"]), compression_type="GZIP"):
+                feature = tf.train.Example.FromString(raw.numpy()).features.feature
+                found[split].append(feature["n_waters"].int64_list.value[0])
+    return found
+
+
+def test_test_groups_put_every_cluster_of_those_sizes_in_test_and_split_the_rest(tutorial_subset):
+    sizes = []
+    for raw in tf.data.TFRecordDataset(str(tutorial_subset), compression_type="GZIP"):
+        sizes.append(tf.train.Example.FromString(raw.numpy()).features.feature["n_waters"].int64_list.value[0])
+    out = tutorial_subset.parent / "groups"
+    argv = [str(tutorial_subset), "-o", str(out), "--test-groups", "10-11", "--fractions", "0.9", "0.1", "0"]
+    assert main([*argv, "--shards", "1", "--quiet"]) == 0
+    manifest = _manifest(out)
+    found = _n_waters_by_split(out, manifest)
+    assert sorted(found["test"]) == sorted(n for n in sizes if n in (10, 11))
+    assert 0 < len(found["test"]) < len(sizes)
+    rest = found["train"] + found["valid"]
+    assert sorted(rest) == sorted(n for n in sizes if n not in (10, 11))
+    assert abs(len(found["valid"]) - 0.1 * len(rest)) < 3 * np.sqrt(0.09 * len(rest))
+    assert manifest["options"]["test_groups"] == [10, 11]
+
+
+def test_split_rule_test_groups_come_before_the_other_rules():
+    rule = records.SplitRule((0.9, 0.1, 0.0), seed=0, test_every=10, test_groups=(10, 11))
+    assert [rule.split_of(1, "a", n) for n in (9, 10, 11, 12)][1:3] == ["test", "test"]
+    assert rule.split_of(20, "b", 3) == "test"  # every 10th still test
+    assert {rule.split_of(p, f"c{p}", 5) for p in range(1, 10)} <= {"train", "valid"}
+    with pytest.raises(ValueError, match="group"):
+        rule.split_of(1, "d")
+    with pytest.raises(ValueError, match="LO must not exceed HI"):
+        records.SplitRule((0.9, 0.1, 0.0), test_groups=(11, 10))
+
+
+@pytest.mark.parametrize("value", ["11-10", "ten", "1-2-3", "-1"])
+def test_bad_test_groups_are_a_usage_error(tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(MINIMA[0]), "-o", str(tmp_path / "out"), "--test-groups", value])
+    assert exit_info.value.code == 2
+    assert "--test-groups" in capsys.readouterr().err

@@ -176,9 +176,16 @@ def test_untrained_model_starts_from_the_linear_baseline():
     np.testing.assert_allclose(energy, expected, rtol=1e-6)
 
 
-def test_saved_model_reloads_and_predicts_the_same(tmp_path):
+@pytest.mark.parametrize("readout_hidden", [0, 12])
+def test_saved_model_reloads_and_predicts_the_same(tmp_path, readout_hidden):
     batch = _batch(seed=3)
-    model = build_mpnn(MPNNConfig(width=16, message_steps=2), 2, 2, [-1.0, 0.5], 0.3, with_distance=True)
+    config = MPNNConfig(width=16, message_steps=2, readout_hidden=readout_hidden)
+    model = build_mpnn(config, 2, 2, [-1.0, 0.5], 0.3, with_distance=True)
+    # The readout starts at zero; random weights make the per-atom readout count.
+    readout = model.get_layer("atom_correction")
+    rng = np.random.default_rng(0)
+    readout.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in readout.get_weights()])
+    assert (readout_hidden > 0) == any(layer.name == "atom_readout_hidden" for layer in model.layers)
     before = model(batch).numpy()
     path = str(tmp_path / "model.keras")
     model.save(path)
