@@ -126,6 +126,7 @@ def test_saved_model_reloads_and_predicts_the_same(model, tmp_path):
     np.testing.assert_allclose(clone(batch).numpy(), before, rtol=1e-6)
 
 
+@pytest.mark.integration  # about 15 s of training
 def test_training_with_the_study_optimizer_lowers_the_mse_on_a_fixed_batch():
     tf.random.set_seed(1)
     # Without dropout, so that the training-mode losses Keras reports before each step

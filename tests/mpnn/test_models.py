@@ -81,6 +81,7 @@ def _loss_and_gradients(model, inputs, target):
     return float(loss), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
 
 
+@pytest.mark.integration  # the reference path on a real batch: about 7 s per case
 @pytest.mark.parametrize("groups", [1, 2], ids=["whole-batch", "batch-cut-2"])
 def test_fast_paths_compute_the_reference_loss_and_gradients_on_a_real_batch(
     water_dataset, tmp_path, monkeypatch, groups
