@@ -39,8 +39,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 _TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
 # Features the loader passes on to the model (when present in the records).
 MODEL_NODE_EDGE_FEATURES = ("atom", "bond", "distance", "atom_features", "rwpe")
-# Graph-level features kept beside the model inputs for evaluation and reporting.
-REPORT_FEATURES = ("record_id", "n_waters")
+# Graph-level features kept beside the model inputs to tell records apart in evaluation.
+RECORD_INFO_FEATURES = ("record_id", "n_waters")
 # Largest relative difference of per-rank record counts accepted for by-file sharding.
 FILE_SHARDING_IMBALANCE = 0.05
 # Records each reader of the parallel interleave hands over at a time. tf.data's parallel
@@ -93,7 +93,7 @@ class RankPlan:
     """What one rank reads: its files, and whether it further takes every size-th record."""
 
     files: list[str]
-    record_shard: tuple[int, int] | None  # (num_shards, index) for by-record sharding
+    rank_share: tuple[int, int] | None  # (ranks, rank): this rank reads every ranks-th record of all files
     records: int  # records this rank sees per epoch
     steps: int  # batches per epoch, the same on every rank
 
@@ -113,12 +113,12 @@ def plan_rank(counts: Sequence[int], files: Sequence[str], batch_size: int, rank
         raise ValueError(f"{total} records cannot be shared across {size} ranks")
     by_file = [sum(counts[r::size]) for r in range(size)]
     if len(files) >= size and min(by_file) >= (1 - FILE_SHARDING_IMBALANCE) * max(by_file):
-        per_rank, plan_files, record_shard = by_file, list(files[rank::size]), None
+        per_rank, plan_files, rank_share = by_file, list(files[rank::size]), None
     else:
         per_rank = [total // size + (r < total % size) for r in range(size)]
-        plan_files, record_shard = list(files), (size, rank)
+        plan_files, rank_share = list(files), (size, rank)
     steps = balanced_steps(per_rank, batch_size)
-    return RankPlan(plan_files, record_shard, per_rank[rank], steps)
+    return RankPlan(plan_files, rank_share, per_rank[rank], steps)
 
 
 def balanced_steps(records_per_rank: Sequence[int], batch_size: int) -> int:
@@ -152,7 +152,7 @@ def make_dataset(
     rank: int = 0,
     size: int = 1,
     options: LoaderOptions = LoaderOptions(),
-    with_report_features: bool = False,
+    with_record_info: bool = False,
 ) -> tuple[tf.data.Dataset, int]:
     """Build the pipeline for one rank.
 
@@ -163,10 +163,10 @@ def make_dataset(
         batch_size: graphs per batch on this rank (per-rank batch size).
         shuffle, seed: shuffle the records each epoch (seeded: reproducible order).
         rank, size: this rank and the number of ranks.
-        with_report_features: also yield ``record_id`` and ``n_waters`` (if present).
+        with_record_info: also yield ``record_id`` and ``n_waters`` (if present).
 
     Returns:
-        the dataset of ``(inputs, target [B])`` (or ``(inputs, target, report)``) and the
+        the dataset of ``(inputs, target [B])`` (or ``(inputs, target, info)``) and the
         number of batches it yields per epoch.
     """
     if counts is None:
@@ -174,17 +174,17 @@ def make_dataset(
     plan = plan_rank(counts, files, batch_size, rank, size)
     compression_type = "GZIP" if compression == "GZIP" else ""
     dataset = tf.data.Dataset.from_tensor_slices(plan.files)
-    if shuffle and plan.record_shard is None:
+    if shuffle and plan.rank_share is None:
         dataset = dataset.shuffle(len(plan.files), seed=seed)
     dataset = dataset.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type=compression_type).batch(READ_BLOCK),
         cycle_length=min(options.interleave_cycle, len(plan.files)),
         num_parallel_calls=options.parallel_reads,
         # By-record sharding needs the same interleaved order on every rank.
-        deterministic=plan.record_shard is not None or options.deterministic,
+        deterministic=plan.rank_share is not None or options.deterministic,
     ).unbatch()
-    if plan.record_shard is not None:
-        dataset = dataset.shard(*plan.record_shard)
+    if plan.rank_share is not None:
+        dataset = dataset.shard(*plan.rank_share)
     # Fail (FailedPreconditionError) at the end of a pass with fewer or more records than
     # the manifest counts, rather than train on them silently; mpnn.verify names the shard.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(plan.records))
@@ -194,15 +194,15 @@ def make_dataset(
         dataset = dataset.shuffle(min(options.shuffle_buffer, plan.records), seed=seed, reshuffle_each_iteration=True)
     dataset = _batch_into_steps(dataset, plan.records, batch_size, plan.steps)
 
-    keep_report = [f for f in REPORT_FEATURES if f in features] if with_report_features else []
-    spec = parse_spec(loaded_features(features, target, keep_report))
+    keep_info = [f for f in RECORD_INFO_FEATURES if f in features] if with_record_info else []
+    spec = parse_spec(loaded_features(features, target, keep_info))
 
     def parse_and_merge(serialized: tf.Tensor):
         parsed = tf.io.parse_example(serialized, spec)
         inputs = merge_batch(parsed)
         target_values = tf.cast(parsed[target], tf.float32)
-        if keep_report:
-            return inputs, target_values, {name: parsed[name] for name in keep_report}
+        if keep_info:
+            return inputs, target_values, {name: parsed[name] for name in keep_info}
         return inputs, target_values
 
     dataset = dataset.map(parse_and_merge, num_parallel_calls=options.parallel_calls, deterministic=True)

@@ -42,42 +42,42 @@ class Predictions:
 def predict_split(model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int) -> Predictions:
     """Predict every record of `split`; call on all ranks (it gathers across them)."""
     dataset, _ = manifest_dataset(
-        manifest, split, batch_size, rank=distributed.rank(), size=distributed.size(), with_report_features=True
+        manifest, split, batch_size, rank=distributed.rank(), size=distributed.size(), with_record_info=True
     )
     forward = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     parts = []
-    for inputs, target, report in dataset:
+    for inputs, target, info in dataset:
         prediction = forward(model_inputs(model, inputs)).numpy()
-        parts.append(_predictions(report, target.numpy(), prediction))
+        parts.append(_predictions(info, target.numpy(), prediction))
     local = Predictions.concatenate(parts)
     return Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))
 
 
-def _predictions(report: dict[str, tf.Tensor], y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:
+def _predictions(info: dict[str, tf.Tensor], y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:
     """Bundle one batch; records without ids or groups get empty ids and group 0."""
-    ids = report["record_id"].numpy().astype(str) if "record_id" in report else np.full(len(y_true), "")
-    groups = report["n_waters"].numpy() if "n_waters" in report else np.zeros(len(y_true), np.int64)
+    ids = info["record_id"].numpy().astype(str) if "record_id" in info else np.full(len(y_true), "")
+    groups = info["n_waters"].numpy() if "n_waters" in info else np.zeros(len(y_true), np.int64)
     return Predictions(ids, groups, y_true, y_pred)
 
 
 def split_targets(manifest: Manifest, split: str, batch_size: int = 1024) -> Predictions:
     """Targets and groups of every record of `split`, read on this rank alone
     (``y_pred`` is NaN)."""
-    dataset, _ = manifest_dataset(manifest, split, batch_size, with_report_features=True)
-    parts = [_predictions(report, target.numpy(), np.full(len(target), np.nan)) for _, target, report in dataset]
+    dataset, _ = manifest_dataset(manifest, split, batch_size, with_record_info=True)
+    parts = [_predictions(info, target.numpy(), np.full(len(target), np.nan)) for _, target, info in dataset]
     return Predictions.concatenate(parts)
 
 
-def split_report(predictions: Predictions, group: str | None) -> dict:
+def split_metrics(predictions: Predictions, group: str | None) -> dict:
     """Metrics of one split (`regression_metrics`); with a `group` name also ``by_group``
     (per group: MAE, Spearman, tail errors) and ``group_summary`` (their weighted mean and
     worst group, with the group's name), from `group_metrics`."""
-    report = regression_metrics(predictions.y_true, predictions.y_pred)
+    metrics = regression_metrics(predictions.y_true, predictions.y_pred)
     if group is not None:
         grouped = group_metrics(predictions.y_true, predictions.y_pred, predictions.group)
-        report["by_group"] = grouped["by_group"]
-        report["group_summary"] = {"name": group, **grouped["summary"]}
-    return report
+        metrics["by_group"] = grouped["by_group"]
+        metrics["group_summary"] = {"name": group, **grouped["summary"]}
+    return metrics
 
 
 def group_mean_baseline_mae(train: Predictions, test: Predictions) -> float:
@@ -121,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="inclusive ranges of cluster sizes for --linear-baseline (default 3-11 12-30)",
     )
     args = parser.parse_args(argv)
-    return cli_checks.run("mpnn-evaluate", lambda: evaluate_and_report(args, parser), args.data)
+    return cli_checks.run("mpnn-evaluate", lambda: run_evaluation(args, parser), args.data)
 
 
-def evaluate_and_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def run_evaluation(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The body of `main`: check the inputs, predict, print the metrics (rank 0)."""
     cli_checks.check_ranges({"batch_size": args.batch_size})
     cli_checks.check_data_path(args.data)
@@ -144,8 +144,8 @@ def evaluate_and_report(args: argparse.Namespace, parser: argparse.ArgumentParse
     if not distributed.is_root():
         return 0
     units = manifest.target.units
-    report = split_report(predictions, manifest.group_name)
-    print(format_split(args.split, report, units))
+    metrics = split_metrics(predictions, manifest.group_name)
+    print(format_split(args.split, metrics, units))
     if train_manifest is not None:
         try:
             baseline = extrapolation.LinearBaseline.fit(extrapolation.hydrogen_bond_counts(train_manifest, "train"))
@@ -153,13 +153,13 @@ def evaluate_and_report(args: argparse.Namespace, parser: argparse.ArgumentParse
         except ValueError as exc:
             print(f"mpnn-evaluate: error: {exc}", file=sys.stderr)
             return 2
-        report["size_ranges"] = extrapolation.range_report(predictions, counts, baseline, ranges)
-        print(extrapolation.format_ranges(report["size_ranges"], units))
+        metrics["size_ranges"] = extrapolation.range_metrics(predictions, counts, baseline, ranges)
+        print(extrapolation.format_ranges(metrics["size_ranges"], units))
     if args.output:
         write_predictions_csv(args.output, predictions, manifest.group_name or "group")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
+            json.dump(metrics, handle, indent=1)
             handle.write("\n")
     return 0
 

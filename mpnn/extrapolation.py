@@ -46,7 +46,7 @@ def hydrogen_bond_counts(manifest: Manifest, split: str, batch_size: int = 1024)
         raise ManifestError(f"{manifest.path}: not water-cluster records (bond types {bonds})")
     hydrogen = bonds.index(HYDROGEN_BOND)
     ids, waters, counts, energies = [], [], [], []
-    dataset, _ = manifest_dataset(manifest, split, batch_size, with_report_features=True)
+    dataset, _ = manifest_dataset(manifest, split, batch_size, with_record_info=True)
     for inputs, target, report in dataset:
         receivers = inputs["connectivity"].numpy()[:, 0]
         edge_graph = inputs["node_graph_indices"].numpy()[receivers]
@@ -79,7 +79,7 @@ class LinearBaseline:
         return self.per_water * counts.n_waters + self.per_hydrogen_bond * counts.n_hydrogen_bonds + self.constant
 
 
-def range_report(
+def range_metrics(
     predictions: Predictions, counts: BondCounts, baseline: LinearBaseline, ranges: Sequence[tuple[int, int]]
 ) -> dict:
     """MAE of the model and of `baseline` per inclusive range of cluster sizes.
@@ -123,7 +123,7 @@ def parse_ranges(texts: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def format_ranges(report: dict, units: str) -> str:
-    """Terminal table of `range_report`."""
+    """Terminal table of `range_metrics`."""
     b = report["baseline"]
     lines = [
         f"{'n_waters':>8} {'n':>4} {'model MAE':>10} {'linear MAE':>11}   ({units})",

@@ -45,7 +45,7 @@ from mpnn.evaluate import (
     Predictions,
     group_mean_baseline_mae,
     predict_split,
-    split_report,
+    split_metrics,
     split_targets,
     write_predictions_csv,
 )
@@ -409,7 +409,7 @@ def write_results(
     models.save_for_inference(model, os.path.join(run_dir, rundir.MODEL_FILE))
     metrics = {
         "target": dataclasses.asdict(manifest.target),
-        **{split: split_report(predictions, manifest.group_name) for split, predictions in results.items()},
+        **{split: split_metrics(predictions, manifest.group_name) for split, predictions in results.items()},
         "epochs_run": state.epochs_done,
         "train_seconds": train_seconds,
         "resumed_from_epoch": state.resumed_from_epoch,

@@ -76,7 +76,7 @@ def _write_files(tmp_path, counts) -> list[str]:
 def _ids_seen_by(files, counts, batch_size, rank, size, shuffle):
     dataset, steps = make_dataset(
         files, counts, FEATURES, "energy", batch_size, rank=rank, size=size, shuffle=shuffle, seed=rank,
-        with_report_features=True,
+        with_record_info=True,
     )
     batches = [report["record_id"].numpy().astype(str).tolist() for _, _, report in dataset]
     assert len(batches) == steps and all(batches)
@@ -121,11 +121,11 @@ def test_shard_files_without_counts_are_counted(tmp_path):
 def test_by_file_when_enough_shards_else_by_record():
     files = ["a", "b", "c", "d"]
     assert plan_rank([5, 5, 5, 5], files, 4, 1, 2).files == ["b", "d"]
-    assert plan_rank([5, 5, 5, 5], files, 4, 1, 2).record_shard is None
+    assert plan_rank([5, 5, 5, 5], files, 4, 1, 2).rank_share is None
     # Three files over two ranks would give 10 and 5 records: by record instead.
-    assert plan_rank([5, 5, 5], files[:3], 4, 1, 2).record_shard == (2, 1)
+    assert plan_rank([5, 5, 5], files[:3], 4, 1, 2).rank_share == (2, 1)
     plan = plan_rank([20], ["a"], 4, 1, 2)
-    assert plan.files == ["a"] and plan.record_shard == (2, 1) and plan.records == 10
+    assert plan.files == ["a"] and plan.rank_share == (2, 1) and plan.records == 10
 
 
 def test_prepared_water_set_loads(water_dataset):

@@ -9,7 +9,7 @@ import pytest
 
 from mpnn import extrapolation
 from mpnn.data import Manifest
-from mpnn.evaluate import Predictions, split_report
+from mpnn.evaluate import Predictions, split_metrics
 from tests.helpers import MINIMA
 
 
@@ -28,15 +28,15 @@ def _predictions(truth, pred, groups):
     return Predictions(ids, np.asarray(groups), np.asarray(truth, float), np.asarray(pred, float))
 
 
-def test_split_report_has_group_metrics_only_for_data_with_a_group():
+def test_split_metrics_has_group_metrics_only_for_data_with_a_group():
     truth = np.arange(24.0)
     p = _predictions(truth, truth + 0.5, [9] * 12 + [10] * 12)
-    grouped = split_report(p, "n_waters")
+    grouped = split_metrics(p, "n_waters")
     assert grouped["group_summary"]["name"] == "n_waters"
     assert grouped["by_group"]["9"]["spearman"] == pytest.approx(1.0)
     assert grouped["group_summary"]["weighted"]["low_tail_bias"] == pytest.approx(0.5)
     json.dumps(grouped, allow_nan=False)
-    plain = split_report(p, None)
+    plain = split_metrics(p, None)
     assert "by_group" not in plain and plain["mae"] == pytest.approx(0.5)
 
 
@@ -59,7 +59,7 @@ def test_linear_baseline_recovers_exact_coefficients_and_reports_per_range():
     order = np.array([5, 0, 4, 1, 3, 2])
     error = np.where(waters[order] >= 12, 3.0, 1.0)
     predictions = Predictions(counts.record_id[order], waters[order], energy[order], energy[order] + error)
-    report = extrapolation.range_report(predictions, counts, baseline, extrapolation.DEFAULT_RANGES)
+    report = extrapolation.range_metrics(predictions, counts, baseline, extrapolation.DEFAULT_RANGES)
     small, large = report["ranges"]
     assert (small["sizes"], small["count"], small["model_mae"]) == ("3-11", 3, pytest.approx(1.0))
     assert (large["sizes"], large["count"], large["model_mae"]) == ("12-30", 3, pytest.approx(3.0))

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from mpnn.evaluate import Predictions, split_report
+from mpnn.evaluate import Predictions, split_metrics
 from mpnn.report import format_summary, main, markdown
 
 
@@ -15,7 +15,7 @@ def _metrics() -> dict:
     # predicted 4.75 (bias +4.75), the ranking is perfect.
     truth = np.arange(20.0)
     pred = 0.5 * truth + 4.75
-    test = split_report(Predictions(np.array([""] * 20), np.full(20, 9), truth, pred), "n_waters")
+    test = split_metrics(Predictions(np.array([""] * 20), np.full(20, 9), truth, pred), "n_waters")
     return {
         "target": {"name": "energy", "units": "kcal/mol"}, "test": test, "epochs_run": 3, "train_seconds": 12.0,
         "ranks": 2, "model": "mpnn", "parameters": 100,
