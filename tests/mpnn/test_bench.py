@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mpnn import host
 from mpnn.bench.__main__ import main
 from mpnn.bench.loader import SETTING_NAMES
 from mpnn.graph_format.manifest import Manifest
@@ -52,9 +52,9 @@ def test_loader_reports_every_setting_and_batch_size(prepared_minima, tmp_path, 
     output = tmp_path / "loader.json"
     argv = ["loader", "--data", str(prepared_minima / "manifest.json"), "--batch-sizes", "4", "8",
             "--repeats", "1", "--warmup-batches", "1", "--output", str(output)]
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_before = host.peak_rss_kib()  # what the benchmark reports (VmHWM, not ru_maxrss)
     assert main(argv) == 0
-    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_after = host.peak_rss_kib()
 
     report = json.loads(output.read_text())
     check_environment(report)
@@ -73,11 +73,12 @@ def test_loader_reports_every_setting_and_batch_size(prepared_minima, tmp_path, 
         [seconds] = result["seconds"]
         assert result["graphs_per_second"] == pytest.approx(result["graphs_per_pass"] / seconds)
         assert result["batches_per_second"] == pytest.approx(result["batches_per_pass"] / seconds)
-        # This process's peak RSS (KiB) while the sweep ran.
-        assert peak_before <= result["peak_rss_kib"] <= peak_after
-    # The peak so far never falls, and is reported in the order measured.
+        # This process's peak RSS (KiB) while the sweep ran. The kernel syncs threads' RSS
+        # counters lazily, so readings may go back by a few pages: 1 MiB of slack.
+        assert peak_before - 1024 <= result["peak_rss_kib"] <= peak_after + 1024
+    # The peak so far never falls (within that slack), and is reported in the order measured.
     peaks = [r["peak_rss_kib"] for r in report["results"]]
-    assert peaks == sorted(peaks)
+    assert all(later >= earlier - 1024 for earlier, later in zip(peaks, peaks[1:]))
 
     table = capsys.readouterr().out
     for name in SETTING_NAMES:
