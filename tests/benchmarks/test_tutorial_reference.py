@@ -83,6 +83,7 @@ def stand_in_checkout(tmp_path_factory):
     return root
 
 
+@pytest.mark.integration  # times five loaders over the subset: about 5 s
 def test_loader_times_every_pipeline_and_ours(driver, stand_in_checkout, tutorial_subset, water_dataset, tmp_path):
     output = tmp_path / "loader.json"
     driver.main(["--tutorial", str(stand_in_checkout), "--records", str(tutorial_subset), "--repeats", "1",

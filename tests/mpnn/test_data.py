@@ -83,6 +83,7 @@ def _ids_seen_by(files, counts, batch_size, rank, size, shuffle):
     return [i for b in batches for i in b], steps
 
 
+@pytest.mark.integration  # 15 generated data sets through the loader on two ranks: about 9 s
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     counts=st.lists(st.integers(1, 23), min_size=1, max_size=5),

@@ -118,6 +118,7 @@ def test_fast_paths_compute_the_reference_loss_and_gradients_on_a_real_batch(
     np.testing.assert_allclose(load_model(path)(inputs).numpy(), reference(inputs).numpy(), rtol=1e-5)
 
 
+@pytest.mark.integration  # builds and differentiates a deep model: 3-4 s per seed
 @pytest.mark.parametrize("seed", range(4))
 def test_an_untrained_deep_mpnn_gives_finite_loss_and_gradients(water_dataset, seed):
     # The tutorial's size (8 message steps) once overflowed float32 before any training.
