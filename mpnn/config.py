@@ -222,6 +222,8 @@ _MODEL_FLAGS: list[tuple[str, type, str]] = [
     ("activation", str, "mpnn: activation of the update MLPs"),
     ("dropout", float, "model: dropout rate"),
     ("readout_hidden", int, "mpnn: hidden units of the per-atom energy readout MLP (0: linear readout)"),
+    ("edge_updates", bool, "mpnn: update the bond states at every message step (--no-edge-updates: bond states "
+     "stay their type (and distance) embedding, about half the cost per step)"),
 ]
 
 
@@ -236,8 +238,12 @@ def build_parser(prog: str = "mpnn-train", exit_on_error: bool = True) -> argpar
     )
     parser.add_argument("--config", help="JSON or YAML file of settings; flags override it")
     for name, kind, help_text in _FLAGS + _MODEL_FLAGS:
+        flag_name = f"--{name.replace('_', '-')}"
+        if kind is bool:  # --name / --no-name
+            parser.add_argument(flag_name, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+            continue
         choices = {"choices": CHOICES[name].values()} if name in CHOICES else {}
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text, **choices)
+        parser.add_argument(flag_name, dest=name, type=kind, help=help_text, **choices)
     parser.add_argument("--cache", dest="cache", action="store_true", help="cache records in memory (default)")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="read records from disk each epoch")
     parser.add_argument(

@@ -198,14 +198,17 @@ def plan_run(config: TrainConfig, manifest: Manifest, threads: distributed.Threa
 
 
 def write_run_files(config: TrainConfig, plan: RunPlan) -> None:
-    """On rank 0: make the run directory and write ``config.json`` (the settings, and beside
-    them the thread plan rank 0 resolved from them on this machine; a resumed run plans
-    again for its own machine) and ``host_info.json``."""
+    """On rank 0: make the run directory and write ``config.json`` (the settings, with every
+    architecture option in ``model_options``, defaults included, so that a resumed run
+    rebuilds its own model whatever the defaults have become since; and beside them the
+    thread plan rank 0 resolved on this machine, which a resumed run plans again for its
+    own machine) and ``host_info.json``."""
     if not distributed.is_root():
         return
     os.makedirs(checkpoint.checkpoint_directory(config.run_dir), exist_ok=True)
+    settings = {**config.to_json(), "model_options": dataclasses.asdict(plan.architecture)}
     resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(plan.threads)}
-    write_json(os.path.join(config.run_dir, rundir.CONFIG_FILE), {**config.to_json(), **resolved})
+    write_json(os.path.join(config.run_dir, rundir.CONFIG_FILE), {**settings, **resolved})
     write_json(os.path.join(config.run_dir, rundir.HOST_INFO_FILE), host.host_info(plan.ranks, hvd.local_size()))
 
 

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model family, or auto (the manifest's default)")
     parser.add_argument("--widths", type=positive_int, nargs="+", default=[32, 64], metavar="W",
                         help="model widths (default %(default)s)")
-    parser.add_argument("--message-steps", type=positive_int, default=4, help="message steps of the mpnn (default 4)")
+    parser.add_argument("--message-steps", type=positive_int, help="message steps of the mpnn (default: the model's)")
     parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[64, 256, 1024], metavar="B",
                         help="graphs per batch on each rank (default %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=30, help="timed training steps (default 30)")
@@ -92,10 +92,14 @@ def parse_variant(text: str) -> dict[str, Any]:
 
 
 def message_steps(model_name: str, args: argparse.Namespace) -> int | None:
-    """``--message-steps`` for a model family that has the option, else None."""
+    """``--message-steps`` (else the model's default) for a model family that has the option,
+    else None."""
     from mpnn import models
 
-    return args.message_steps if "message_steps" in models.family(model_name).option_names else None
+    family = models.family(model_name)
+    if "message_steps" not in family.option_names:
+        return None
+    return args.message_steps if args.message_steps is not None else family.options().message_steps
 
 
 def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,

@@ -274,6 +274,7 @@ def test_train_reports_graphs_per_second(prepared_minima, tmp_path):
     assert report["parameters"]["repeats"] == 2
     reference, default = report["results"]
     assert (reference["variant"], default["variant"]) == ("batch_cut=2", "default")
+    assert report["parameters"]["message_steps"] == models.model_config("mpnn", {}).message_steps  # the default
     manifest = Manifest.load(str(data))
     options = {"width": 8, "message_steps": report["parameters"]["message_steps"]}
     width_8 = models.build_from_manifest("mpnn", models.model_config("mpnn", options), manifest)

@@ -91,7 +91,7 @@ def test_fast_paths_compute_the_reference_loss_and_gradients_on_a_real_batch(
     # weights on one batch of 64 real water clusters; then the model saved as mpnn-train
     # does, reloaded, and given a batch of another size.
     manifest = Manifest.load(str(water_dataset))
-    architecture = MPNNConfig(width=32, message_steps=8)
+    architecture = MPNNConfig(width=32, message_steps=8, edge_updates=True)
     with monkeypatch.context() as patch:
         patch.setattr(mpnn.models.gilmer, "EdgeUpdate", ReferenceEdgeUpdate)
         patch.setattr(mpnn.models.gilmer, "NodeUpdate", ReferenceNodeUpdate)
@@ -119,12 +119,17 @@ def test_fast_paths_compute_the_reference_loss_and_gradients_on_a_real_batch(
 
 
 @pytest.mark.integration  # builds and differentiates a deep model: 3-4 s per seed
-@pytest.mark.parametrize("seed", range(4))
-def test_an_untrained_deep_mpnn_gives_finite_loss_and_gradients(water_dataset, seed):
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize(
+    "architecture",
+    [MPNNConfig(), MPNNConfig(width=32, message_steps=8, edge_updates=True)],
+    ids=["default-16-node-steps", "8-steps-with-edge-updates"],
+)
+def test_an_untrained_deep_mpnn_gives_finite_loss_and_gradients(water_dataset, architecture, seed):
     # The tutorial's size (8 message steps) once overflowed float32 before any training.
     manifest = Manifest.load(str(water_dataset))
     tf.keras.utils.set_random_seed(seed)
-    model = models.build_from_manifest("mpnn", MPNNConfig(width=32, message_steps=8), manifest)
+    model = models.build_from_manifest("mpnn", architecture, manifest)
     dataset, _ = manifest_dataset(manifest, "train", 256)
     loss, gradients = _loss_and_gradients(model, *next(iter(only_model_inputs(dataset, model))))
     assert np.isfinite(loss) and loss < 10.0  # kcal/mol: the linear baseline's error, not a blown-up one
@@ -178,10 +183,10 @@ def test_untrained_model_starts_from_the_linear_baseline():
     np.testing.assert_allclose(energy, expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("readout_hidden", [0, 12])
-def test_saved_model_reloads_and_predicts_the_same(tmp_path, readout_hidden):
+@pytest.mark.parametrize("readout_hidden, edge_updates", [(0, True), (12, True), (0, False)])
+def test_saved_model_reloads_and_predicts_the_same(tmp_path, readout_hidden, edge_updates):
     batch = _batch(seed=3)
-    config = MPNNConfig(width=16, message_steps=2, readout_hidden=readout_hidden)
+    config = MPNNConfig(width=16, message_steps=2, readout_hidden=readout_hidden, edge_updates=edge_updates)
     model = build_mpnn(config, 2, 2, [-1.0, 0.5], 0.3, with_distance=True)
     # The readout starts at zero; random weights make the per-atom readout count.
     readout = model.get_layer("atom_correction")
@@ -195,9 +200,25 @@ def test_saved_model_reloads_and_predicts_the_same(tmp_path, readout_hidden):
     np.testing.assert_allclose(after, before, rtol=1e-6)
 
 
+def test_without_edge_updates_messages_still_depend_on_bond_types():
+    # --no-edge-updates: every step updates the atoms only, from messages h_sender * e with
+    # e the bond's type (and distance) embedding, so bond types must still matter.
+    with_updates = build_mpnn(MPNNConfig(width=8, message_steps=3, edge_updates=True), 2, 2, [-1.0, 0.5])
+    model = build_mpnn(MPNNConfig(width=8, message_steps=3, edge_updates=False), 2, 2, [-1.0, 0.5])
+    names = [layer.name for layer in model.layers]
+    assert not any(name.startswith("edge_update") for name in names)
+    assert sum(name.startswith("node_update") for name in names) == 3
+    assert model.count_params() < with_updates.count_params()
+    readout = model.get_layer("atom_correction")
+    readout.set_weights([np.ones_like(w) for w in readout.get_weights()])
+    batch = {k: v for k, v in _batch(seed=6).items() if k != "distance"}
+    swapped = {**batch, "bond": 1 - batch["bond"]}
+    assert not np.allclose(model(batch).numpy(), model(swapped).numpy())
+
+
 def test_update_layers_start_from_different_weights():
     # One shared unseeded Keras initializer would give every layer the same start.
-    model = build_mpnn(MPNNConfig(width=8, message_steps=2), 2, 2, [-1.0, 0.5])
+    model = build_mpnn(MPNNConfig(width=8, message_steps=2, edge_updates=True), 2, 2, [-1.0, 0.5])
     kernels = [model.get_layer(f"{kind}_update_{step}").mlp.layers[1].kernel.numpy()
                for kind in ("edge", "node") for step in range(2)]
     for index, kernel in enumerate(kernels):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -15,7 +16,8 @@ from mpnn.config import config_from_args
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.distributed import per_rank_batch_size, scaled_learning_rate
 from mpnn.host import usable_cores
-from tests.helpers import HOROVODRUN_TWO_RANKS, prepare_coordinate_records, read_log, run_checked
+from mpnn.models.gilmer import MPNNConfig
+from tests.helpers import HOROVODRUN_TWO_RANKS, REPO, prepare_coordinate_records, read_log, run_checked
 
 SMALL = ["--epochs", "4", "--batch-size", "32", "--width", "16", "--message-steps", "2", "--verbose", "0"]
 
@@ -84,10 +86,20 @@ def test_config_file_is_overridden_by_flags(tmp_path):
     config_file.write_text("data: a\nepochs: 7\nmodel_options:\n  width: 12\n  message_steps: 3\n")
     config = config_from_args(["--config", str(config_file), "--epochs", "9", "--width", "20"])
     assert (config.data, config.epochs, config.model_options) == ("a", 9, {"width": 20, "message_steps": 3})
+    assert config_from_args(["--data", "a", "--no-edge-updates"]).model_options == {"edge_updates": False}
+    assert config_from_args(["--data", "a", "--edge-updates"]).model_options == {"edge_updates": True}
     with pytest.raises(ValueError, match="unknown configuration keys"):
         bad = tmp_path / "bad.json"
         bad.write_text('{"data": "a", "epoch": 3}')
         config_from_args(["--config", str(bad)])
+
+
+def test_shipped_configurations_are_valid_settings():
+    shipped = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        config = config_from_args(["--data", "a", "--config", str(path)])
+        models.model_config("mpnn" if config.model == "auto" else config.model, config.model_options)
 
 
 def test_batch_strategies_and_learning_rate_rules():
@@ -204,7 +216,8 @@ def test_coordinate_records_train_save_reload_and_evaluate_in_each_thread_plan(c
     config = json.loads((run_dir / "config.json").read_text())
     expected_cut = 1 if plan or usable_cores() < 2 else 2
     assert config["thread_plan"]["batch_cut"] == expected_cut
-    assert "parallel_shards" not in config["model_options"]
+    # Every architecture option is recorded, the defaults resolved, so a resume rebuilds this model.
+    assert config["model_options"] == {**dataclasses.asdict(MPNNConfig()), "width": 16, "message_steps": 2}
     log = read_log(run_dir)
     assert len(log) == 2 and all(float(row["peak_rss_mib"]) > 100 for row in log)  # TensorFlow alone takes more
     assert float(log[1]["peak_rss_mib"]) >= float(log[0]["peak_rss_mib"])  # a peak so far never falls
