@@ -202,7 +202,13 @@ def load_latest(run_dir: str, model: tf.keras.Model) -> TrainingState | None:
                 prefixes[0], failures[0].split(": ", 1)[1], prefix,
             )
         return state
-    raise CheckpointError(f"{run_dir}: no usable checkpoint in {state_directory(run_dir)} ({'; '.join(failures)})")
+    message = f"{run_dir}: no usable checkpoint in {state_directory(run_dir)} ({'; '.join(failures)})"
+    if all("incompatible tensor" in failure for failure in failures):
+        message += (
+            "; its checkpoints hold another architecture than the configured one: pass the run's model flags "
+            "(an MPNN run made before 2026-12-02 without them: --message-steps 4 --edge-updates)"
+        )
+    raise CheckpointError(message)
 
 
 def restore(run_dir: str, model: tf.keras.Model, collective: bool = True) -> TrainingState | None:

@@ -158,6 +158,20 @@ def test_resume_without_a_usable_checkpoint_is_exit_1_naming_the_run_directory(w
     assert _one_error_line(capsys, "mpnn-train").startswith(f"{run_dir}: no usable checkpoint in {state} (ckpt-1: ")
 
 
+@pytest.mark.integration  # trains an epoch
+def test_resume_with_another_architecture_is_exit_1_saying_so(water_dataset, tmp_path, capsys):
+    # E.g. a run of the MPNN's old default (4 steps with edge updates) resumed without its flags.
+    run_dir = tmp_path / "run"
+    assert train.main(["--data", str(water_dataset), "--run-dir", str(run_dir), *TINY]) == 0
+    capsys.readouterr()
+    argv = ["--data", str(water_dataset), "--run-dir", str(run_dir), "--resume", *TINY, "--width", "12", "--epochs", "2"]
+    assert train.main(argv) == 1
+    line = _one_error_line(capsys, "mpnn-train")
+    assert line.startswith(f"{run_dir}: no usable checkpoint in ") and "incompatible tensor" in line
+    assert line.endswith("another architecture than the configured one: pass the run's model flags "
+                         "(an MPNN run made before 2026-12-02 without them: --message-steps 4 --edge-updates)")
+
+
 def test_resume_of_the_earlier_checkpoint_layout_is_exit_1(water_dataset, tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "state-epoch-0003").mkdir(parents=True)
