@@ -5,6 +5,7 @@ These tests check the reports, never the speed (that is the benchmark's job).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import pytest
 from mpnn import host
 from mpnn.bench.__main__ import main
 from mpnn.bench.loader import SETTING_NAMES
+from mpnn.bench.train import message_steps
 from mpnn.graph_format.manifest import Manifest
 from tests.helpers import MINIMA, PDBBIND, REPO, load_benchmark_script
 
@@ -261,7 +263,7 @@ def test_train_reports_graphs_per_second(prepared_minima, tmp_path):
     data = prepared_minima
     output = tmp_path / "train.json"
     argv = [sys.executable, "-m", "mpnn.bench", "train", "--data", str(data), "--widths", "8", "--batch-sizes", "4",
-            "--steps", "3", "--warmup-steps", "1", "--intra-op", "1", "--inter-op", "1", "--output", str(output),
+            "--message-steps", "2", "--steps", "3", "--warmup-steps", "1", "--intra-op", "1", "--inter-op", "1", "--output", str(output),
             "--repeats", "2", "--variants", "batch_cut=2", "default"]
     completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
@@ -274,7 +276,7 @@ def test_train_reports_graphs_per_second(prepared_minima, tmp_path):
     assert report["parameters"]["repeats"] == 2
     reference, default = report["results"]
     assert (reference["variant"], default["variant"]) == ("batch_cut=2", "default")
-    assert report["parameters"]["message_steps"] == models.model_config("mpnn", {}).message_steps  # the default
+    assert report["parameters"]["message_steps"] == 2
     manifest = Manifest.load(str(data))
     options = {"width": 8, "message_steps": report["parameters"]["message_steps"]}
     width_8 = models.build_from_manifest("mpnn", models.model_config("mpnn", options), manifest)
@@ -296,6 +298,14 @@ def test_train_reports_graphs_per_second(prepared_minima, tmp_path):
         assert 0 < result["cpu_seconds_per_step"] * result["steps_per_second"] <= os.cpu_count()
         assert WITH_TENSORFLOW_KIB < result["peak_rss_kib"] < PEAK_RSS_KIB[1]
     assert "graphs/s" in completed.stdout and "vs first" in completed.stdout
+
+
+def test_train_message_steps_default_to_the_models():
+    from mpnn import models
+
+    assert message_steps("mpnn", argparse.Namespace(message_steps=None)) == models.model_config("mpnn", {}).message_steps
+    assert message_steps("mpnn", argparse.Namespace(message_steps=3)) == 3
+    assert message_steps("gat-lspe", argparse.Namespace(message_steps=None)) is None
 
 
 def test_train_rejects_an_unknown_model_option(prepared_minima, tmp_path, caplog):
