@@ -16,6 +16,7 @@ that both name the same families.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from nfp.layers import RBFExpansion
 
 import mpnn.attention  # noqa: F401  (registers the attention layers with Keras)
 import mpnn.layers  # noqa: F401  (registers our layers with Keras)
+from mpnn.cli_checks import UsageError
 from mpnn.config import ModelName
 from mpnn.graph_format.manifest import Manifest
 from mpnn.models import gat_lspe, gilmer
@@ -108,12 +110,36 @@ def choose_model(requested: str, manifest: Manifest) -> str:
 
 
 def model_config(name: str, options: dict[str, Any]) -> Any:
-    """The architecture dataclass of model `name` with `options` overriding its defaults."""
+    """The architecture dataclass of model `name` with `options` overriding its defaults.
+
+    Raises:
+        UsageError: an option the model does not have, or a value of the wrong type (e.g.
+            ``edge_updates: maybe`` in a config file).
+    """
     chosen = family(name)
     unknown = set(options) - chosen.option_names
     if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; it has {sorted(chosen.option_names)}")
+        raise UsageError(f"model {name!r} has no option(s) {sorted(unknown)}; it has {sorted(chosen.option_names)}")
+    types = typing.get_type_hints(chosen.options)
+    for option, value in options.items():
+        if not _is_of_type(value, types[option]):
+            kind = getattr(types[option], "__name__", str(types[option]))
+            raise UsageError(f"model {name!r} option {option} must be a {kind}, got {value!r}")
     return chosen.options(**options)
+
+
+def _is_of_type(value: Any, kind: Any) -> bool:
+    """Whether a config-file value fits an options field: bools only for bool fields (a
+    YAML ``maybe`` is a str, and a str is truthy), ints also for floats, lists for tuples."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, kind)
 
 
 def batch_cut_for(name: str, planned: int) -> int:

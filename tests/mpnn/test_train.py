@@ -102,6 +102,17 @@ def test_shipped_configurations_are_valid_settings():
         models.model_config("mpnn" if config.model == "auto" else config.model, config.model_options)
 
 
+def test_model_options_of_the_wrong_type_are_usage_errors():
+    from mpnn.cli_checks import UsageError
+
+    with pytest.raises(UsageError, match="model 'mpnn' option edge_updates must be a bool, got 'maybe'"):
+        models.model_config("mpnn", {"edge_updates": "maybe"})  # a YAML string: truthy
+    with pytest.raises(UsageError, match="option width must be a int, got '64'"):
+        models.model_config("mpnn", {"width": "64"})
+    assert models.model_config("mpnn", {"dropout": 0, "edge_updates": True}).dropout == 0  # an int for a float
+    assert models.model_config("gat-lspe", {"readout_units": [32, 16]}).readout_units == [32, 16]  # JSON list
+
+
 def test_batch_strategies_and_learning_rate_rules():
     assert per_rank_batch_size(256, "dbs", 4) == 256
     assert per_rank_batch_size(256, "gbs", 4) == 64
