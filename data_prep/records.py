@@ -237,6 +237,9 @@ class TargetSums:
         column_sums = self.xtx[:, -1]  # X^T 1: per-type atom totals, then n
         residual_mean = (self.total - solution @ column_sums) / n
         residual_squares = self.squares - 2 * solution @ self.xty + solution @ self.xtx @ solution
+        # The same fit without the offset: per-type reference energies whose sum is
+        # size-extensive, the baseline of the models that must extrapolate in size.
+        extensive, *_ = np.linalg.lstsq(self.xtx[:-1, :-1], self.xty[:-1], rcond=1e-10)
         return mf.TargetStats(
             count=int(n),
             mean=float(mean),
@@ -247,6 +250,7 @@ class TargetSums:
             graph_offset=float(solution[-1]),
             residual_std=float(np.sqrt(max(residual_squares / n - residual_mean**2, 0.0))),
             atoms_per_graph_mean=float(column_sums[:-1].sum() / n),
+            per_atom_type_reference={t: float(m) for t, m in zip(atom_vocab, extensive)},
         )
 
 
