@@ -33,8 +33,9 @@ def energy_and_forces(
     with tf.GradientTape() as tape:
         tape.watch(positions)
         energy = model({**inputs, "positions": positions}, training=training)
-    forces = -tape.gradient(energy, positions, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return energy, forces
+    gradient = tape.gradient(energy, positions, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    # The gradient through `tf.gather` comes as IndexedSlices: one dense row per atom here.
+    return energy, -tf.convert_to_tensor(gradient)
 
 
 def takes_positions(model: tf.keras.Model) -> bool:
