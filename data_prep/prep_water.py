@@ -75,6 +75,8 @@ class WaterOptions:
             Angstrom; `data_prep.geometry`); 0 leaves it out. Never for tutorial files.
         forces: ``"auto"`` (write forces when the first structure of the inputs has
             them), ``"yes"`` or ``"no"``. With forces, a structure without them is a skip.
+        test_inputs: files, directories or globs whose structures form the test split
+            (converted like the inputs); the inputs are then split into train and valid.
     """
 
     output: OutputOptions
@@ -82,6 +84,7 @@ class WaterOptions:
     with_distance: bool = True
     cutoff: float = DEFAULT_CUTOFF
     forces: str = "auto"
+    test_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,13 +299,16 @@ def prepare_water(inputs: Sequence[str], options: WaterOptions, comm: Any = None
     out = options.output
     run_options = {
         **out.as_options(), "energy_unit": options.energy_unit, "no_distance": not options.with_distance,
-        "cutoff": options.cutoff, "forces": options.forces,
+        "cutoff": options.cutoff, "forces": options.forces, "test_inputs": list(options.test_inputs),
     }
+    test_sources = frozenset(list_inputs(options.test_inputs).files) if options.test_inputs else None
     return pipeline.prepare_dataset(
-        plan=lambda parts: plan_water(inputs, options, parts),
+        plan=lambda parts: plan_water([*inputs, *options.test_inputs], options, parts),
         converter=convert_water_task,
         out=out,
-        rule=records.SplitRule(out.fractions, out.seed, out.test_every, test_groups=out.test_groups),
+        rule=records.SplitRule(
+            out.fractions, out.seed, out.test_every, test_groups=out.test_groups, test_sources=test_sources
+        ),
         options=run_options,
         comm=comm,
     )
@@ -376,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
         "With forces, a structure without them is skipped",
     )
     parser.add_argument(
+        "--test-inputs",
+        nargs="+",
+        default=[],
+        metavar="INPUT",
+        help="structure files, directories or globs that form the test split (e.g. a set made with another seed); "
+        "the inputs are then split into train and valid by --fractions",
+    )
+    parser.add_argument(
         "--test-groups",
         type=group_range,
         metavar="LO-HI",
@@ -404,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.cutoff <= 20:
         parser.error(f"--cutoff must be between 0 (no geometry) and 20 Angstrom, got {args.cutoff}")
     options = WaterOptions(
-        OutputOptions.from_args(args, parser), args.energy_unit, not args.no_distance, args.cutoff, args.forces
+        OutputOptions.from_args(args, parser), args.energy_unit, not args.no_distance, args.cutoff, args.forces,
+        tuple(args.test_inputs),
     )
 
     def summary(manifest: Manifest) -> str:

@@ -27,7 +27,7 @@ from mpnn.continuous_filter import (
     shifted_softplus,
 )
 from mpnn.graph_format.features import GEOMETRY
-from mpnn.graph_format.manifest import Manifest
+from mpnn.graph_format.manifest import Manifest, ManifestError
 from mpnn.layers import GraphSum
 
 # What the model takes from a merged batch (`mpnn.data`).
@@ -118,11 +118,11 @@ def build_from_manifest(config: SchNetConfig, manifest: Manifest) -> tf.keras.Mo
     reference energies; the learned part scaled to the residual of the linear fit per atom.
 
     Raises:
-        ValueError: the records have no geometry (naming the data set and what to do).
+        ManifestError: the records have no geometry (naming the data set and what to do).
     """
     missing = [name for name in GEOMETRY if name not in manifest.features]
     if missing or "geometry" not in manifest.extra:
-        raise ValueError(
+        raise ManifestError(
             f"{manifest.path}: the records have no geometry ({', '.join(missing) or 'no cutoff'}): the schnet model "
             "needs coordinates; prepare the data from structure files (xyz/extxyz/db) with mpnn-prep-water --cutoff"
         )
