@@ -81,6 +81,19 @@ def test_table_divides_ours_by_schnetpack_and_says_what_is_missing(script):
     assert "n/a" in only_theirs and "0.6" in only_theirs
 
 
+def test_defaults_are_those_of_our_tools(script):
+    """Without flags both sides train with our converter's and our model's defaults."""
+    from data_prep.geometry import DEFAULT_CUTOFF
+    from mpnn.config import TrainConfig
+    from mpnn.models.schnet import SchNetConfig
+
+    options, model, training = script.SideBySideOptions(train="a", test="b"), SchNetConfig(), TrainConfig()
+    assert options.cutoff == DEFAULT_CUTOFF
+    assert (options.width, options.interactions, options.rbf, options.readout_hidden, options.force_weight) == (
+        model.width, model.message_steps, model.rbf_bins, model.readout_hidden, model.force_weight)
+    assert (options.batch_size, options.learning_rate) == (training.batch_size, training.learning_rate)
+
+
 def test_bad_flags_and_missing_files_are_one_line(script, tmp_path, caplog):
     caplog.set_level(logging.ERROR)
     existing = tmp_path / "set.extxyz"
