@@ -60,9 +60,9 @@ average): reading a structure and its ASE neighbour list took 16 ms of CPU, a tr
 of 32 structures 2.5 s of CPU on 2 threads, so the neighbour lists are about a sixth of
 SchNetPack's work per epoch.
 
-Budget: a side whose epochs are long passes the budget by up to one epoch (SchNetPack's at
-about 25 structures/s on 30,000 structures: some 20 minutes), which gives it more training
-than the other; the report has each side's seconds. The models differ in one respect: SchNetPack
+Budget: a side whose epochs are long passes the budget by up to one epoch (SchNetPack's on
+30,000 structures at the 25 structures/s those CPU seconds give on 2 idle cores: some 20
+minutes), which gives it more training than the other; the report has each side's seconds. The models differ in one respect: SchNetPack
 embeds the elements up to Z = 100 (6,400 parameters at width 64, all but two rows unused), ours
 the data set's elements, so SchNetPack counts more parameters for the same network.
 """
