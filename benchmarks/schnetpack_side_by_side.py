@@ -135,7 +135,7 @@ class SideBySideOptions:
     train: str
     test: str
     budget_seconds: float = 1800.0
-    cutoff: float = 6.0
+    cutoff: float = 7.0
     width: int = 64
     interactions: int = 3
     rbf: int = 32
