@@ -130,3 +130,16 @@ def test_records_without_geometry_are_refused_naming_the_data_set(water_dataset)
     manifest = Manifest.load(water_dataset)
     with pytest.raises(ManifestError, match=f"{manifest.path}: the records have no geometry"):
         build_from_manifest(SchNetConfig(), manifest)
+
+
+def test_a_batch_cut_gives_the_same_energies_and_forces(model):
+    """The training twin may cut batches (``mpnn-bench train`` variants ``batch_cut=K``):
+    the pairs are cut with their atoms."""
+    from mpnn.forces import force_trainer
+
+    structures = [ase.io.read(path, format="xyz") for path in MINIMA[:5]]
+    batch = batch_of(*structures)
+    whole = energy_and_forces(model, batch)
+    cut = energy_and_forces(force_trainer(model, 3, 0.1), batch)
+    np.testing.assert_allclose(cut[0].numpy(), whole[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(cut[1].numpy(), whole[1].numpy(), atol=1e-5)
