@@ -33,8 +33,9 @@ def energy_and_forces(
     with tf.GradientTape() as tape:
         tape.watch(positions)
         energy = model({**inputs, "positions": positions}, training=training)
-    forces = -tape.gradient(energy, positions, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return energy, forces
+    # The gradient through `tf.gather` is IndexedSlices: densify it to the [N, 3] forces.
+    gradient = tape.gradient(energy, positions, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return energy, -tf.convert_to_tensor(gradient)
 
 
 def takes_positions(model: tf.keras.Model) -> bool:
