@@ -37,7 +37,7 @@ from ase.calculators.calculator import Calculator, CalculationFailed, PropertyNo
 from ase.constraints import FixBondLengths
 
 from data_prep.geometry import GeometryError, geometry_features
-from data_prep.water import ATOM_VOCAB, WaterGraphError, water_graph
+from data_prep.water import ATOM_VOCAB, WaterGraphError, water_graph, water_molecules
 from mpnn.predict import TrainedModel, load_trained
 
 NO_FORCES = (
@@ -132,11 +132,9 @@ def rigid_waters(atoms: Atoms) -> FixBondLengths:
         ValueError: `atoms` is not a water cluster (the reason from `water_graph`).
     """
     try:
-        graph = water_graph(atoms, 0.0)
+        oxygen, first, second = water_molecules(atoms).T
     except WaterGraphError as exc:
         raise ValueError(f"not a water cluster: {exc}") from exc
-    receiver, sender = graph["connectivity"].T
-    covalent = (graph["bond"] == 0) & (graph["atom"][receiver] == 0)  # O <- H, sorted by O then H
-    oxygen, hydrogen = receiver[covalent], sender[covalent]  # each O twice, with each of its H
-    pairs = np.concatenate([np.column_stack([oxygen, hydrogen]), hydrogen.reshape(-1, 2)])
+    pairs = np.concatenate([np.column_stack([oxygen, first]), np.column_stack([oxygen, second]),
+                            np.column_stack([first, second])])
     return FixBondLengths(pairs.tolist())
