@@ -40,7 +40,7 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 from ase import Atoms, units
 
-from data_prep.water import WaterGraphError, water_graph
+from data_prep.water import WaterGraphError, water_molecules
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def load_minima(directory: str, sizes: Sequence[int] | None = None) -> dict[int,
         ``{n_waters: positions [n_waters, 3, 3]}``, the atoms of each water in the order
         O, H, H, Angstrom. Some shipped minima list the atoms as O, H, H without each H
         following its own O; waters are regrouped here by the converter's own covalent
-        bonds (`data_prep.water.water_graph`).
+        bonds (`data_prep.water.water_molecules`).
 
     Raises:
         FileNotFoundError: a size in `sizes` without its minimum.
@@ -145,14 +145,9 @@ def molecules(atoms: Atoms, source: str = "") -> np.ndarray:
         ValueError: `atoms` is not a valid water cluster (naming `source`).
     """
     try:
-        graph = water_graph(atoms, 0.0)
+        return atoms.positions[water_molecules(atoms)]
     except WaterGraphError as exc:
         raise ValueError(f"{source}: {exc}") from None
-    receiver, sender = graph["connectivity"].T
-    covalent = (graph["bond"] == 0) & (graph["atom"][receiver] == 0)  # O <- H, sorted by O then H
-    oxygen = np.flatnonzero(graph["atom"] == 0)
-    order = np.column_stack([oxygen, sender[covalent].reshape(-1, 2)])
-    return atoms.positions[order]
 
 
 def perturb(minimum: np.ndarray, count: int, rng: np.random.Generator, options: WaterSetOptions) -> np.ndarray:

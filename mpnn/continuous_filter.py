@@ -25,7 +25,8 @@ _PACKAGE = "mpnn"
 
 @tf.keras.utils.register_keras_serializable(package=_PACKAGE)
 def shifted_softplus(x: tf.Tensor) -> tf.Tensor:
-    """``softplus(x) - log 2``, SchNet's activation: smooth (so forces are), zero at zero."""
+    """``softplus(x) - log 2``, SchNet's activation: smooth (so forces are), zero at zero.
+    Registered with Keras, so that saved models that use it load."""
     return tf.nn.softplus(x) - math.log(2.0)
 
 
