@@ -203,7 +203,8 @@ def test_geometry_export_gives_energy_and_forces_with_plain_tensorflow(geometry_
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_TENSORFLOW_GEOMETRY)
     result = subprocess.run(
-        [sys.executable, str(script), str(geometry_export), str(tmp_path / "structures.npz"), str(tmp_path / "out.npz")],
+        [sys.executable, str(script), str(geometry_export), str(tmp_path / "structures.npz"),
+         str(tmp_path / "out.npz")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=PLAIN_ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
