@@ -79,8 +79,8 @@ class TrainedModel:
         units: unit of the predicted energies (the training target's, e.g. ``"kcal/mol"``);
             forces are in `force_units`.
         metadata: what the model was trained on: ``vocab``, ``target`` and
-            ``target_stats`` of the data set's manifest (when it could be found), ``model``
-            and ``architecture``.
+            ``target_stats`` of the data set's manifest (when it could be found), ``model``,
+            ``architecture`` and for a geometry model ``geometry`` (cutoff, units).
         input_names: the entries of a merged batch the model takes.
         forward: merged batch (see `mpnn.data.merge_batch`; only `input_names`) -> ``[B]``
             energies in `units`.

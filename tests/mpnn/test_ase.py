@@ -155,14 +155,25 @@ def test_geometry_model_gives_energy_and_forces_in_ev(geometry_model):
         atoms.get_stress()
 
 
+def _overlap(atoms: Atoms) -> None:
+    atoms.positions[1] = atoms.positions[0] + [0.2, 0.0, 0.0]
+
+
+def _periodic(atoms: Atoms) -> None:
+    atoms.set_cell([20.0] * 3)
+    atoms.set_pbc(True)
+
+
+def _sodium(atoms: Atoms) -> None:
+    atoms.append("Na")
+
+
 @pytest.mark.parametrize(
     "change, reason",
     [
-        (lambda atoms: atoms.positions.__setitem__(1, atoms.positions[0] + [0.2, 0.0, 0.0]),
-         "atoms 0 and 1 are 0.200 Angstrom apart, closer than the floor of 0.5"),
-        (lambda atoms: atoms.__imul__((1, 1, 1)) if atoms.set_pbc(True) is None and atoms.set_cell([20] * 3) is None
-         else None, "periodic cell"),
-        (lambda atoms: atoms.append("Na"), "other than O/H: Na"),
+        (_overlap, "atoms 0 and 1 are 0.200 Angstrom apart, closer than the floor of 0.5"),
+        (_periodic, "periodic cell"),
+        (_sodium, "other than O/H: Na"),
     ],
     ids=["overlapping atoms", "periodic", "sodium"],
 )

@@ -203,7 +203,8 @@ def test_geometry_export_gives_energy_and_forces_with_plain_tensorflow(geometry_
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_TENSORFLOW_GEOMETRY)
     result = subprocess.run(
-        [sys.executable, str(script), str(geometry_export), str(tmp_path / "structures.npz"), str(tmp_path / "out.npz")],
+        [sys.executable, str(script), str(geometry_export), str(tmp_path / "structures.npz"),
+         str(tmp_path / "out.npz")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=PLAIN_ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -236,3 +237,17 @@ def test_forces_stated_in_another_unit_are_refused(geometry_export, tmp_path):
     (export / EXPORT_METADATA).write_text(json.dumps(metadata))
     with pytest.raises(ModelError, match="forces stated in 'eV/Angstrom', energies in 'kcal/mol'"):
         load_trained(str(export))
+
+
+@pytest.mark.integration  # a geometry model trained for the session (tests/mpnn/conftest.py)
+def test_the_calculator_takes_a_geometry_export(geometry_run, geometry_export):
+    from mpnn.ase import MPNNCalculator
+
+    results = []
+    for source in (geometry_run, geometry_export):
+        atoms = ase.io.read(str(WATER / "minima" / "w7_lowest.xyz"))
+        atoms.calc = MPNNCalculator(str(source))
+        results.append((atoms.get_potential_energy(), atoms.get_forces()))
+    (run_energy, run_forces), (export_energy, export_forces) = results
+    assert export_energy == pytest.approx(run_energy, rel=1e-6)
+    np.testing.assert_allclose(export_forces, run_forces, rtol=1e-5, atol=1e-6 * np.abs(run_forces).max())

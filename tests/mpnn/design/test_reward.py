@@ -85,3 +85,9 @@ def test_reward_is_minus_energy_plus_weighted_penalties(topology_run):
 def test_a_distance_model_cannot_score_networks(distance_run):
     with pytest.raises(ModelError, match="without coordinates"):
         score([_minimum(5)], load_trained(str(distance_run)))
+
+
+@pytest.mark.integration  # a geometry model trained for the session (tests/mpnn/conftest.py)
+def test_a_geometry_model_cannot_score_networks(geometry_run):
+    with pytest.raises(ModelError, match="uses atom positions; scoring graphs without coordinates"):
+        score([_minimum(5)], load_trained(str(geometry_run)))
