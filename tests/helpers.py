@@ -132,27 +132,12 @@ def prepare_coordinate_records(out_dir: Path, copies: int, shards: int, seed: in
 
 
 def write_tip4p_clusters(path: Path, count: int, sizes: tuple[int, ...] = (3, 4, 5, 6), seed: int = 0) -> Path:
-    """Write `count` perturbed minima (`data_prep.water_set`'s rigid-water moves, sizes in
-    turn) with their TIP4P energies (kcal/mol) and forces (kcal/mol/Angstrom) from ASE's
-    TIP4P calculator (no cutoff) to the extended XYZ `path`; returns `path`."""
-    import ase.io
-    from ase import Atoms, units
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.calculators.tip4p import TIP4P
+    """Write `count` perturbed minima of `sizes` waters with their TIP4P energies (kcal/mol)
+    and forces (kcal/mol/Angstrom) to the extended XYZ `path` (`data_prep.water_set`, the
+    library of benchmarks/make_water_set.py); returns `path`."""
+    from data_prep.water_set import WaterSetOptions, write_water_set
 
-    from data_prep.water_set import WaterSetOptions, load_minima, perturb
-
-    options = WaterSetOptions(count)
-    minima = load_minima(options.minima, sizes)
-    rng = np.random.default_rng(seed)
-    kcal_per_mol = units.kcal / units.mol
-    frames = []
-    for k in range(count):
-        n = sizes[k % len(sizes)]
-        atoms = Atoms("OHH" * n, positions=perturb(minima[n], 1, rng, options)[0].reshape(-1, 3))
-        atoms.calc = TIP4P(rc=np.inf)
-        energy, forces = atoms.get_potential_energy() / kcal_per_mol, atoms.get_forces() / kcal_per_mol
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-        frames.append(atoms)
-    ase.io.write(path, frames, format="extxyz")
+    directory = path.parent / f"{path.stem}-set"
+    write_water_set(str(directory), WaterSetOptions(count=count, sizes=sizes, seed=seed))
+    (directory / "water_0000.extxyz").rename(path)
     return path
