@@ -60,6 +60,14 @@ def swish(x: tf.Tensor) -> tf.Tensor:
     return y, grad
 
 
+def per_type_energy(atom: tf.Tensor, energies: list[float], name: str) -> tf.Tensor:
+    """``[N, 1]``: the energy of each atom's type, a trainable embedding that starts at
+    `energies` (``[n_types]``, target units; e.g. a least-squares fit on the training split)."""
+    return tf.keras.layers.Embedding(
+        len(energies), 1, embeddings_initializer=tf.keras.initializers.Constant(energies), name=name
+    )(atom)
+
+
 def update_output_initializer() -> tf.keras.initializers.Initializer:
     """Initializer of the update MLPs' output layer: Glorot-uniform scaled by 0.1 in
     variance (about 0.3x the weights), so that each residual step starts as a small change

@@ -20,7 +20,7 @@ import tensorflow as tf
 from nfp.layers import RBFExpansion
 
 from mpnn.graph_format.manifest import Manifest
-from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset
+from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, per_type_energy
 
 
 @dataclass(frozen=True)
@@ -135,12 +135,7 @@ def build_mpnn(
         )(atom_state)
     correction = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="atom_correction")(readout_input)
     correction = tf.keras.layers.Rescaling(output_scale, name="correction_scale")(correction)
-    type_mean = tf.keras.layers.Embedding(
-        n_atom_types,
-        1,
-        embeddings_initializer=tf.keras.initializers.Constant(list(atom_type_means)),
-        name="atom_type_mean",
-    )(inputs["atom"])
+    type_mean = per_type_energy(inputs["atom"], list(atom_type_means), "atom_type_mean")
     atom_energy = tf.keras.layers.Add(name="atom_energy")([correction, type_mean])
     energy = GraphSum(name="graph_sum")([atom_energy, graph_index])  # [B, 1]
     if config.global_readout:

@@ -28,7 +28,7 @@ from mpnn.continuous_filter import (
 )
 from mpnn.graph_format.features import GEOMETRY
 from mpnn.graph_format.manifest import Manifest, ManifestError
-from mpnn.layers import GraphSum
+from mpnn.layers import GraphSum, per_type_energy
 
 # What the model takes from a merged batch (`mpnn.data`).
 INPUTS = ("atom", "positions", "pair_connectivity", "node_graph_indices")
@@ -101,12 +101,7 @@ def build_schnet(
     # Starts at zero: an untrained model predicts the reference energies exactly.
     learned = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="atom_energy_learned")(hidden)
     learned = tf.keras.layers.Rescaling(output_scale, name="atom_energy_scale")(learned)
-    reference = tf.keras.layers.Embedding(
-        n_atom_types,
-        1,
-        embeddings_initializer=tf.keras.initializers.Constant(list(reference_energies)),
-        name="atom_reference_energy",
-    )(inputs["atom"])
+    reference = per_type_energy(inputs["atom"], list(reference_energies), "atom_reference_energy")
     atom_energy = tf.keras.layers.Add(name="atom_energy")([learned, reference])
     energy = GraphSum(name="graph_sum")([atom_energy, inputs["node_graph_indices"]])  # [B, 1]
     energy = tf.keras.layers.Reshape((), name="energy")(energy)
