@@ -164,6 +164,7 @@ def plan_run(config: TrainConfig, manifest: Manifest, threads: distributed.Threa
         mpnn.cli_checks.UsageError: a global batch that does not split across the ranks.
     """
     model_name = models.choose_model(config.model, manifest)
+    models.check_data(model_name, manifest)  # before the run directory is written
     family = models.family(model_name)
     ranks, rank = distributed.size(), distributed.rank()
     cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)

@@ -55,6 +55,8 @@ class ModelFamily:
             cutting a batch (`mpnn.batch_cut`) changes no result (GAT-LSPE's batch
             normalisation takes statistics over the whole batch).
         default_for: kinds of data set (``manifest.kind``) this family trains by default.
+        check_data: ``check_data(manifest)`` raises `ManifestError` (naming the data set)
+            when the family cannot learn from its records; None: any records do.
     """
 
     name: str
@@ -65,6 +67,7 @@ class ModelFamily:
     ema_momentum: float
     cuttable: bool
     default_for: tuple[str, ...]
+    check_data: Callable[[Manifest], None] | None = None
 
     @property
     def option_names(self) -> frozenset[str]:
@@ -84,7 +87,8 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("mpnn", gilmer.MPNNConfig, gilmer.build_from_manifest, "huber", 0.0, 0.0, True, ("water",)),
         ModelFamily("gat-lspe", gat_lspe.GATLSPEConfig, gat_lspe.build_from_manifest, "mse", 1e-4, 0.0, False,
                     ("pdbbind",)),
-        ModelFamily("schnet", schnet.SchNetConfig, schnet.build_from_manifest, "mse", 0.0, 0.0, False, ()),
+        ModelFamily("schnet", schnet.SchNetConfig, schnet.build_from_manifest, "mse", 0.0, 0.0, False, (),
+                    schnet.check_data),
     )
 }
 if set(FAMILIES) != set(ModelName.values()) - {ModelName.AUTO.value}:
@@ -110,6 +114,14 @@ def choose_model(requested: str, manifest: Manifest) -> str:
         if manifest.kind in candidate.default_for:
             return candidate.name
     raise ValueError(f"no default model for data of kind {manifest.kind!r}; pass --model")
+
+
+def check_data(name: str, manifest: Manifest) -> None:
+    """Raise `ManifestError` (naming the data set) when model `name` cannot learn from the
+    records of `manifest` (e.g. the geometry model on records without coordinates)."""
+    chosen = family(name)
+    if chosen.check_data is not None:
+        chosen.check_data(manifest)
 
 
 def model_config(name: str, options: dict[str, Any]) -> Any:

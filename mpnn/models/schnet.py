@@ -108,9 +108,8 @@ def build_schnet(
     return tf.keras.Model(inputs, energy, name="schnet")
 
 
-def build_from_manifest(config: SchNetConfig, manifest: Manifest) -> tf.keras.Model:
-    """`build_schnet` sized from the manifest: its atom vocabulary, cutoff and per-element
-    reference energies; the learned part scaled to the residual of the linear fit per atom.
+def check_data(manifest: Manifest) -> None:
+    """Whether the model can learn from the data set.
 
     Raises:
         ManifestError: the records have no geometry (naming the data set and what to do).
@@ -121,6 +120,16 @@ def build_from_manifest(config: SchNetConfig, manifest: Manifest) -> tf.keras.Mo
             f"{manifest.path}: the records have no geometry ({', '.join(missing) or 'no cutoff'}): the schnet model "
             "needs coordinates; prepare the data from structure files (xyz/extxyz/db) with mpnn-prep-water --cutoff"
         )
+
+
+def build_from_manifest(config: SchNetConfig, manifest: Manifest) -> tf.keras.Model:
+    """`build_schnet` sized from the manifest: its atom vocabulary, cutoff and per-element
+    reference energies; the learned part scaled to the residual of the linear fit per atom.
+
+    Raises:
+        ManifestError: the records have no geometry (`check_data`).
+    """
+    check_data(manifest)
     stats = manifest.target_stats
     atom_vocab = manifest.vocab["atom"]
     reference = stats.per_atom_type_reference or stats.per_atom_type_mean

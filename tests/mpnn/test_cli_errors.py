@@ -147,6 +147,16 @@ def test_train_on_a_broken_data_set_is_exit_1_naming_the_file(case, data, tmp_pa
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_the_geometry_model_on_records_without_coordinates_is_exit_1_naming_the_data_set(
+    water_dataset, tmp_path, capsys
+):
+    argv = ["--data", str(water_dataset), "--run-dir", str(tmp_path / "run"), "--model", "schnet", "--epochs", "1"]
+    assert train.main(argv) == 1
+    line = _one_error_line(capsys, "mpnn-train")
+    assert line.startswith(f"{water_dataset / 'manifest.json'}: the records have no geometry")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
 def test_resume_without_a_usable_checkpoint_is_exit_1_naming_the_run_directory(water_dataset, tmp_path, capsys):
     run_dir = tmp_path / "run"
     state = Path(checkpoint.state_directory(str(run_dir)))
