@@ -6,6 +6,9 @@ only once complete; a write that fails or is interrupted by an exception leaves 
 as it was and removes the temporary file. This protects against a killed process (a
 scheduler's SIGKILL at the wall-time limit), not against the machine losing power: no
 fsync, which would slow the shard writers down for little gain here.
+
+A write that fails with an `OSError` (a full disk, a read-only file system, a quota) raises
+`WriteError`, whose message names the file meant (not its temporary name) and the cause.
 """
 
 from __future__ import annotations
@@ -16,6 +19,44 @@ import os
 from typing import IO, Any, Iterator
 
 TMP_INFIX = ".tmp-"
+
+
+class WriteError(OSError):
+    """A file that could not be written: ``"cannot write <path>: <cause>"`` (e.g. ``No space
+    left on device``, ``Read-only file system``); `errno` is the cause's.
+
+    Attributes:
+        path: the file meant (its final name).
+        cause: the reason, e.g. the `OSError`'s ``strerror``.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: str, errno: int | None = None) -> None:
+        super().__init__(errno, f"cannot write {os.fspath(path)}: {cause}")
+        self.path, self.cause = os.fspath(path), cause
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):  # pickled as its arguments (conversion workers send it back)
+        return type(self), (self.path, self.cause, self.errno)
+
+    @classmethod
+    def of(cls, path: str | os.PathLike, exc: BaseException) -> "WriteError":
+        """The `WriteError` of writing `path` that failed with `exc` (kept if it is one)."""
+        if isinstance(exc, WriteError):
+            return exc
+        errno, text = getattr(exc, "errno", None), str(exc).strip()
+        cause = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+        return cls(path, cause, errno if isinstance(errno, int) else None)
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike, errors: tuple[type[BaseException], ...] = (OSError,)) -> Iterator[None]:
+    """Turn `errors` raised inside the block into `WriteError` naming `path`."""
+    try:
+        yield
+    except errors as exc:
+        raise WriteError.of(path, exc) from exc
 
 
 def temporary_path(path: str | os.PathLike) -> str:
@@ -44,8 +85,9 @@ def replacing(path: str | os.PathLike) -> Iterator[str]:
     """
     tmp = temporary_path(path)
     try:
-        yield tmp
-        commit(tmp, path)
+        with naming(path):
+            yield tmp
+            commit(tmp, path)
     except BaseException:
         discard(tmp)
         raise
