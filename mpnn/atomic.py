@@ -59,8 +59,14 @@ def naming(path: str | os.PathLike, errors: tuple[type[BaseException], ...] = (O
         raise WriteError.of(path, exc) from exc
 
 
-def temporary_path(path: str | os.PathLike) -> str:
-    """The temporary name `path` is written under (beside it, this process's own)."""
+def temporary_path(path: str | os.PathLike, keep_suffix: bool = False) -> str:
+    """The temporary name `path` is written under (beside it, this process's own):
+    ``<path>.tmp-<pid>``, or with `keep_suffix` ``<dir>/.tmp-<pid>-<name>``, which still
+    ends as `path` does (for writers that choose the format by the name, e.g. Keras'
+    ``.weights.h5`` and ``.keras``)."""
+    if keep_suffix:
+        directory, name = os.path.split(os.fspath(path))
+        return os.path.join(directory, f"{TMP_INFIX}{os.getpid()}-{name}")
     return f"{os.fspath(path)}{TMP_INFIX}{os.getpid()}"
 
 
@@ -76,14 +82,15 @@ def discard(tmp: str) -> None:
 
 
 @contextlib.contextmanager
-def replacing(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path to write; on success it is renamed to `path`.
+def replacing(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[str]:
+    """Yield a temporary path to write (see `temporary_path` for `keep_suffix`); on success
+    it is renamed to `path`.
 
     For writers that take a path (``tf.io.TFRecordWriter``); see `atomic_open` for a
     file handle, and `temporary_path` / `commit` / `discard` for a writer whose lifetime
     is not one block (`mpnn.graph_format.tfrecord.ShardWriter`).
     """
-    tmp = temporary_path(path)
+    tmp = temporary_path(path, keep_suffix)
     try:
         with naming(path):
             yield tmp

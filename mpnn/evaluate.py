@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from mpnn import cli_checks, distributed, extrapolation, verify
+from mpnn.atomic import atomic_open
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.metrics import group_metrics, regression_metrics
 from mpnn.models import model_inputs
@@ -90,7 +91,8 @@ def group_mean_baseline_mae(train: Predictions, test: Predictions) -> float:
 
 
 def write_predictions_csv(path: str, predictions: Predictions, group_name: str) -> None:
-    with open(path, "w", newline="") as handle:
+    """Write `predictions` to the CSV `path` (atomically: `mpnn.atomic`)."""
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["record_id", group_name, "true", "predicted", "error"])
         for rid, group, true, pred in zip(

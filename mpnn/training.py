@@ -27,11 +27,12 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import checkpoint, cli_checks, distributed, elastic, host, models, rundir, verify
+from mpnn import atomic, checkpoint, cli_checks, distributed, elastic, host, models, run_lock, rundir, verify
 from mpnn.atomic import write_json
 from mpnn.batch_cut import cut_batch_trainer
 from mpnn.callbacks import (
     AverageNonTrainableVariables,
+    CsvLog,
     EpochLog,
     PeakMemory,
     RawWeightsBack,
@@ -41,6 +42,7 @@ from mpnn.callbacks import (
 )
 from mpnn.config import RESOLVED_THREAD_PLAN, LrDecay, TrainConfig
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
+from mpnn.divergence import StopOnDivergence
 from mpnn.evaluate import (
     Predictions,
     group_mean_baseline_mae,
@@ -128,13 +130,14 @@ def train(config: TrainConfig) -> RunResult:
     config = dataclasses.replace(
         config, run_dir=elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     )
-    write_run_files(config, plan)
-    model, trainer = build_trainer(plan, manifest)
-    state = resume_or_start(config, config.run_dir, trainer)
-    state, train_seconds = fit(config, plan, manifest, model, trainer, state)
-    identical = weights_identical_across_ranks(model)
-    results = evaluate(config, plan, manifest, model)
-    metrics = write_results(config, plan, manifest, model, results, state, train_seconds, identical)
+    with run_lock.holding(config.run_dir, distributed.is_root(), share=not config.elastic):
+        write_run_files(config, plan)
+        model, trainer = build_trainer(plan, manifest)
+        state = resume_or_start(config, config.run_dir, trainer)
+        state, train_seconds = fit(config, plan, manifest, model, trainer, state)
+        identical = weights_identical_across_ranks(model)
+        results = evaluate(config, plan, manifest, model)
+        metrics = write_results(config, plan, manifest, model, results, state, train_seconds, identical)
     return RunResult(config.run_dir, metrics, state.epochs_done, train_seconds)
 
 
@@ -205,7 +208,8 @@ def write_run_files(config: TrainConfig, plan: RunPlan) -> None:
     own machine) and ``host_info.json``."""
     if not distributed.is_root():
         return
-    os.makedirs(checkpoint.checkpoint_directory(config.run_dir), exist_ok=True)
+    with atomic.naming(checkpoint.checkpoint_directory(config.run_dir)):
+        os.makedirs(checkpoint.checkpoint_directory(config.run_dir), exist_ok=True)
     settings = {**config.to_json(), "model_options": dataclasses.asdict(plan.architecture)}
     resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(plan.threads)}
     write_json(os.path.join(config.run_dir, rundir.CONFIG_FILE), {**settings, **resolved})
@@ -347,7 +351,7 @@ def make_callbacks(
         )
     elif config.lr_decay == LrDecay.PLATEAU:
         callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=5))
-    callbacks.append(tf.keras.callbacks.TerminateOnNaN())
+    callbacks.append(StopOnDivergence(steps))  # before the checkpoints: a diverged epoch is never saved
     if config.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
     if config.max_train_seconds > 0:
@@ -362,14 +366,14 @@ def make_callbacks(
         callbacks += [
             EpochLog(graphs_per_epoch),
             # A resumed run appends to the log that `checkpoint.trim_log` cut at its epoch.
-            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, rundir.LOG_FILE), append=state.epochs_done > 0),
-            tf.keras.callbacks.ModelCheckpoint(
+            CsvLog(os.path.join(run_dir, rundir.LOG_FILE), append=state.epochs_done > 0),
+            checkpoint.AtomicModelCheckpoint(
                 os.path.join(checkpoints, "best.weights.h5"),
                 monitor=monitor,
                 save_best_only=True,
                 save_weights_only=True,
             ),
-            tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+            checkpoint.AtomicModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
         ]
         if config.tensorboard:
             callbacks.append(
@@ -377,7 +381,7 @@ def make_callbacks(
             )
     if average is not None:
         callbacks.append(RawWeightsBack(average))
-    callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
+    callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks, scaled_lr))
     return callbacks
 
 
@@ -409,7 +413,8 @@ def write_results(
     if not distributed.is_root():
         return None
     run_dir = config.run_dir
-    models.save_for_inference(model, os.path.join(run_dir, rundir.MODEL_FILE))
+    with atomic.replacing(os.path.join(run_dir, rundir.MODEL_FILE), keep_suffix=True) as model_file:
+        models.save_for_inference(model, model_file)
     metrics = {
         "target": dataclasses.asdict(manifest.target),
         **{split: split_metrics(predictions, manifest.group_name) for split, predictions in results.items()},
