@@ -48,6 +48,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -361,16 +362,22 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
 
 
 class AtomicModelCheckpoint(tf.keras.callbacks.ModelCheckpoint):
-    """Keras' `ModelCheckpoint`, writing its file under a temporary name (same suffix, so
-    the same format) renamed over the old one when complete: a failed save (a full disk)
-    leaves the previous file intact and raises `mpnn.atomic.WriteError` naming it."""
+    """Keras' `ModelCheckpoint`, whose file is replaced only by a complete new one: a failed
+    save (a full disk, a read-only file system) leaves the previous file intact and raises
+    `mpnn.atomic.WriteError` naming it.
+
+    Keras writes weight files with HDF5, which crashes the process (a segmentation fault,
+    seen here with h5py 3 on a full tmpfs) when a write fails under it. So the file is
+    written in this node's temporary directory first, then copied under a temporary name
+    beside its target (a plain copy fails cleanly) and renamed over it.
+    """
 
     def _save_handler(self, filepath):
-        # Keras saves weight files with h5py, which reports errors as OSError, or as
-        # RuntimeError / ValueError from inside HDF5.
-        with atomic.naming(filepath, (OSError, RuntimeError, ValueError)):
-            with atomic.replacing(filepath, keep_suffix=True) as tmp:
-                super()._save_handler(tmp)
+        with tempfile.TemporaryDirectory(prefix="mpnn-weights-") as scratch:
+            local = os.path.join(scratch, os.path.basename(filepath))  # same name: Keras picks the format by it
+            super()._save_handler(local)
+            with atomic.replacing(filepath) as tmp:
+                shutil.copyfile(local, tmp)
 
 
 def _first_line(exc: BaseException) -> Exception:

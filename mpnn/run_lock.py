@@ -150,7 +150,8 @@ class RunLock:
                 handle.write(json.dumps(asdict(me)) + "\n")
                 handle.flush()
         except BaseException:
-            handle.close()
+            with contextlib.suppress(OSError):  # the holder's name a full disk did not take
+                handle.close()
             raise
         self._handle = handle
 
