@@ -125,3 +125,31 @@ def prepare_coordinate_records(out_dir: Path, copies: int, shards: int, seed: in
     write_perturbed_minima(source, copies, seed)
     assert main([str(source), "-o", str(out_dir), "--shards", str(shards), "--quiet"]) == 0
     return out_dir
+
+
+def fill_disk(path: Path, leave_bytes: int) -> None:
+    """Fill the file system of `path` (a new file there) until `leave_bytes` remain free."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(1 << 16))
+    except OSError:
+        pass  # full
+    while True:  # a 64 KiB write may stop short of the last pages
+        try:
+            os.write(fd, bytes(4096))
+        except OSError:
+            break
+    os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave_bytes))
+    os.close(fd)
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under `directory`, by path relative to it."""
+    import hashlib
+
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(Path(directory).rglob("*"))
+        if path.is_file()
+    }
