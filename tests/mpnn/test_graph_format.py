@@ -16,7 +16,7 @@ import tensorflow as tf
 from data_prep.structures import read_structures
 from data_prep.tutorial_records import tutorial_graph
 from data_prep.water import FEATURES, water_graph
-from mpnn.graph_format.example import Example, serialize_graph
+from mpnn.graph_format.example import Example, NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import feature_dtypes
 from mpnn.graph_format.manifest import Manifest, ManifestError, Shard, Split, Target
 from mpnn.graph_format.shards import shard_file_name
@@ -102,6 +102,23 @@ def test_gzip_shard_reports_its_file_and_is_deterministic(tmp_path):
     data = (tmp_path / "a.tfrecord.gz").read_bytes()
     assert infos[0].sha256 == infos[1].sha256 == hashlib.sha256(data).hexdigest()
     assert infos[0].bytes == len(data)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("energy", np.float32(np.nan), "non-finite 'energy': 1 value(s) of 1 (nan)"),
+        ("energy", np.float64(1e39), "non-finite 'energy': 1 value(s) of 1 (inf)"),  # inf as float32
+        # A feature the schema may not know yet (per-atom forces): the check takes every float.
+        ("forces", np.array([[0.0, 1.0, 2.0], [np.inf, -np.inf, 0.5]]), "non-finite 'forces': 2 value(s) of 6 "
+         "(first inf at element 3)"),
+    ],
+    ids=["nan energy", "energy beyond float32", "inf forces"],
+)
+def test_the_record_writer_refuses_a_non_finite_float_of_any_feature(name, value, message):
+    with pytest.raises(NonFiniteFeatureError) as refused:
+        serialize_graph({"record_id": "x", name: value}, [("record_id", "string"), (name, "float32")])
+    assert (str(refused.value), refused.value.feature) == (message, name)
 
 
 def test_an_error_while_writing_leaves_no_file(tmp_path):
