@@ -253,6 +253,20 @@ def restore(run_dir: str, model: tf.keras.Model, collective: bool = True) -> Tra
     return state
 
 
+def take_new_learning_rate(state: TrainingState, base_learning_rate: float) -> None:
+    """On ``--resume``: if this run's scaled learning rate differs from the one `state` was
+    trained with (``--learning-rate`` given again, or another rank count), continue at the
+    new rate rather than the stored one (logged). Call where the restored state is decided
+    for every rank (rank 0 before its broadcast or the elastic sync), so ranks agree."""
+    stored = state.base_learning_rate
+    if state.learning_rate is not None and stored is not None and stored != base_learning_rate:
+        log.info(
+            "learning rate %.3g instead of the checkpoint's %.3g (trained from %.3g): --learning-rate or the rank "
+            "count changed on --resume", base_learning_rate, state.learning_rate, stored,
+        )
+        state.learning_rate = base_learning_rate
+
+
 def trim_log(path: str, epochs_done: int) -> None:
     """Drop rows of epochs >= `epochs_done` from a CSV log (epochs a killed job logged but
     did not checkpoint), so every epoch appears once after the restart."""
@@ -308,17 +322,8 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
             if name in self.keep_callbacks:
                 for attribute, value in values.items():
                     setattr(self.keep_callbacks[name], attribute, value)
-        rate = self.state.learning_rate
-        stored_base = self.state.base_learning_rate
-        if rate is not None and stored_base is not None and self.base_learning_rate not in (None, stored_base):
-            if distributed.is_root():
-                log.info(
-                    "learning rate %.3g instead of the checkpoint's %.3g (trained from %.3g): --learning-rate or the "
-                    "rank count changed on --resume", self.base_learning_rate, rate, stored_base,
-                )
-            rate = self.base_learning_rate
-        if rate is not None:
-            tf.keras.backend.set_value(self.model.optimizer.learning_rate, rate)
+        if self.state.learning_rate is not None:
+            tf.keras.backend.set_value(self.model.optimizer.learning_rate, self.state.learning_rate)
 
     def on_epoch_end(self, epoch, logs=None):
         self.state.epochs_done = epoch + 1

@@ -40,18 +40,20 @@ class Predictions:
         return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.__dataclass_fields__))
 
 
-def predict_split(model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int) -> Predictions:
-    """Predict every record of `split`; call on all ranks (it gathers across them)."""
-    dataset, _ = manifest_dataset(
-        manifest, split, batch_size, rank=distributed.rank(), size=distributed.size(), with_record_info=True
-    )
+def predict_split(
+    model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int, alone: bool = False
+) -> Predictions:
+    """Predict every record of `split`; call on all ranks (it gathers across them), or with
+    `alone` on one rank, which then predicts every record itself."""
+    rank, size = (0, 1) if alone else (distributed.rank(), distributed.size())
+    dataset, _ = manifest_dataset(manifest, split, batch_size, rank=rank, size=size, with_record_info=True)
     forward = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     parts = []
     for inputs, target, info in dataset:
         prediction = forward(model_inputs(model, inputs)).numpy()
         parts.append(_predictions(info, target.numpy(), prediction))
     local = Predictions.concatenate(parts)
-    return Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))
+    return local if alone else Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))
 
 
 def _predictions(info: dict[str, tf.Tensor], y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:

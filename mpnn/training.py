@@ -133,9 +133,9 @@ def train(config: TrainConfig) -> RunResult:
     with run_lock.holding(config.run_dir, distributed.is_root(), share=not config.elastic):
         write_run_files(config, plan)
         model, trainer = build_trainer(plan, manifest)
-        state = resume_or_start(config, config.run_dir, trainer)
+        state = resume_or_start(config, config.run_dir, trainer, plan.learning_rate)
         state, train_seconds = fit(config, plan, manifest, model, trainer, state)
-        identical = weights_identical_across_ranks(model)
+        identical = None if config.elastic else weights_identical_across_ranks(model)  # no collectives: see evaluate
         results = evaluate(config, plan, manifest, model)
         metrics = write_results(config, plan, manifest, model, results, state, train_seconds, identical)
     return RunResult(config.run_dir, metrics, state.epochs_done, train_seconds)
@@ -226,10 +226,14 @@ def build_trainer(plan: RunPlan, manifest: Manifest) -> tuple[tf.keras.Model, tf
     return model, trainer
 
 
-def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) -> checkpoint.TrainingState:
+def resume_or_start(
+    config: TrainConfig, run_dir: str, model: tf.keras.Model, learning_rate: float | None = None
+) -> checkpoint.TrainingState:
     """The state training starts from: the run directory's latest checkpoint (loaded into
     `model` on every rank) with ``--resume``, else a fresh state. Records the seed of this
-    (re)start, derived from the configured seed and the start epoch."""
+    (re)start, derived from the configured seed and the start epoch. A resumed state
+    continues at `learning_rate` (this run's scaled rate) when it differs from the one it
+    was trained with (`mpnn.checkpoint.take_new_learning_rate`)."""
     state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
     if state is None:
         if config.resume and distributed.is_root():
@@ -238,6 +242,8 @@ def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) ->
             log.warning("%s holds a checkpoint; training starts afresh (pass --resume to continue it)", run_dir)
         state = checkpoint.TrainingState()
     else:
+        if learning_rate is not None:
+            checkpoint.take_new_learning_rate(state, learning_rate)
         state.resumed_from_epoch.append(state.epochs_done)
         if distributed.is_root():
             log.info("resuming %s after epoch %d", run_dir, state.epochs_done)
@@ -293,6 +299,11 @@ def fit(
     if config.elastic:  # also when nothing is left: every rank must reach the sync
 
         def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
+            if rank == 0:  # the membership policy (mpnn.elastic): per-rank batch and learning rate kept
+                log.info(
+                    "elastic: %d rank(s) x %d graphs: global batch %d, learning rate %.3g (kept, not rescaled)",
+                    ranks, plan.batch, ranks * plan.batch, plan.learning_rate,
+                )
             data, steps, valid, valid_steps = fit_data(plan, manifest, model, start_seed, rank, ranks)
             callbacks = make_callbacks(config, plan, steps, graphs_per_epoch, training)
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
@@ -393,8 +404,18 @@ def weights_identical_across_ranks(model: tf.keras.Model) -> bool:
 
 def evaluate(config: TrainConfig, plan: RunPlan, manifest: Manifest, model: tf.keras.Model) -> dict[str, Predictions]:
     """Predictions of the best checkpoint's weights (the last weights without one) on the
-    evaluated splits, on every rank."""
-    restore_best_weights(model, os.path.join(checkpoint.checkpoint_directory(config.run_dir), "best.weights.h5"))
+    evaluated splits, on every rank. Under ``--elastic`` rank 0 predicts alone and the other
+    ranks get nothing: the workers are outside the elastic loop now, where a collective
+    would wait forever for a worker lost meanwhile, so losing any worker but rank 0's during
+    the final evaluation changes nothing (see `mpnn.elastic`)."""
+    best = os.path.join(checkpoint.checkpoint_directory(config.run_dir), "best.weights.h5")
+    if config.elastic:
+        if not distributed.is_root():
+            return {}
+        if os.path.exists(best):
+            model.load_weights(best)
+        return {split: predict_split(model, manifest, split, plan.batch, alone=True) for split in plan.splits}
+    restore_best_weights(model, best)
     return {split: predict_split(model, manifest, split, plan.batch) for split in plan.splits}
 
 
@@ -406,7 +427,7 @@ def write_results(
     results: dict[str, Predictions],
     state: checkpoint.TrainingState,
     train_seconds: float,
-    weights_identical: bool,
+    weights_identical: bool | None,
 ) -> dict[str, Any] | None:
     """On rank 0: save ``model.keras``, ``metrics.json`` (returned; None on the other ranks)
     and with a test split ``test_predictions.csv``."""
