@@ -31,8 +31,9 @@ def _epochs_done(run_dir: Path) -> int:
     return int(pointer.model_checkpoint_path.rsplit("-", 1)[1]) if pointer else 0
 
 
-def _worker_on(host: str) -> int | None:
-    """The pid of the mpnn-train worker Horovod started for `host` (from /proc)."""
+def _workers() -> dict[int, str]:
+    """The mpnn-train workers Horovod started: ``{pid: host name}`` (from /proc)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -41,9 +42,15 @@ def _worker_on(host: str) -> int | None:
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"mpnn.train" in cmdline and b"--elastic" in cmdline and f"HOROVOD_HOSTNAME={host}".encode() in environ:
-            return int(entry)
-    return None
+        hosts = [v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"HOROVOD_HOSTNAME=")]
+        if b"mpnn.train" in cmdline and b"--elastic" in cmdline and hosts:  # not horovodrun itself
+            found[int(entry)] = hosts[0]
+    return found
+
+
+def _worker_on(host: str) -> int | None:
+    """The pid of the mpnn-train worker Horovod started for `host`."""
+    return next((pid for pid, name in _workers().items() if name == host), None)
 
 
 def _wait(condition, job: subprocess.Popen, seconds: float, what: str) -> None:
@@ -81,10 +88,11 @@ def _start(water_dataset: Path, tmp_path: Path, epochs: int) -> tuple[subprocess
     return job, hosts, run_dir, log_path, other_host
 
 
-def _finished(job: subprocess.Popen, log_path: Path, run_dir: Path, water_dataset: Path, epochs: int) -> str:
-    """Check that the job ended well with a complete run directory; returns its output."""
+def _finished(job: subprocess.Popen, log_path: Path, run_dir: Path, water_dataset: Path, epochs: int,
+              status: int = 0) -> str:
+    """Check that the job ended with `status` and a complete run directory; returns its output."""
     output = log_path.read_text()
-    assert job.returncode == 0, output[-5000:]
+    assert job.returncode == status, output[-5000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     manifest = json.loads((water_dataset / "manifest.json").read_text())
     assert metrics["epochs_run"] == epochs
@@ -96,7 +104,7 @@ def _finished(job: subprocess.Popen, log_path: Path, run_dir: Path, water_datase
 
 @pytest.mark.integration
 def test_elastic_training_survives_a_killed_worker_and_takes_it_back(water_dataset, tmp_path):
-    epochs = 8
+    epochs = 20  # at a constant rate an epoch takes about 1.5 s here; a new worker needs some 15 s to join
     job, hosts, run_dir, log_path, other_host = _start(water_dataset, tmp_path, epochs)
     try:
         _wait(lambda: _epochs_done(run_dir) >= 1, job, 600, "the first epoch")
@@ -135,14 +143,21 @@ def test_a_worker_lost_during_the_final_evaluation_changes_nothing(water_dataset
         # The last checkpoint is written as training ends: both workers are leaving the
         # elastic loop for the final evaluation, where the second one is killed.
         _wait(lambda: _epochs_done(run_dir) >= epochs, job, 600, "the last epoch")
-        victim = _worker_on(other_host)
-        hosts.write_text("localhost:1\n")
+        rank0 = json.loads((run_dir / "run.lock").read_text())["pid"]  # rank 0 holds the run directory
+        victim, host = next(((pid, host) for pid, host in _workers().items() if pid != rank0), (None, None))
         if victim is not None:
+            hosts.write_text("".join(f"{name}:1\n" for name in ("localhost", other_host) if name != host))
             os.kill(victim, signal.SIGKILL)
         job.wait(timeout=600)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-    _finished(job, log_path, run_dir, water_dataset, epochs)
     assert victim is not None, "the second worker had ended before it could be killed: nothing was tested"
+    # Rank 0 evaluates alone and writes every result. horovodrun still exits 1, naming the
+    # killed worker's status 137: Horovod's driver counts every worker of the last round.
+    output = _finished(job, log_path, run_dir, water_dataset, epochs, status=1)
+    assert output.rstrip().endswith("one or more processes exited with non-zero status, thus causing the job to "
+                                    f"be terminated. The first process to do so was:\nProcess name: {host}[0]\n"
+                                    "Exit code: 137"), output[-3000:]
+    assert f"{epochs} epochs in " in output  # rank 0's summary
     assert json.loads((run_dir / "metrics.json").read_text())["weights_identical_across_ranks"] is None
