@@ -5,9 +5,14 @@ moved as a rigid body (a small rotation about its O, a small shift) and every at
 jittered; in a fraction of the structures (``--shuffle-fraction``) the atoms are then put
 in random order. Energies are TIP4P interaction energies (ASE's TIP4P model), in
 kcal/mol (the converter's default unit: no ``--energy-unit`` needed; each frame also says
-``energy_unit=kcal/mol``), or 0.0 with ``--energy none`` (for speed runs: the converter
-needs an energy). See `data_prep.water_set`. Output: ``OUTPUT/water_KKKK.extxyz`` (or
-``.db``) and ``OUTPUT/water_set.json`` (options, counts, time). Examples::
+``energy_unit=kcal/mol``), and forces are minus their gradient, in kcal/mol/Angstrom (the
+standard per-atom ``forces`` column of extended XYZ, or the row's forces in a ``.db``:
+``ase.io.read(...).get_forces()`` gives them in that unit; ``forces_unit=kcal/mol/Angstrom``).
+TIP4P holds each water rigid and has no intramolecular term: the forces are those of the
+other waters only (see `data_prep.water_set.tip4p_energies_and_forces`). With ``--energy
+none`` both are 0.0 (for speed runs: the converter needs an energy). See
+`data_prep.water_set`. Output: ``OUTPUT/water_KKKK.extxyz`` (or ``.db``) and
+``OUTPUT/water_set.json`` (options, counts, units, time). Examples::
 
     python benchmarks/make_water_set.py --count 30000 -o /tmp/water-30k --workers 2
     python benchmarks/make_water_set.py --count 3000000 --files 30 --energy none -o /tmp/water-3m --workers 2
@@ -36,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--format", dest="file_format", choices=["extxyz", "db"], default=defaults.file_format,
         help="extended XYZ or ASE database (default %(default)s)")
     add("--energy", choices=["tip4p", "none"], default=defaults.energy,
-        help="TIP4P energy in kcal/mol, or none (0.0 placeholder) (default %(default)s)")
+        help="TIP4P energy (kcal/mol) and forces (kcal/mol/Angstrom), or none (0.0 placeholders) "
+             "(default %(default)s)")
     add("--sizes", type=int, nargs="+", default=list(defaults.sizes), metavar="N",
         help="waters per cluster, drawn uniformly (default 3 to 30)")
     add("--rotation", type=float, default=defaults.rotation,

@@ -187,7 +187,7 @@ def run_part(job: PartJob) -> records.PartSummary:
                     log.warning("skipped %s [%d]: %s", item.source, item.index, item.reason)
                     summary.skipped.append(item)
                     continue
-                split = job.rule.split_of(item.position, item.record_id, item.group)
+                split = job.rule.split_of(item.position, item.record_id, item.group, item.source)
                 writer.write(split, item.example)
                 if split == "train":
                     summary.train_sums.add(item.target, item.atom_type_counts)

@@ -30,6 +30,7 @@ import numpy as np
 
 from data_prep import pipeline, records
 from data_prep.energy_scale import check_water_energies
+from data_prep.geometry import DEFAULT_CUTOFF, GeometryError, geometry_features
 from data_prep.pipeline import OutputOptions
 from data_prep.structures import (
     KCAL_PER_MOL_PER,
@@ -40,6 +41,7 @@ from data_prep.structures import (
     list_inputs,
     open_structure_file,
     read_database_rows,
+    read_first_structure,
     read_structures,
     read_xyz_chunk,
     scan_xyz_frames,
@@ -47,7 +49,7 @@ from data_prep.structures import (
 from data_prep.tutorial_records import is_tutorial_file, tutorial_graph
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
 from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
-from mpnn.graph_format.features import feature_dtypes
+from mpnn.graph_format.features import GEOMETRY, feature_dtypes
 from mpnn.graph_format.manifest import Manifest
 from mpnn.graph_format.tfrecord import count_records, read_records
 
@@ -67,14 +69,24 @@ class WaterOptions:
     """Options of `prepare_water` (see ``mpnn-prep-water --help``).
 
     Attributes:
-        energy_unit: unit of the energies in the inputs (``"kcal/mol"`` or ``"eV"``).
+        energy_unit: unit of the energies (and forces, per Angstrom) in the inputs
+            (``"kcal/mol"`` or ``"eV"``); records hold kcal/mol (and kcal/mol/Angstrom).
         with_distance: write the edge distance feature (never for tutorial files, which
             have no coordinates).
+        cutoff: write the geometry (positions, the atom pairs closer than `cutoff`
+            Angstrom; `data_prep.geometry`); 0 leaves it out. Never for tutorial files.
+        forces: ``"auto"`` (write forces when the first structure of the inputs has
+            them), ``"yes"`` or ``"no"``. With forces, a structure without them is a skip.
+        test_inputs: files, directories or globs whose structures form the test split
+            (converted like the inputs); the inputs are then split into train and valid.
     """
 
     output: OutputOptions
     energy_unit: str = "kcal/mol"
     with_distance: bool = True
+    cutoff: float = DEFAULT_CUTOFF
+    forces: str = "auto"
+    test_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,15 @@ class WaterTask:
     offset: int = 0
     end: int = 0
     reason: str = ""
+    cutoff: float = 0.0
+
+    @property
+    def with_geometry(self) -> bool:
+        return any(name == "positions" for name, _ in self.features)
+
+    @property
+    def with_forces(self) -> bool:
+        return any(name == "forces" for name, _ in self.features)
 
 
 def convert_water_task(task: WaterTask) -> Iterator[records.Converted | records.Skipped]:
@@ -146,7 +167,11 @@ def task_graphs(task: WaterTask, energy_required: bool = True) -> Iterator[tuple
             continue
         try:
             graph = water_graph(structure.atoms, 0.0 if energy is None else structure.energy, structure.record_id)
-        except WaterGraphError as exc:
+            if task.with_geometry:
+                graph.update(
+                    geometry_features(structure.atoms, task.cutoff, structure.forces, task.with_forces and energy_required)
+                )
+        except (WaterGraphError, GeometryError) as exc:
             yield structure.index, None, str(exc)
             continue
         except Exception as exc:  # noqa: BLE001  (a structure must never kill the run)
@@ -185,7 +210,10 @@ def _converted(task: WaterTask, index: int, graph: dict) -> records.Converted:
     )
 
 
-def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool, parts: int = 1) -> list[WaterTask]:
+def plan_tasks(
+    files: Sequence[str], energy_unit: str, with_distance: bool, parts: int = 1, cutoff: float = 0.0,
+    forces: bool = False,
+) -> list[WaterTask]:
     """The tasks of `files`, in input order, each knowing the global input position of its
     first structure.
 
@@ -202,20 +230,25 @@ def plan_tasks(files: Sequence[str], energy_unit: str, with_distance: bool, part
       40 ms each for the 2 MB tutorial file.
 
     Records from tutorial files carry no coordinates, so a dataset that includes one (or
-    `with_distance` False) is written without the ``distance`` feature.
+    `with_distance` False) is written without the ``distance`` feature, and (or with
+    `cutoff` 0) without the geometry (positions, pairs within `cutoff` Angstrom, and with
+    `forces` the forces).
 
     A file that cannot be read or counted here (unreadable, not a database, a damaged
     tutorial file) becomes one ``"skip"`` task with the reason.
     """
     if any(is_tutorial_file(f) for f in files):
-        with_distance = False
-    features = feature_dtypes([f for f in FEATURES if with_distance or f != "distance"])
+        with_distance, cutoff = False, 0.0
+    names = [f for f in FEATURES if with_distance or f != "distance"]
+    if cutoff > 0:
+        names += [*GEOMETRY, *(["forces"] if forces else [])]
+    features = feature_dtypes(names)
     tasks: list[WaterTask] = []
     position = 0
 
     def add(path: str, kind: str, start: int, stop: int, offset: int = 0, end: int = 0) -> None:
         nonlocal position
-        tasks.append(WaterTask(path, kind, position, start, stop, features, energy_unit, offset, end))
+        tasks.append(WaterTask(path, kind, position, start, stop, features, energy_unit, offset, end, cutoff=cutoff))
         position += stop - start
 
     # With at least as many tutorial files as parts, whole files balance the load and no
@@ -276,12 +309,16 @@ def prepare_water(inputs: Sequence[str], options: WaterOptions, comm: Any = None
     out = options.output
     run_options = {
         **out.as_options(), "energy_unit": options.energy_unit, "no_distance": not options.with_distance,
+        "cutoff": options.cutoff, "forces": options.forces, "test_inputs": list(options.test_inputs),
     }
+    test_sources = frozenset(list_inputs(options.test_inputs).files) if options.test_inputs else None
     return pipeline.prepare_dataset(
-        plan=lambda parts: plan_water(inputs, options, parts),
+        plan=lambda parts: plan_water([*inputs, *options.test_inputs], options, parts),
         converter=convert_water_task,
         out=out,
-        rule=records.SplitRule(out.fractions, out.seed, out.test_every, test_groups=out.test_groups),
+        rule=records.SplitRule(
+            out.fractions, out.seed, out.test_every, test_groups=out.test_groups, test_sources=test_sources
+        ),
         options=run_options,
         comm=comm,
     )
@@ -291,8 +328,16 @@ def plan_water(inputs: Sequence[str], options: WaterOptions, parts: int) -> pipe
     """The `pipeline.Plan` of converting `inputs` in `parts` parts."""
     listing = list_inputs(inputs)
     files = listing.files
-    tasks = plan_tasks(files, options.energy_unit, options.with_distance, parts)
+    forces = options.forces == "yes" or (options.forces == "auto" and inputs_have_forces(files))
+    tasks = plan_tasks(files, options.energy_unit, options.with_distance, parts, options.cutoff, forces)
     tasks += [skip_task(path, reason) for path, reason in listing.problems]
+    extra: dict[str, Any] = {"group": {"name": "n_waters", "description": "number of water molecules"}}
+    if tasks and tasks[0].with_geometry:
+        extra["geometry"] = {
+            "cutoff": options.cutoff,
+            "forces": tasks[0].with_forces,
+            "units": {"positions": "Angstrom", "forces": "kcal/mol/Angstrom"},
+        }
     spec = records.DatasetSpec(
         kind="water",
         target="energy",
@@ -300,13 +345,28 @@ def plan_water(inputs: Sequence[str], options: WaterOptions, parts: int) -> pipe
         extensive=True,
         features=tuple(name for name, _ in tasks[0].features) if tasks else tuple(FEATURES),
         vocab={"atom": list(ATOM_VOCAB), "bond": list(BOND_VOCAB)},
-        extra={"group": {"name": "n_waters", "description": "number of water molecules"}},
+        extra=extra,
         check=functools.partial(
             check_water_energies, energy_unit=options.energy_unit, kcal_per_mol_per=KCAL_PER_MOL_PER
         ),
     )
     passed_over = [records.Skipped(path, 0, reason) for path, reason in listing.passed_over]
     return pipeline.Plan(tasks, files, spec, passed_over)
+
+
+def inputs_have_forces(files: Sequence[str]) -> bool:
+    """Whether the first structure of the first structure file (tutorial files have none)
+    that reads comes with forces: ``--forces auto``'s guess for the whole set."""
+    for path in files:
+        if is_tutorial_file(path):
+            continue
+        try:
+            first = next(iter(read_first_structure(path)), None)
+        except _UNREADABLE:
+            continue
+        if first is not None and first.atoms is not None:
+            return first.forces is not None
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +379,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--energy-unit", choices=list(KCAL_PER_MOL_PER), default="kcal/mol", help="unit of energies in the inputs"
     )
     parser.add_argument("--no-distance", action="store_true", help="leave out the edge distance feature")
+    parser.add_argument(
+        "--cutoff",
+        type=float,
+        default=DEFAULT_CUTOFF,
+        metavar="ANGSTROM",
+        help=f"write the geometry: positions and every atom pair closer than this (default {DEFAULT_CUTOFF}), "
+        "what the geometry model (--model schnet) learns from; 0 leaves it out",
+    )
+    parser.add_argument(
+        "--forces",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="write forces (converted with --energy-unit, per Angstrom); auto: when the first structure has them. "
+        "With forces, a structure without them is skipped",
+    )
+    parser.add_argument(
+        "--test-inputs",
+        nargs="+",
+        default=[],
+        metavar="INPUT",
+        help="structure files, directories or globs that form the test split (e.g. a set made with another seed); "
+        "the inputs are then split into train and valid by --fractions",
+    )
     parser.add_argument(
         "--test-groups",
         type=group_range,
@@ -345,7 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    options = WaterOptions(OutputOptions.from_args(args, parser), args.energy_unit, not args.no_distance)
+    if not 0 <= args.cutoff <= 20:
+        parser.error(f"--cutoff must be between 0 (no geometry) and 20 Angstrom, got {args.cutoff}")
+    options = WaterOptions(
+        OutputOptions.from_args(args, parser), args.energy_unit, not args.no_distance, args.cutoff, args.forces,
+        tuple(args.test_inputs),
+    )
 
     def summary(manifest: Manifest) -> str:
         return (

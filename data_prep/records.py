@@ -111,6 +111,8 @@ class SplitRule:
       (inclusive) are test, e.g. to test extrapolation to larger clusters; the other
       records are split by the rules below;
     - `test_ids` (PDBbind core / year splits): ids in it are test;
+    - `test_sources`: records read from these files (real paths) are test, e.g. a set made
+      apart from the training data (``mpnn-prep-water --test-inputs``);
     - else with `test_every` K: the structure at global input position p is test iff
       p % K == 0 (positions count every input structure, skipped ones too);
     - the other records go to train / valid in the ratio ``fractions[0] : fractions[1]``
@@ -123,6 +125,7 @@ class SplitRule:
     test_every: int | None = None
     test_ids: frozenset[str] | None = None
     test_groups: tuple[int, int] | None = None
+    test_sources: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         weights = np.asarray(self.fractions, dtype=float)
@@ -130,7 +133,7 @@ class SplitRule:
             raise ValueError(f"split fractions must be three non-negative numbers, got {self.fractions}")
         if self.test_every is not None and self.test_every < 2:
             raise ValueError(f"--test-every must be at least 2, got {self.test_every}")
-        if (self.test_every or self.test_ids is not None) and not weights[0] + weights[1] > 0:
+        if self._held_out and not weights[0] + weights[1] > 0:
             raise ValueError(f"train and valid fractions must not both be zero, got {self.fractions}")
         if self.test_groups is not None and not self.test_groups[0] <= self.test_groups[1]:
             raise ValueError(f"--test-groups: LO must not exceed HI, got {self.test_groups[0]}-{self.test_groups[1]}")
@@ -140,9 +143,14 @@ class SplitRule:
         digest = hashlib.blake2b(f"{self.seed}\0{record_id}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") / 2**64
 
-    def split_of(self, position: int, record_id: str, group: int | None = None) -> str:
-        """The split of the record at global input `position` with `record_id` and `group`
-        (needed with `test_groups`)."""
+    @property
+    def _held_out(self) -> bool:
+        """Whether a rule other than the fractions picks the test set."""
+        return bool(self.test_every) or self.test_ids is not None or self.test_sources is not None
+
+    def split_of(self, position: int, record_id: str, group: int | None = None, source: str = "") -> str:
+        """The split of the record at global input `position` with `record_id`, `group`
+        (needed with `test_groups`) and read from `source` (its real path)."""
         train, valid, test = self.fractions
         if self.test_groups is not None:
             if group is None:
@@ -151,10 +159,12 @@ class SplitRule:
                 return "test"
         if self.test_ids is not None and record_id in self.test_ids:
             return "test"
+        if self.test_sources is not None and source in self.test_sources:
+            return "test"
         if self.test_every and position % self.test_every == 0:
             return "test"
         u = self.uniform(record_id)
-        if self.test_ids is not None or self.test_every:
+        if self._held_out:
             return "valid" if u < valid / (train + valid) else "train"
         total = train + valid + test
         return "train" if u < train / total else "valid" if u < (train + valid) / total else "test"
@@ -245,6 +255,9 @@ class TargetSums:
         column_sums = self.xtx[:, -1]  # X^T 1: per-type atom totals, then n
         residual_mean = (self.total - solution @ column_sums) / n
         residual_squares = self.squares - 2 * solution @ self.xty + solution @ self.xtx @ solution
+        # The same fit without the offset: per-type reference energies whose sum is
+        # size-extensive, the baseline of the models that must extrapolate in size.
+        extensive, *_ = np.linalg.lstsq(self.xtx[:-1, :-1], self.xty[:-1], rcond=1e-10)
         return mf.TargetStats(
             count=int(n),
             mean=float(mean),
@@ -255,6 +268,7 @@ class TargetSums:
             graph_offset=float(solution[-1]),
             residual_std=float(np.sqrt(max(residual_squares / n - residual_mean**2, 0.0))),
             atoms_per_graph_mean=float(column_sums[:-1].sum() / n),
+            per_atom_type_reference={t: float(m) for t, m in zip(atom_vocab, extensive)},
         )
 
 

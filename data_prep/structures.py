@@ -55,6 +55,8 @@ class Structure:
         atoms: the structure (positions in Angstrom), or None when it could not be read.
         energy: total energy in kcal/mol, or None when the file gives none.
         error: why the structure cannot be used, or None.
+        forces: ``[n_atom, 3]`` forces in kcal/mol/Angstrom, or None when the file gives
+            none (as read: shape and values are checked by `data_prep.geometry`).
     """
 
     source: str
@@ -62,6 +64,7 @@ class Structure:
     atoms: Atoms | None
     energy: float | None
     error: str | None = None
+    forces: np.ndarray | None = None
 
     @property
     def record_id(self) -> str:
@@ -339,6 +342,21 @@ def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Struct
     yield from _parse_frames(path, 0, text, frames, factor)
 
 
+def read_first_structure(path: str) -> Iterator[Structure]:
+    """The first structure of `path` alone (energy and forces in the file's unit), read
+    without reading the rest of the file; nothing for an empty or unreadable one."""
+    if is_database(path):
+        yield from read_database_rows(path, 1.0, 0, 1)
+        return
+    with open_structure_file(path) as handle:
+        first = handle.readline()
+        count = _atom_count(first)
+        if count is None:
+            return
+        text = first + b"".join(handle.readline() for _ in range(count + 1))
+    yield from _parse_run(path, 0, text, [0, len(text)], 1.0)
+
+
 def read_xyz_chunk(
     path: str, first_index: int, start: int, stop: int, n_frames: int, energy_unit: str = "kcal/mol"
 ) -> Iterator[Structure]:
@@ -385,7 +403,11 @@ def _parse_run(path: str, first_index: int, text: bytes, bounds: list[int], fact
                 energy = _energy_of(atoms)
                 error = None if energy is not None else "no energy (comment line, info or calculator)"
                 index = first_index + position + parsed
-                yield Structure(path, index, atoms, None if energy is None else energy * factor, error)
+                forces = _forces_of(atoms)
+                yield Structure(
+                    path, index, atoms, None if energy is None else energy * factor, error,
+                    None if forces is None else forces * factor,
+                )
                 parsed += 1
             if position + parsed < n_frames:
                 raise ValueError("no frame where one was expected")
@@ -438,6 +460,16 @@ def _energy_of(atoms: Atoms) -> float | None:
     return None
 
 
+def _forces_of(atoms: Atoms) -> np.ndarray | None:
+    """Forces from the calculator's results (where ASE's extxyz reader puts a ``forces``
+    property), else a per-atom ``forces`` array; in the file's unit per Angstrom. None when
+    there are none."""
+    stored = getattr(atoms.calc, "results", {}).get("forces") if atoms.calc is not None else None
+    if stored is None:
+        stored = atoms.arrays.get("forces")
+    return None if stored is None else np.asarray(stored, dtype=np.float64)
+
+
 def _as_float(value: object) -> float | None:
     try:
         number = float(str(value).strip())
@@ -469,7 +501,9 @@ def read_database_rows(
         if energy is None:
             energy = row.key_value_pairs.get("energy")
         atoms = row.toatoms()
+        forces = row.get("forces")
+        forces = None if forces is None else np.asarray(forces, dtype=np.float64) * factor
         if energy is None:
-            yield Structure(path, index, atoms, None, "no energy in database row")
+            yield Structure(path, index, atoms, None, "no energy in database row", forces)
         else:
-            yield Structure(path, index, atoms, float(energy) * factor)
+            yield Structure(path, index, atoms, float(energy) * factor, forces=forces)

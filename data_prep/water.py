@@ -95,6 +95,20 @@ def water_graph(atoms: Atoms, energy: float, record_id: str = "") -> dict[str, n
     }
 
 
+def water_molecules(atoms: Atoms) -> np.ndarray:
+    """Atom indices ``[n_waters, 3]`` of each water of the cluster `atoms`, as O, H, H (by
+    the covalent bonds of `water_graph`), waters in the order of their O.
+
+    Raises:
+        WaterGraphError: `atoms` is not a water cluster (see `water_graph`).
+    """
+    graph = water_graph(atoms, 0.0)
+    receiver, sender = graph["connectivity"].T
+    covalent = (graph["bond"] == 0) & (graph["atom"][receiver] == 0)  # O <- H, sorted by O then H
+    oxygen = np.flatnonzero(graph["atom"] == 0)
+    return np.column_stack([oxygen, sender[covalent].reshape(-1, 2)])
+
+
 class Pairs(NamedTuple):
     """Ordered atom pairs (`first`, `second`) and the vector between them.
 

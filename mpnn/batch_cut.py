@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# Batch entries with one row per directed edge; every other entry has one row per atom.
-EDGE_ENTRIES = ("bond", "distance")
+# The edge sets of a batch: their connectivity entry and the entries with one row per
+# edge of the set; every other entry has one row per atom.
+EDGE_SETS = {"connectivity": ("bond", "distance"), "pair_connectivity": ()}
 
 
 def cut_batch(batch: dict[str, tf.Tensor], groups: int) -> list[dict[str, tf.Tensor]]:
     """Cut a merged batch into `groups` merged batches of whole, consecutive graphs.
 
     Args:
-        batch: ``atom [N]``, ``bond [E]``, ``connectivity [E, 2]`` (receiver, sender),
-            ``node_graph_indices [N]``, optionally ``distance [E]``; any other entry is
-            taken as per-atom (``[N, ...]``).
+        batch: ``node_graph_indices [N]``, and for each edge set it has (`EDGE_SETS`: the
+            bonds, ``connectivity [E, 2]`` (receiver, sender) with ``bond [E]`` and
+            optionally ``distance [E]``; the atom pairs of geometry records,
+            ``pair_connectivity [P, 2]``) its entries; any other entry is taken as per-atom
+            (``[N, ...]``).
         groups: how many batches to make (at least 1).
 
     Returns:
@@ -39,29 +42,33 @@ def cut_batch(batch: dict[str, tf.Tensor], groups: int) -> list[dict[str, tf.Ten
     if groups < 1:
         raise ValueError(f"groups must be at least 1, got {groups}")
     graph = batch["node_graph_indices"]
-    receivers = batch["connectivity"][:, 0]
+    edge_sets = [name for name in EDGE_SETS if name in batch]
     n_nodes = tf.shape(graph)[0]
-    node_cuts, edge_cuts, graph_cuts = [0], [0], [0]
+    node_cuts, graph_cuts = [0], [0]
+    edge_cuts: dict[str, list] = {name: [0] for name in edge_sets}
     for index in range(1, groups):
         # Cut before the graph that holds atom number index * N / groups.
         first_graph = tf.gather(graph, tf.minimum(n_nodes * index // groups, n_nodes - 1))
         node_cuts.append(tf.reduce_sum(tf.cast(graph < first_graph, tf.int32)))
-        edge_cuts.append(tf.reduce_sum(tf.cast(receivers < node_cuts[-1], tf.int32)))
+        for name in edge_sets:
+            edge_cuts[name].append(tf.reduce_sum(tf.cast(batch[name][:, 0] < node_cuts[-1], tf.int32)))
         graph_cuts.append(first_graph)
     node_cuts.append(n_nodes)
-    edge_cuts.append(tf.shape(receivers)[0])
+    for name in edge_sets:
+        edge_cuts[name].append(tf.shape(batch[name])[0])
+    edge_set_of = {entry: name for name in edge_sets for entry in (name, *EDGE_SETS[name])}
     parts = []
     for index in range(groups):
         n0, n1 = node_cuts[index], node_cuts[index + 1]
-        e0, e1 = edge_cuts[index], edge_cuts[index + 1]
         part = {}
         for name, value in batch.items():
-            if name == "connectivity":
-                part[name] = value[e0:e1] - n0
+            if name in edge_set_of:
+                cuts = edge_cuts[edge_set_of[name]]
+                part[name] = value[cuts[index] : cuts[index + 1]]
+                if name in EDGE_SETS:
+                    part[name] -= n0
             elif name == "node_graph_indices":
                 part[name] = value[n0:n1] - graph_cuts[index]
-            elif name in EDGE_ENTRIES:
-                part[name] = value[e0:e1]
             else:
                 part[name] = value[n0:n1]
         parts.append(part)

@@ -73,6 +73,8 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "layers": _WHOLE_AT_LEAST_1,
     "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "readout_hidden": _WHOLE_AT_LEAST_0,
+    "rbf_bins": _WHOLE_AT_LEAST_1,
+    "force_weight": (lambda v: v >= 0, "a number >= 0 (0: energies only)"),
     "ema_momentum": (lambda v: 0 <= v < 1, "a number in [0, 1) (0: off)"),
 }
 PREDICT_RANGES = {"batch_size": _WHOLE_AT_LEAST_1}

@@ -65,6 +65,7 @@ class ModelName(Choice):
     AUTO = "auto"
     MPNN = "mpnn"
     GAT_LSPE = "gat-lspe"
+    SCHNET = "schnet"
 
 
 # `TrainConfig` fields (and flags) that take one of a fixed set of values.
@@ -217,11 +218,14 @@ _FLAGS: list[tuple[str, type, str]] = [
 # Architecture flags go into `model_options` and must exist in the chosen model's config.
 _MODEL_FLAGS: list[tuple[str, type, str]] = [
     ("width", int, "model: features per node (and edge)"),
-    ("message_steps", int, "mpnn: message-passing steps"),
+    ("message_steps", int, "mpnn: message-passing steps; schnet: interactions"),
     ("layers", int, "gat-lspe: GAT-LSPE layers"),
     ("activation", str, "mpnn: activation of the update MLPs"),
     ("dropout", float, "model: dropout rate"),
-    ("readout_hidden", int, "mpnn: hidden units of the per-atom energy readout MLP (0: linear readout)"),
+    ("readout_hidden", int, "mpnn, schnet: hidden units of the per-atom energy readout MLP (mpnn: 0, a linear readout)"),
+    ("rbf_bins", int, "mpnn, schnet: Gaussians of the distance expansion"),
+    ("force_weight", float, "schnet: weight of the force term of the loss (per force component) against the energy "
+     "term (per atom), for records with forces"),
     ("edge_updates", bool, "mpnn: update the bond states at every message step (--no-edge-updates: bond states "
      "stay their type (and distance) embedding, about half the cost per step)"),
 ]

@@ -20,6 +20,11 @@ E directed edges in total):
 - ``node_graph_indices [N] int32``, the graph each node belongs to (sorted);
 - ``distance [E] float32``, ``atom_features [N, 37]`` and ``rwpe [N, 20]`` (float32) when
   the records have them;
+- with geometry: ``positions [N, 3] float32`` (Angstrom) and ``pair_connectivity [P, 2]
+  int32`` (receiver, sender of the P directed atom pairs within the cutoff, offset and sorted
+  by receiver like the bonds); with forces also the per-atom label ``forces [N, 3]
+  float32`` (target unit per Angstrom), which rides with the inputs so that batch cuts and
+  rank shares keep it beside its atoms (models never take it as an input);
 
 and the target ``[B] float32``.
 """
@@ -37,8 +42,10 @@ from mpnn.graph_format.manifest import Manifest, ManifestError
 
 AUTOTUNE = tf.data.AUTOTUNE
 _TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
-# Features the loader passes on to the model (when present in the records).
-MODEL_NODE_EDGE_FEATURES = ("atom", "bond", "distance", "atom_features", "rwpe")
+# Features the loader passes on to the model (when present in the records), and the
+# per-atom labels that travel with them (see the module docstring).
+MODEL_NODE_EDGE_FEATURES = ("atom", "bond", "distance", "atom_features", "rwpe", "positions", "pair_connectivity")
+NODE_LABELS = ("forces",)
 # Graph-level features kept beside the model inputs to tell records apart in evaluation.
 RECORD_INFO_FEATURES = ("record_id", "n_waters")
 # Largest relative difference of per-rank record counts accepted for by-file sharding.
@@ -153,6 +160,7 @@ def make_dataset(
     size: int = 1,
     options: LoaderOptions = LoaderOptions(),
     with_record_info: bool = False,
+    entries: Sequence[str] | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """Build the pipeline for one rank.
 
@@ -164,6 +172,9 @@ def make_dataset(
         shuffle, seed: shuffle the records each epoch (seeded: reproducible order).
         rank, size: this rank and the number of ranks.
         with_record_info: also yield ``record_id`` and ``n_waters`` (if present).
+        entries: the optional batch entries wanted (of `MODEL_NODE_EDGE_FEATURES` and
+            `NODE_LABELS`); None: every one the records have. Each costs parse time (a
+            topology model need not parse the pairs of records with geometry).
 
     Returns:
         the dataset of ``(inputs, target [B])`` (or ``(inputs, target, info)``) and the
@@ -195,7 +206,7 @@ def make_dataset(
     dataset = _batch_into_steps(dataset, plan.records, batch_size, plan.steps)
 
     keep_info = [f for f in RECORD_INFO_FEATURES if f in features] if with_record_info else []
-    spec = parse_spec(loaded_features(features, target, keep_info))
+    spec = parse_spec(loaded_features(features, target, keep_info, entries))
 
     def parse_and_merge(serialized: tf.Tensor):
         parsed = tf.io.parse_example(serialized, spec)
@@ -230,12 +241,18 @@ def cache_bytes_estimate(manifest: "Manifest", split: str, rank: int = 0, size: 
     return int(records * (mean + CACHE_OVERHEAD_BYTES))
 
 
-def loaded_features(features: Sequence[str], target: str, report: Sequence[str] = ()) -> list[str]:
+def loaded_features(
+    features: Sequence[str], target: str, report: Sequence[str] = (), entries: Sequence[str] | None = None
+) -> list[str]:
     """The features of `features` that the pipeline parses: those `merge_batch` needs, the
-    model's, the target and the `report` features. Parsing costs per feature (the string
-    ``record_id`` alone made `tf.io.parse_example` 2.5x slower on water records), so the
-    others are left in the records."""
-    wanted = {*REQUIRED, *MODEL_NODE_EDGE_FEATURES, target, *report}
+    `entries` wanted (None: every model input and label), the target and the `report`
+    features. Parsing costs per feature (the string ``record_id`` alone made
+    `tf.io.parse_example` 2.5x slower on water records), so the others are left in the
+    records."""
+    optional = (*MODEL_NODE_EDGE_FEATURES, *NODE_LABELS) if entries is None else entries
+    wanted = {*REQUIRED, *optional, target, *report}
+    if "pair_connectivity" in wanted:
+        wanted.add("n_pair")
     return [name for name in features if name in wanted]
 
 
@@ -287,7 +304,12 @@ def merge_batch(parsed: dict[str, tf.Tensor | tf.RaggedTensor]) -> dict[str, tf.
         "connectivity": local + tf.gather(node_offsets, edge_graph)[:, tf.newaxis],
         "node_graph_indices": graph_of_each_value(atom.row_splits, tf.shape(atom.flat_values)[0]),
     }
-    for name in MODEL_NODE_EDGE_FEATURES:
+    if "pair_connectivity" in parsed:
+        pairs = parsed["pair_connectivity"]
+        pair_graph = graph_of_each_value(pairs.row_splits // 2, tf.shape(pairs.flat_values)[0] // 2)  # [P]
+        local_pairs = tf.reshape(tf.cast(pairs.flat_values, tf.int32), [-1, 2])
+        inputs["pair_connectivity"] = local_pairs + tf.gather(node_offsets, pair_graph)[:, tf.newaxis]
+    for name in (*MODEL_NODE_EDGE_FEATURES, *NODE_LABELS):
         if name in parsed and name not in inputs:
             inputs[name] = tf.reshape(parsed[name].flat_values, [-1, *FEATURES[name].inner_shape])
     return inputs

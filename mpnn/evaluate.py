@@ -21,37 +21,74 @@ import tensorflow as tf
 from mpnn import cli_checks, distributed, extrapolation, verify
 from mpnn.atomic import atomic_open
 from mpnn.data import Manifest, manifest_dataset
-from mpnn.metrics import group_metrics, regression_metrics
-from mpnn.models import model_inputs
+from mpnn.forces import energy_and_forces, takes_positions
+from mpnn.metrics import force_metrics, group_metrics, per_member_mae, regression_metrics
+from mpnn.models import batch_entries, model_inputs
 from mpnn.report import format_split
 
 
 @dataclass
+class ForcePredictions:
+    """Forces on every atom of a set of records (target units per Angstrom).
+
+    Attributes:
+        true, predicted: ``[n_atoms, 3]``.
+        group: ``[n_atoms]``, the group of each atom's record (water: its cluster size).
+    """
+
+    true: np.ndarray
+    predicted: np.ndarray
+    group: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: list["ForcePredictions"]) -> "ForcePredictions":
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("true", "predicted", "group")))
+
+
+@dataclass
 class Predictions:
-    """Predictions for a set of records (arrays of equal length, target units)."""
+    """Predictions for a set of records (arrays of equal length, target units), and the
+    forces of its atoms for a model that sees geometry on records with forces."""
 
     record_id: np.ndarray
     group: np.ndarray
     y_true: np.ndarray
     y_pred: np.ndarray
+    forces: ForcePredictions | None = None
 
     @classmethod
     def concatenate(cls, parts: list["Predictions"]) -> "Predictions":
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.__dataclass_fields__))
+        arrays = (np.concatenate([getattr(p, name) for p in parts]) for name in ("record_id", "group", "y_true", "y_pred"))
+        with_forces = [p.forces for p in parts if p.forces is not None]
+        return cls(*arrays, forces=ForcePredictions.concatenate(with_forces) if with_forces else None)
 
 
 def predict_split(
     model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int, alone: bool = False
 ) -> Predictions:
-    """Predict every record of `split`; call on all ranks (it gathers across them), or with
-    `alone` on one rank, which then predicts every record itself."""
+    """Predict every record of `split` (with forces, for a model that sees geometry on
+    records with forces); call on all ranks (it gathers across them), or with `alone` on
+    one rank, which then predicts every record itself."""
+    entries = batch_entries(model, manifest)
     rank, size = (0, 1) if alone else (distributed.rank(), distributed.size())
-    dataset, _ = manifest_dataset(manifest, split, batch_size, rank=rank, size=size, with_record_info=True)
-    forward = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    dataset, _ = manifest_dataset(
+        manifest, split, batch_size, rank=rank, size=size, with_record_info=True, entries=entries
+    )
+    with_forces = "forces" in entries
+    if takes_positions(model):
+        forward = tf.function(lambda inputs: energy_and_forces(model, inputs), reduce_retracing=True)
+    else:
+        forward = tf.function(lambda inputs: (model(inputs, training=False), None), reduce_retracing=True)
     parts = []
     for inputs, target, info in dataset:
-        prediction = forward(model_inputs(model, inputs)).numpy()
-        parts.append(_predictions(info, target.numpy(), prediction))
+        energy, forces = forward(model_inputs(model, inputs))
+        batch = _predictions(info, target.numpy(), energy.numpy())
+        if with_forces:
+            atom_group = tf.gather(info["n_waters"], inputs["node_graph_indices"]).numpy() if "n_waters" in info else (
+                np.zeros(len(forces), np.int64)
+            )
+            batch.forces = ForcePredictions(inputs["forces"].numpy(), forces.numpy(), atom_group)
+        parts.append(batch)
     local = Predictions.concatenate(parts)
     return local if alone else Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))
 
@@ -74,12 +111,21 @@ def split_targets(manifest: Manifest, split: str, batch_size: int = 1024) -> Pre
 def split_metrics(predictions: Predictions, group: str | None) -> dict:
     """Metrics of one split (`regression_metrics`); with a `group` name also ``by_group``
     (per group: MAE, Spearman, tail errors) and ``group_summary`` (their weighted mean and
-    worst group, with the group's name), from `group_metrics`."""
+    worst group, with the group's name), from `group_metrics`; for water clusters the
+    energy MAE per water (``mae_per_water``, overall and per group); with forces
+    ``forces`` (`mpnn.metrics.force_metrics`)."""
     metrics = regression_metrics(predictions.y_true, predictions.y_pred)
     if group is not None:
         grouped = group_metrics(predictions.y_true, predictions.y_pred, predictions.group)
         metrics["by_group"] = grouped["by_group"]
         metrics["group_summary"] = {"name": group, **grouped["summary"]}
+    if group == "n_waters":
+        metrics["mae_per_water"] = per_member_mae(predictions.y_true, predictions.y_pred, predictions.group)
+        for size, row in metrics["by_group"].items():
+            row["mae_per_water"] = row["mae"] / int(size) if int(size) > 0 else None
+    if predictions.forces is not None:
+        forces = predictions.forces
+        metrics["forces"] = force_metrics(forces.true, forces.predicted, forces.group)
     return metrics
 
 

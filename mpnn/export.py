@@ -4,8 +4,8 @@ The export directory holds the SavedModel (``saved_model.pb``, ``variables/``) w
 serving signature, ``serving_default``, on the merged graph tensors of `mpnn.data`, and
 `mpnn.predict.EXPORT_METADATA`, a JSON file with everything needed to build those tensors
 and read the output: schema version, vocabularies, units (and eV per unit), target
-statistics of the training data, the bond criterion of `data_prep.water` and the input
-signature. Plain TensorFlow loads it::
+statistics of the training data, the bond criterion of `data_prep.water` (topology models)
+or the pair cutoff (geometry models) and the input signature. Plain TensorFlow loads it::
 
     loaded = tf.saved_model.load("export")
     energy = loaded.signatures["serving_default"](
@@ -18,6 +18,18 @@ receiver; graph i's atoms have ``node_graph_indices`` i, every graph has at leas
 ``connectivity [E, 2] int32`` (receiver, sender), ``node_graph_indices [N] int32``, and
 ``distance [E] float32`` (Angstrom) when the metadata's ``inputs`` lists it. Output
 ``energy [B] float32`` in the metadata's ``target.units``.
+
+A geometry model (`mpnn.models.schnet`; the metadata's ``inputs`` list ``positions``)
+takes ``atom [N] int32``, ``positions [N, 3] float32`` (Angstrom), ``pair_connectivity
+[P, 2] int32`` and ``node_graph_indices [N] int32``, and returns ``energy [B]`` and
+``forces [N, 3] float32`` (``-dE/dR``, computed inside the serving function with a
+gradient tape; the metadata's ``outputs.forces.units``, the energy unit per Angstrom). The
+pairs are every ordered pair (i, j), i != j, of atoms of the same graph closer than the
+metadata's ``geometry.cutoff``, as (receiver i, sender j), sorted by receiver (then
+sender), numbered in the batch like the atoms; with NumPy, for one structure::
+
+    i, j = np.nonzero((np.linalg.norm(x[:, None] - x[None], axis=-1) < cutoff) & ~np.eye(len(x), dtype=bool))
+    pair_connectivity = np.stack([i, j], axis=1)  # already sorted by receiver, then sender
 """
 
 from __future__ import annotations
@@ -31,9 +43,18 @@ from typing import Any, Sequence
 
 import tensorflow as tf
 
+from data_prep.geometry import MAX_NEIGHBOURS, MIN_DISTANCE
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
 from mpnn import atomic, cli_checks
-from mpnn.predict import EV_PER_UNIT, EXPORT_METADATA, ModelError, check_water_metadata, run_metadata
+from mpnn.forces import energy_and_forces, takes_positions
+from mpnn.predict import (
+    EV_PER_UNIT,
+    EXPORT_METADATA,
+    ModelError,
+    check_force_units,
+    check_water_metadata,
+    run_metadata,
+)
 from mpnn.graph_format.features import FEATURES, SCHEMA_VERSION
 
 log = logging.getLogger("mpnn-export")
@@ -56,25 +77,31 @@ def input_signature(input_names: Sequence[str]) -> dict[str, tf.TensorSpec]:
 
 class _Serving(tf.Module):
     """The model's forward pass as a `tf.function` with a fixed signature (its variables
-    are tracked through the model attribute)."""
+    are tracked through the model attribute); for a geometry model, energies and forces."""
 
     def __init__(self, model: tf.keras.Model):
         super().__init__(name="mpnn_export")
         self.model = model
         specs = input_signature(model.input_names)
+        with_forces = takes_positions(model)
 
         @tf.function(input_signature=[specs])
         def serve(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            if with_forces:  # the gradient is taken here, at tracing: the saved graph holds it
+                energy, forces = energy_and_forces(self.model, inputs)
+                return {"energy": energy, "forces": forces}
             return {"energy": self.model(inputs, training=False)}
 
         self.serve = serve
 
 
-def export_metadata(run_dir: str, input_names: Sequence[str]) -> dict[str, Any]:
-    """The JSON written beside the SavedModel (see the module docstring).
+def export_metadata(run_dir: str, input_names: Sequence[str], cutoff: float | None = None) -> dict[str, Any]:
+    """The JSON written beside the SavedModel (see the module docstring); `cutoff` is a
+    geometry model's pair cutoff (Angstrom), None for other models.
 
     Raises:
-        ModelError: when the run's data manifest (vocabularies, statistics) cannot be read.
+        ModelError: when the run's data manifest (vocabularies, statistics) cannot be read,
+            or states forces in another unit than the energies' per Angstrom.
     """
     metadata = run_metadata(run_dir)
     check_water_metadata(run_dir, metadata)
@@ -84,6 +111,30 @@ def export_metadata(run_dir: str, input_names: Sequence[str]) -> dict[str, Any]:
             "which holds the vocabularies and target statistics the export records"
         )
     units = metadata["target"]["units"]
+    outputs = {"energy": {"dtype": "float32", "shape": [None], "units": units}}
+    described = {}
+    if cutoff is not None:
+        check_force_units(run_dir, units, ((metadata.get("geometry") or {}).get("units") or {}).get("forces"))
+        outputs["forces"] = {"dtype": "float32", "shape": [None, 3], "units": f"{units}/Angstrom"}
+        described["geometry"] = {
+            "cutoff": cutoff,
+            "units": {"positions": "Angstrom", "forces": f"{units}/Angstrom"},
+            "pairs": "every ordered pair (i, j), i != j, of atoms of one structure closer than the cutoff, "
+            "as (receiver i, sender j), sorted by receiver then sender",
+            "min_distance_angstrom": MIN_DISTANCE,
+            "max_neighbours": MAX_NEIGHBOURS,
+            "refused": "structures with two atoms closer than min_distance_angstrom or an atom with more than "
+            "max_neighbours neighbours within the cutoff were never trained on",
+        }
+    else:
+        described["bond_criterion"] = {
+            "covalent": f"each H bonded to its nearest O, within {MAX_COVALENT_OH} Angstrom; every O has two H",
+            "max_covalent_oh_angstrom": MAX_COVALENT_OH,
+            "hydrogen": "Luzar-Chandler: donor O...acceptor O below the distance, H-O...O angle below the angle; "
+            "each H donates at most one hydrogen bond, to the qualifying acceptor closest to it",
+            "max_hbond_oo_angstrom": MAX_HBOND_OO,
+            "max_hbond_angle_degrees": MAX_HBOND_ANGLE,
+        }
     return {
         "format": "mpnn-export",
         "format_version": EXPORT_FORMAT_VERSION,
@@ -97,21 +148,14 @@ def export_metadata(run_dir: str, input_names: Sequence[str]) -> dict[str, Any]:
             name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
             for name, spec in input_signature(input_names).items()
         },
-        "outputs": {"energy": {"dtype": "float32", "shape": [None], "units": units}},
+        "outputs": outputs,
         "vocab": metadata["vocab"],
         "target": metadata["target"],
         "ev_per_unit": EV_PER_UNIT.get(units),
         "target_stats": metadata.get("target_stats"),
         "model": metadata.get("model"),
         "architecture": metadata.get("architecture"),
-        "bond_criterion": {
-            "covalent": f"each H bonded to its nearest O, within {MAX_COVALENT_OH} Angstrom; every O has two H",
-            "max_covalent_oh_angstrom": MAX_COVALENT_OH,
-            "hydrogen": "Luzar-Chandler: donor O...acceptor O below the distance, H-O...O angle below the angle; "
-            "each H donates at most one hydrogen bond, to the qualifying acceptor closest to it",
-            "max_hbond_oo_angstrom": MAX_HBOND_OO,
-            "max_hbond_angle_degrees": MAX_HBOND_ANGLE,
-        },
+        **described,
     }
 
 
@@ -123,14 +167,16 @@ def export_run(run_dir: str, output: str) -> str:
         ModelError: no model in `run_dir`, or its data manifest cannot be read.
     """
     from mpnn.models import load_model
+    from mpnn.models.schnet import model_cutoff
 
     path = os.path.join(run_dir, "model.keras")
     if not os.path.isfile(path):
         raise ModelError(f"{run_dir}: no model.keras (is it a finished mpnn-train run directory?)")
     model = load_model(path)
-    metadata = export_metadata(run_dir, model.input_names)
+    metadata = export_metadata(run_dir, model.input_names, model_cutoff(model))
     serving = _Serving(model)
-    # Inference only: the custom gradients of mpnn.layers are not saved (and not needed).
+    # Inference only: the custom gradients of mpnn.layers are not saved (and not needed: a
+    # geometry model's forces are taken inside the serving function, so saved as its ops).
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     tf.saved_model.save(serving, output, signatures={"serving_default": serving.serve}, options=options)
     metadata_path = os.path.join(output, EXPORT_METADATA)

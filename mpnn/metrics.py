@@ -54,6 +54,46 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+def per_member_mae(y_true: np.ndarray, y_pred: np.ndarray, members: np.ndarray) -> float:
+    """Mean over records of ``|prediction - truth| / members`` (water: the energy error per
+    water molecule, target units), the size-independent figure of extensive targets."""
+    y_true, y_pred = _pair(y_true, y_pred)
+    members = np.asarray(members, dtype=np.float64)
+    return float(np.mean(np.abs(y_pred - y_true) / np.maximum(members, 1.0)))
+
+
+def force_metrics(true: np.ndarray, predicted: np.ndarray, groups: np.ndarray) -> dict:
+    """Force errors over atoms (target units per Angstrom).
+
+    Args:
+        true, predicted: ``[n_atoms, 3]`` forces.
+        groups: ``[n_atoms]`` group of each atom's record (water: cluster size).
+
+    Returns:
+        ``{"count" (atoms), "mae", "rmse" (over all components), "by_component": {"x"|"y"|"z":
+        {"mae", "rmse"}}, "by_group": {str(group): {"count", "mae", "rmse"}}}``.
+    """
+    true = np.asarray(true, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if true.shape != predicted.shape or true.ndim != 2 or true.shape[1] != 3 or len(true) == 0:
+        raise ValueError(f"need two equal [n, 3] arrays of forces, got {true.shape} and {predicted.shape}")
+    error = predicted - true
+    groups = np.asarray(groups)
+
+    def errors(values: np.ndarray) -> dict[str, float]:
+        return {"mae": float(np.mean(np.abs(values))), "rmse": float(np.sqrt(np.mean(values**2)))}
+
+    return {
+        "count": int(len(true)),
+        **errors(error),
+        "by_component": {axis: errors(error[:, k]) for k, axis in enumerate("xyz")},
+        "by_group": {
+            str(int(group)): {"count": int((groups == group).sum()), **errors(error[groups == group])}
+            for group in np.unique(groups)
+        },
+    }
+
+
 def tail_errors(y_true: np.ndarray, y_pred: np.ndarray, fraction: float = TAIL_FRACTION) -> dict[str, dict]:
     """MAE and bias (mean of prediction - truth, target units) on the ``ceil(fraction * n)``
     records (at least one) with the lowest and with the highest true target.

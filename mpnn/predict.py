@@ -1,11 +1,15 @@
-"""``mpnn-predict``: energies of water clusters from a trained model.
+"""``mpnn-predict``: energies (and, from a geometry model, forces) of water clusters from a
+trained model.
 
 Reads anything ``mpnn-prep-water`` reads (XYZ, extended XYZ, ASE databases, tutorial
-TFRecords; files, directories or globs) and writes one CSV row per structure. The graphs
+TFRecords; files, directories or globs) and writes one CSV row per structure, or with an
+``.extxyz`` output each structure with its predicted energy and forces (a geometry model:
+`mpnn.models.schnet`; eV and eV/Angstrom, as ASE reads them). The graphs
 are those of the converter and the loader, built by the same functions: the converter's
 `data_prep.prep_water.task_graphs`, serialised with `serialize_graph`, parsed with
 `mpnn.data.parse_spec` and merged with `mpnn.data.merge_batch`; so a structure is
-predicted exactly as it would be after ``mpnn-prep-water`` and ``mpnn-evaluate``. Memory
+predicted exactly as it would be after ``mpnn-prep-water`` and ``mpnn-evaluate`` (a
+geometry model's pairs built with the cutoff it was trained with). Memory
 stays bounded on long inputs: structures are read, predicted and written a batch at a time.
 
 The model comes from a run directory of ``mpnn-train`` (``model.keras``, and the data
@@ -16,6 +20,7 @@ set's manifest for its vocabularies and statistics) or from an ``mpnn-export`` d
 Example::
 
     mpnn-predict --model runs/demo data/samples/water/minima -o minima.csv
+    mpnn-predict --model runs/geometry data/samples/water/minima -o minima.extxyz
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import ase.io
 import numpy as np
 import tensorflow as tf
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm import tqdm
 
 from data_prep.prep_water import plan_tasks, task_graphs
@@ -44,7 +52,7 @@ from data_prep.water import ATOM_VOCAB, BOND_VOCAB
 from mpnn import cli_checks
 from mpnn.data import merge_batch, parse_spec
 from mpnn.graph_format.example import serialize_graph
-from mpnn.graph_format.features import REQUIRED, feature_dtypes
+from mpnn.graph_format.features import GEOMETRY, REQUIRED, feature_dtypes
 from mpnn.graph_format.manifest import Manifest, ManifestError
 
 log = logging.getLogger("mpnn-predict")
@@ -53,7 +61,6 @@ log = logging.getLogger("mpnn-predict")
 EXPORT_METADATA = "mpnn_export.json"
 # eV per unit of the model's energies, for ASE (which works in eV).
 EV_PER_UNIT = {"kcal/mol": 1.0 / KCAL_PER_MOL_PER["eV"], "eV": 1.0}
-# Records of a tutorial file read at a time.
 CSV_COLUMNS = ("file", "index", "n_waters", "predicted_energy", "file_energy", "skipped")
 
 
@@ -69,13 +76,18 @@ class TrainedModel:
         source: the run directory or export directory it came from.
         uses_distance: whether the model reads the edge ``distance`` (Angstrom), which only
             inputs with coordinates provide; a topology model reads types and bonds only.
-        units: unit of the predicted energies (the training target's, e.g. ``"kcal/mol"``).
+        units: unit of the predicted energies (the training target's, e.g. ``"kcal/mol"``);
+            forces are in `force_units`.
         metadata: what the model was trained on: ``vocab``, ``target`` and
             ``target_stats`` of the data set's manifest (when it could be found), ``model``
             and ``architecture``.
         input_names: the entries of a merged batch the model takes.
         forward: merged batch (see `mpnn.data.merge_batch`; only `input_names`) -> ``[B]``
             energies in `units`.
+        cutoff: for a geometry model (one that takes ``positions``: `mpnn.models.schnet`),
+            the pair cutoff it was trained with, Angstrom; None for other models.
+        forward_forces: for a geometry model, merged batch -> (energies ``[B]`` in
+            `units`, forces ``[N, 3]`` in `force_units`, ``-dE/dR``); None for others.
     """
 
     source: str
@@ -84,16 +96,39 @@ class TrainedModel:
     metadata: dict[str, Any]
     input_names: tuple[str, ...]
     forward: Callable[[dict[str, tf.Tensor]], tf.Tensor] = field(repr=False)
+    cutoff: float | None = None
+    forward_forces: Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor]] | None = field(
+        default=None, repr=False
+    )
+
+    @property
+    def has_forces(self) -> bool:
+        """Whether the model sees geometry, so that it gives forces."""
+        return self.cutoff is not None
+
+    @property
+    def needs_coordinates(self) -> bool:
+        """Whether the model reads anything only inputs with coordinates provide."""
+        return self.uses_distance or self.has_forces
+
+    @property
+    def force_units(self) -> str:
+        """Unit of the predicted forces: the energy unit per Angstrom."""
+        return f"{self.units}/Angstrom"
 
     @property
     def record_features(self) -> tuple[str, ...]:
         """The record features a graph needs for this model (written and parsed as the
         loader does)."""
-        return (*REQUIRED, *(("distance",) if self.uses_distance else ()))
+        return (
+            *REQUIRED,
+            *(("distance",) if self.uses_distance else ()),
+            *(GEOMETRY if self.has_forces else ()),
+        )
 
     @property
     def ev_per_unit(self) -> float:
-        """Factor from the model's energy unit to eV."""
+        """Factor from the model's energy unit to eV (and from `force_units` to eV/Angstrom)."""
         if self.units not in EV_PER_UNIT:
             raise ModelError(f"{self.source}: energies in {self.units!r}, which mpnn cannot convert to eV")
         return EV_PER_UNIT[self.units]
@@ -101,10 +136,7 @@ class TrainedModel:
     def predict_graphs(self, graphs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Energies ``[len(graphs)]`` (in `units`) of graph dicts (see `mpnn.graph_format.features`), in one
         batch. Each graph needs the `record_features`."""
-        if not graphs:
-            return np.zeros(0, np.float32)
-        dtypes = feature_dtypes(self.record_features)
-        return self.predict_serialized([serialize_graph(graph, dtypes) for graph in graphs])
+        return self.predict_serialized(self._serialize(graphs))
 
     def predict_serialized(self, records: Sequence[bytes]) -> np.ndarray:
         """Energies ``[len(records)]`` of serialised graph records holding the
@@ -113,16 +145,57 @@ class TrainedModel:
             return np.zeros(0, np.float32)
         return self._predict_batch(tf.constant(list(records), tf.string)).numpy()
 
+    def predict_graphs_with_forces(self, graphs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`predict_serialized_with_forces` of graph dicts holding the `record_features`."""
+        return self.predict_serialized_with_forces(self._serialize(graphs))
+
+    def predict_serialized_with_forces(self, records: Sequence[bytes]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Energies ``[len(records)]`` (in `units`) and forces, one ``[n_atom, 3]`` array per
+        record (in `force_units`), of serialised records holding the `record_features`, in
+        one batch.
+
+        Raises:
+            ModelError: a model without geometry (it has no forces).
+        """
+        if not self.has_forces:
+            raise ModelError(f"{self.source}: a model that does not take positions has no forces")
+        if not records:
+            return np.zeros(0, np.float32), []
+        energy, forces, n_atom = self._predict_forces_batch(tf.constant(list(records), tf.string))
+        return energy.numpy(), np.split(forces.numpy(), np.cumsum(n_atom.numpy())[:-1])
+
+    def _serialize(self, graphs: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        dtypes = feature_dtypes(self.record_features)
+        return [serialize_graph(graph, dtypes) for graph in graphs]
+
+    def _merged_inputs(self, serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """The model's inputs of a batch of serialised records, merged as the loader does,
+        and the atoms of each record ``[B]``."""
+        parsed = tf.io.parse_example(serialized, parse_spec(self.record_features))
+        merged = merge_batch(parsed)
+        return {name: merged[name] for name in self.input_names}, parsed["n_atom"]
+
     @functools.cached_property
     def _predict_batch(self) -> Callable[[tf.Tensor], tf.Tensor]:
         """Parse, merge and predict in one traced function (traced once: the input is a
         ``[None]`` string tensor)."""
-        spec = parse_spec(self.record_features)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def predict(serialized: tf.Tensor) -> tf.Tensor:
-            merged = merge_batch(tf.io.parse_example(serialized, spec))
-            return self.forward({name: merged[name] for name in self.input_names})
+            return self.forward(self._merged_inputs(serialized)[0])
+
+        return predict
+
+    @functools.cached_property
+    def _predict_forces_batch(self) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+        """As `_predict_batch`, giving energies ``[B]``, forces ``[N, 3]`` and the atoms of
+        each record ``[B]``."""
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def predict(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            inputs, n_atom = self._merged_inputs(serialized)
+            energy, forces = self.forward_forces(inputs)
+            return energy, forces, n_atom
 
         return predict
 
@@ -146,7 +219,8 @@ def run_metadata(run_dir: str) -> dict[str, Any]:
     """What a run directory records of its training data: ``target`` (name, units) from
     ``metrics.json``, and ``vocab``, ``target_stats``, ``kind`` and ``features`` from the
     data set's manifest (``manifest.json`` in the run directory, else the one that
-    ``config.json`` names) when it can be read; ``model`` and ``architecture``."""
+    ``config.json`` names) when it can be read; ``model`` and ``architecture``; ``geometry``
+    (cutoff, units of positions and forces) of data sets with geometry."""
     metadata: dict[str, Any] = {}
     for name in ("config.json", "metrics.json"):
         path = os.path.join(run_dir, name)
@@ -165,6 +239,7 @@ def run_metadata(run_dir: str) -> dict[str, Any]:
         "manifest": manifest.path if manifest else None,
         "model": metrics.get("model") or config.get("model"),
         "architecture": metrics.get("architecture") or config.get("model_options"),
+        "geometry": manifest.extra.get("geometry") if manifest else None,
     }
 
 
@@ -200,15 +275,40 @@ def _load_run(run_dir: str) -> TrainedModel:
     target = metadata.get("target")
     if not target:
         raise ModelError(f"{run_dir}: no metrics.json and no readable data manifest, so the energy unit is unknown")
-    model = load_model(os.path.join(run_dir, "model.keras"))
+    return keras_trained_model(load_model(os.path.join(run_dir, "model.keras")), run_dir, target["units"], metadata)
+
+
+def keras_trained_model(model: tf.keras.Model, source: str, units: str, metadata: dict[str, Any]) -> TrainedModel:
+    """A Keras model (from `mpnn.models.load_model` or a builder) as a `TrainedModel`
+    predicting in `units`; a geometry model also gives forces (`mpnn.forces`).
+
+    Raises:
+        ModelError: `metadata` states forces in a unit other than `units` per Angstrom.
+    """
+    from mpnn.forces import energy_and_forces, takes_positions
+    from mpnn.models.schnet import model_cutoff
+
+    cutoff = model_cutoff(model) if takes_positions(model) else None
+    if cutoff is not None:
+        stated = ((metadata.get("geometry") or {}).get("units") or {}).get("forces")
+        check_force_units(source, units, stated)
     return TrainedModel(
-        source=run_dir,
+        source=source,
         uses_distance="distance" in model.input_names,
-        units=target["units"],
+        units=units,
         metadata=metadata,
         input_names=tuple(model.input_names),
         forward=lambda inputs: model(inputs, training=False),
+        cutoff=cutoff,
+        forward_forces=(lambda inputs: energy_and_forces(model, inputs)) if cutoff is not None else None,
     )
+
+
+def check_force_units(source: str, units: str, stated: str | None) -> None:
+    """Raise `ModelError` when a model's forces are stated (`stated`, None: not stated) in
+    another unit than its energy unit `units` per Angstrom, the unit `mpnn.forces` gives."""
+    if stated is not None and stated != f"{units}/Angstrom":
+        raise ModelError(f"{source}: forces stated in {stated!r}, energies in {units!r}: the units do not match")
 
 
 def _load_export(directory: str) -> TrainedModel:
@@ -218,19 +318,30 @@ def _load_export(directory: str) -> TrainedModel:
     loaded = tf.saved_model.load(directory)
     signature = loaded.signatures["serving_default"]
     inputs = tuple(metadata["inputs"])
+    units = metadata["target"]["units"]
+    cutoff = None
+    if "positions" in inputs:
+        check_force_units(directory, units, metadata["outputs"]["forces"]["units"])
+        cutoff = float(metadata["geometry"]["cutoff"])
 
     def forward(batch: dict[str, tf.Tensor]) -> tf.Tensor:
         return signature(**batch)["energy"]
 
-    # Keep the loaded object alive as long as the function that uses its variables.
-    forward.saved_model = loaded  # type: ignore[attr-defined]
+    def forward_forces(batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        outputs = signature(**batch)
+        return outputs["energy"], outputs["forces"]
+
+    # Keep the loaded object alive as long as the functions that use its variables.
+    forward.saved_model = forward_forces.saved_model = loaded  # type: ignore[attr-defined]
     return TrainedModel(
         source=directory,
         uses_distance="distance" in inputs,
-        units=metadata["target"]["units"],
+        units=units,
         metadata=metadata,
         input_names=inputs,
         forward=forward,
+        cutoff=cutoff,
+        forward_forces=forward_forces if cutoff is not None else None,
     )
 
 
@@ -254,38 +365,61 @@ class Item:
 
 def check_inputs(model: TrainedModel, files: Sequence[str]) -> None:
     """Raise `ModelError` when `model` needs a feature that some input cannot provide
-    (distances from a topology-only tutorial file)."""
-    if model.uses_distance:
+    (distances or positions from a topology-only tutorial file)."""
+    if model.needs_coordinates:
         tutorial = [f for f in files if is_tutorial_file(f)]
         if tutorial:
+            reads = "interatomic distances" if model.uses_distance else "atom positions"
             raise ModelError(
-                f"{model.source} uses interatomic distances, but {tutorial[0]} holds topology-only "
+                f"{model.source} uses {reads}, but {tutorial[0]} holds topology-only "
                 "tutorial records (no coordinates); use a model trained without distances"
             )
 
 
-def read_items(files: Sequence[str], energy_unit: str = "kcal/mol") -> Iterator[Item]:
+def read_items(files: Sequence[str], energy_unit: str = "kcal/mol", cutoff: float | None = None) -> Iterator[Item]:
     """Every structure of `files` (see `expand_inputs`) as an `Item`, lazily and in order,
-    its graph built by the converter's own `data_prep.prep_water.task_graphs`. A structure
-    without an energy is still predicted."""
-    for task in plan_tasks(files, energy_unit, with_distance=True):
+    its graph built by the converter's own `data_prep.prep_water.task_graphs`, with the
+    geometry (positions, the atom pairs closer than `cutoff` Angstrom) when `cutoff` is
+    given. A structure without an energy is still predicted."""
+    tasks = plan_tasks(files, energy_unit, with_distance=True, cutoff=cutoff or 0.0)
+    for task in tasks:
         for index, graph, reason in task_graphs(task, energy_required=False):
             energy = None if graph is None or not math.isfinite(graph["energy"]) else float(graph["energy"])
             yield Item(task.path, index, graph, energy, reason)
 
 
-def predict_items(model: TrainedModel, items: Iterable[Item], batch_size: int = 256) -> Iterator[tuple[Item, float | None]]:
-    """``(item, predicted energy in model.units or None when skipped)`` in input order,
-    predicting `batch_size` structures at a time."""
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says of one `Item`.
+
+    Attributes:
+        item: the structure.
+        energy: predicted energy (the model's unit), None when the item was skipped.
+        forces: predicted forces ``[n_atom, 3]`` (the model's unit per Angstrom) from a
+            geometry model, else None.
+    """
+
+    item: Item
+    energy: float | None
+    forces: np.ndarray | None = None
+
+
+def predict_items(model: TrainedModel, items: Iterable[Item], batch_size: int = 256) -> Iterator[Prediction]:
+    """The `Prediction` of every item, in input order, predicting `batch_size` structures at
+    a time; with forces when `model` has them."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     dtypes = feature_dtypes(model.record_features)
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, batch_size)):
-        usable = [item for item in batch if item.graph is not None]
-        energies = iter(model.predict_serialized([serialize_graph(item.graph, dtypes) for item in usable]))
+        records = [serialize_graph(item.graph, dtypes) for item in batch if item.graph is not None]
+        if model.has_forces:
+            energies, forces = model.predict_serialized_with_forces(records)
+        else:
+            energies, forces = model.predict_serialized(records), [None] * len(records)
+        predicted = zip(energies.tolist(), forces)
         for item in batch:
-            yield item, (float(next(energies)) if item.graph is not None else None)
+            yield Prediction(item, *next(predicted)) if item.graph is not None else Prediction(item, None)
 
 
 @dataclass(frozen=True)
@@ -299,43 +433,103 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class PredictSummary:
-    """What `predict_files` did: structures predicted and skipped, and the CSV written."""
+    """What `predict_files` did: structures predicted and skipped, and the file written."""
 
     predicted: int
     skipped: int
     output: str
 
 
+# Outputs with this suffix are written as extended XYZ (structures with energies and forces);
+# any other output is CSV.
+EXTXYZ_SUFFIX = ".extxyz"
+
+
 def predict_files(model: TrainedModel, inputs: Sequence[str], output: str, options: PredictOptions = PredictOptions()) -> PredictSummary:
-    """Predict every structure of `inputs` (files, directories, globs) and write the CSV
-    `output` (columns `CSV_COLUMNS`; energies in ``model.units``, ``file_energy`` in
-    kcal/mol), one row per structure, skipped ones with their reason.
+    """Predict every structure of `inputs` (files, directories, globs) and write `output`:
+
+    - CSV (columns `CSV_COLUMNS`; energies in ``model.units``, ``file_energy`` in
+      kcal/mol), one row per structure, skipped ones with their reason;
+    - extended XYZ (a name ending in `EXTXYZ_SUFFIX`; geometry models only): every predicted
+      structure with its energy (eV) and forces (eV/Angstrom), see `ExtxyzWriter`; each
+      skipped one is a warning line with its reason.
 
     Raises:
         FileNotFoundError: an input that names nothing.
-        ModelError: an input that cannot give the model its features.
+        ModelError: an input that cannot give the model its features, or an extended XYZ
+            output for a model without forces.
     """
     files = expand_inputs(inputs)
     check_inputs(model, files)
+    extxyz = output.lower().endswith(EXTXYZ_SUFFIX)
+    if extxyz and not model.has_forces:
+        raise ModelError(
+            f"{output}: the extended XYZ output holds forces, which {model.source} (a model that does not take "
+            "positions) cannot give; write a .csv"
+        )
+    if model.has_forces and not extxyz:
+        log.info("the CSV holds energies; an output named *.extxyz holds the forces too")
     predicted = skipped = 0
     # tqdm shows itself only when the input takes more than a few seconds.
     progress = tqdm(unit=" structures", delay=2.0, disable=not options.show_progress, file=sys.stderr)
     with open(output, "w", newline="") as handle, progress:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for item, energy in predict_items(model, read_items(files, options.energy_unit), options.batch_size):
-            writer.writerow([
-                item.source,
-                item.index,
-                "" if item.graph is None else int(item.graph["n_waters"]),
-                "" if energy is None else f"{energy:.6f}",
-                "" if item.file_energy is None else f"{item.file_energy:.6f}",
-                item.skipped or "",
-            ])
-            predicted += energy is not None
-            skipped += energy is None
+        writer = ExtxyzWriter(handle, model) if extxyz else CsvWriter(handle)
+        items = read_items(files, options.energy_unit, model.cutoff)
+        for prediction in predict_items(model, items, options.batch_size):
+            writer.write(prediction)
+            predicted += prediction.energy is not None
+            skipped += prediction.energy is None
             progress.update()
     return PredictSummary(predicted, skipped, output)
+
+
+class CsvWriter:
+    """Predictions as CSV rows (`CSV_COLUMNS`), the header first."""
+
+    def __init__(self, handle):
+        self._writer = csv.writer(handle)
+        self._writer.writerow(CSV_COLUMNS)
+
+    def write(self, prediction: Prediction) -> None:
+        item, energy = prediction.item, prediction.energy
+        self._writer.writerow([
+            item.source,
+            item.index,
+            "" if item.graph is None else int(item.graph["n_waters"]),
+            "" if energy is None else f"{energy:.6f}",
+            "" if item.file_energy is None else f"{item.file_energy:.6f}",
+            item.skipped or "",
+        ])
+
+
+class ExtxyzWriter:
+    """Predictions of a geometry model as extended XYZ frames, in ASE's units: each
+    structure's atoms at the positions the model saw (float32, Angstrom), its predicted
+    ``energy`` (eV) and ``forces`` (eV/Angstrom) as calculator results (``ase.io.read``
+    gives them back with ``get_potential_energy`` and ``get_forces``), and in its info
+    ``source``, ``index``, ``n_waters``, ``energy_unit="eV"``, ``forces_unit="eV/Angstrom"``
+    and ``file_energy`` (eV) when the input gave one. A skipped structure has no frame:
+    it is a warning line naming it and the reason."""
+
+    def __init__(self, handle, model: TrainedModel):
+        self._handle = handle
+        self._ev = model.ev_per_unit
+
+    def write(self, prediction: Prediction) -> None:
+        item = prediction.item
+        if prediction.energy is None:
+            log.warning("%s: structure %d skipped: %s", item.source, item.index, item.skipped)
+            return
+        graph = item.graph
+        atoms = Atoms(symbols=[ATOM_VOCAB[t] for t in graph["atom"]], positions=graph["positions"])
+        atoms.info.update(source=item.source, index=item.index, n_waters=int(graph["n_waters"]))
+        atoms.info.update(energy_unit="eV", forces_unit="eV/Angstrom")
+        if item.file_energy is not None:  # read in kcal/mol (see `read_items`), whatever the model's unit
+            atoms.info["file_energy"] = item.file_energy * EV_PER_UNIT["kcal/mol"]
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=prediction.energy * self._ev, forces=prediction.forces * self._ev
+        )
+        ase.io.write(self._handle, atoms, format="extxyz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,7 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files, directories, globs or tutorial TFRecords")
     parser.add_argument("--model", required=True, help="run directory of mpnn-train (or its model.keras), or an mpnn-export directory")
-    parser.add_argument("-o", "--output", default="predictions.csv", help="CSV file to write (default predictions.csv)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="predictions.csv",
+        help="file to write: CSV of energies (default predictions.csv), or NAME.extxyz: each structure with its "
+        "energy (eV) and forces (eV/Angstrom), for a model that sees geometry",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="structures per model call (default 256)")
     parser.add_argument(
         "--energy-unit", choices=list(KCAL_PER_MOL_PER), default="kcal/mol", help="unit of energies in the inputs"
@@ -366,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelError, cli_checks.InputError, OSError, ValueError) as exc:
         print(f"mpnn-predict: error: {exc}", file=sys.stderr)
         return 1
-    print(f"predicted {summary.predicted}, skipped {summary.skipped} ({model.units}) -> {summary.output}")
+    units = "eV, eV/Angstrom" if summary.output.lower().endswith(EXTXYZ_SUFFIX) else model.units
+    print(f"predicted {summary.predicted}, skipped {summary.skipped} ({units}) -> {summary.output}")
     return 0
 
 

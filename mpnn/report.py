@@ -26,10 +26,23 @@ _GROUP_COLUMNS = (
 )
 
 
+# Water clusters: the energy error per water, after the MAE.
+_PER_WATER_COLUMN = ("MAE/water", "mae_per_water", "{:.4f}")
+
+
+def _columns(split_metrics: dict) -> tuple[tuple[str, str, str], ...]:
+    """The group table's columns of a split: `_GROUP_COLUMNS`, and for water clusters the
+    MAE per water."""
+    if "mae_per_water" not in split_metrics:
+        return _GROUP_COLUMNS
+    return (_GROUP_COLUMNS[0], _PER_WATER_COLUMN, *_GROUP_COLUMNS[1:])
+
+
 def _flat_row(row: dict) -> dict:
     return {
         "count": row["count"],
         "mae": row["mae"],
+        "mae_per_water": row.get("mae_per_water"),
         "spearman": row.get("spearman"),
         "low_tail_mae": row["low_tail"]["mae"],
         "low_tail_bias": row["low_tail"]["bias"],
@@ -45,16 +58,17 @@ def _cell(value: float | None, form: str) -> str:
 def _group_rows(split_metrics: dict) -> list[tuple[str, str, list[str]]]:
     """(label, count, cells) per group, then the weighted mean and the worst group."""
     summary = split_metrics["group_summary"]
+    columns = _columns(split_metrics)
+    weighted = {**summary["weighted"], "mae_per_water": split_metrics.get("mae_per_water")}
     rows = []
     for group, row in sorted(split_metrics["by_group"].items(), key=lambda item: int(item[0])):
         flat = _flat_row(row)
-        rows.append((group, str(flat["count"]), [_cell(flat[key], form) for _, key, form in _GROUP_COLUMNS]))
-    rows.append(("weighted", str(split_metrics["count"]),
-                 [_cell(summary["weighted"][key], form) for _, key, form in _GROUP_COLUMNS]))
-    worst = [summary["worst"][key] for _, key, _ in _GROUP_COLUMNS]
+        rows.append((group, str(flat["count"]), [_cell(flat[key], form) for _, key, form in columns]))
+    rows.append(("weighted", str(split_metrics["count"]), [_cell(weighted[key], form) for _, key, form in columns]))
+    worst = [summary["worst"].get(key) for _, key, _ in columns]
     rows.append(("worst", "", [
         "-" if w is None else f"{_cell(w['value'], form)} ({w['group']})"
-        for w, (_, _, form) in zip(worst, _GROUP_COLUMNS)
+        for w, (_, _, form) in zip(worst, columns)
     ]))
     return rows
 
@@ -71,11 +85,12 @@ def _tail_note(split_metrics: dict) -> str:
 def group_table(split_metrics: dict) -> str:
     """Terminal table of a split's per-group metrics (``by_group``, ``group_summary``)."""
     name = split_metrics["group_summary"]["name"]
-    widths = [max(9, len(header) + 1) for header, _, _ in _GROUP_COLUMNS]
+    columns = _columns(split_metrics)
+    widths = [max(9, len(header) + 1) for header, _, _ in columns]
     rows = _group_rows(split_metrics)
     widths = [max(w, *(len(cells[i]) for _, _, cells in rows)) for i, w in enumerate(widths)]
     label_width = max(len(name), 8)
-    lines = [f"{name:>{label_width}} {'n':>6} " + " ".join(f"{h:>{w}}" for (h, _, _), w in zip(_GROUP_COLUMNS, widths))]
+    lines = [f"{name:>{label_width}} {'n':>6} " + " ".join(f"{h:>{w}}" for (h, _, _), w in zip(columns, widths))]
     for label, count, cells in rows:
         lines.append(f"{label:>{label_width}} {count:>6} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     lines.append(_tail_note(split_metrics))
@@ -89,9 +104,24 @@ def format_split(split: str, split_metrics: dict, units: str) -> str:
         f"{split}: n {m['count']}  MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  "
         f"R^2 {m['r2']:.4f}  Pearson {m['pearson_r']:.4f}  ({units})"
     ]
+    if "mae_per_water" in m:
+        lines.append(f"energy MAE per water {m['mae_per_water']:.4f} {units}")
     if "group_summary" in m:
         lines.append(group_table(m))
+    if "forces" in m:
+        lines.append(force_table(m["forces"], units))
     return "\n".join(lines)
+
+
+def force_table(forces: dict, units: str) -> str:
+    """Terminal lines of a split's force errors (`mpnn.metrics.force_metrics`)."""
+    parts = "  ".join(
+        f"{axis} {row['mae']:.4f}/{row['rmse']:.4f}" for axis, row in forces["by_component"].items()
+    )
+    return (
+        f"forces ({units}/Angstrom, {forces['count']} atoms): MAE {forces['mae']:.4f}  RMSE {forces['rmse']:.4f}  "
+        f"MAE/RMSE per component: {parts}"
+    )
 
 
 def format_summary(metrics: dict, run_dir: str) -> str:
@@ -108,8 +138,13 @@ def format_summary(metrics: dict, run_dir: str) -> str:
     if "baselines" in metrics:
         baseline = metrics["baselines"]["test_mae_of_group_mean"]
         lines.append(f"baseline (mean of the group in training): test MAE {baseline:.4f}")
-    if "group_summary" in metrics.get("test", {}):
-        lines += [f"test split per group ({units}):", group_table(metrics["test"])]
+    test = metrics.get("test", {})
+    if "mae_per_water" in test:
+        lines.append(f"test energy MAE per water {test['mae_per_water']:.4f} {units}")
+    if "forces" in test:
+        lines.append("test " + force_table(test["forces"], units))
+    if "group_summary" in test:
+        lines += [f"test split per group ({units}):", group_table(test)]
     lines.append(
         f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s on {metrics['ranks']} rank(s) "
         f"({metrics['model']}, {metrics['parameters']} parameters); run directory: {run_dir}"
@@ -132,15 +167,28 @@ def markdown(metrics: dict) -> str:
     test = metrics.get("test", {})
     if "group_summary" not in test:
         return "\n".join(lines)
-    headers = " | ".join(header for header, _, _ in _GROUP_COLUMNS)
+    columns = _columns(test)
+    headers = " | ".join(header for header, _, _ in columns)
     lines += [
         "",
         f"| {test['group_summary']['name']} | n | {headers} |",
-        "| ---: | ---: | " + " | ".join("---:" for _ in _GROUP_COLUMNS) + " |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in columns) + " |",
     ]
     for label, count, cells in _group_rows(test):
         lines.append(f"| {label} | {count} | " + " | ".join(cells) + " |")
     lines += ["", f"Test split, {units}. {_tail_note(test).capitalize()}."]
+    if "forces" in test:
+        forces = test["forces"]
+        lines += [
+            "",
+            f"| forces ({units}/Angstrom) | atoms | MAE | RMSE |",
+            "| --- | ---: | ---: | ---: |",
+            f"| all components | {forces['count']} | {forces['mae']:.4f} | {forces['rmse']:.4f} |",
+            *(f"| {axis} | {forces['count']} | {row['mae']:.4f} | {row['rmse']:.4f} |"
+              for axis, row in forces["by_component"].items()),
+            *(f"| {test['group_summary']['name']} = {group} | {row['count']} | {row['mae']:.4f} | {row['rmse']:.4f} |"
+              for group, row in sorted(forces["by_group"].items(), key=lambda item: int(item[0]))),
+        ]
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import atomic, checkpoint, cli_checks, distributed, elastic, host, models, run_lock, rundir, verify
+from mpnn import atomic, checkpoint, cli_checks, distributed, elastic, forces, host, models, run_lock, rundir, verify
 from mpnn.atomic import write_json
 from mpnn.batch_cut import cut_batch_trainer
 from mpnn.callbacks import (
@@ -220,8 +220,13 @@ def build_trainer(plan: RunPlan, manifest: Manifest) -> tuple[tf.keras.Model, tf
     """The model (the same on every machine: it is checkpointed, evaluated and saved) and
     its compiled training twin, which cuts batches for this rank's threads."""
     model = models.build_from_manifest(plan.model_name, plan.architecture, manifest)
-    trainer = cut_batch_trainer(model, plan.threads.batch_cut)
     optimizer = distributed.distributed_optimizer(make_optimizer(plan.learning_rate, plan.weight_decay))
+    if forces.takes_positions(model):
+        # Energies per atom and forces (`mpnn.forces`); its own metrics.
+        trainer = forces.force_trainer(model, plan.threads.batch_cut, plan.architecture.force_weight)
+        trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss]())
+        return model, trainer
+    trainer = cut_batch_trainer(model, plan.threads.batch_cut)
     trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss](), metrics=["mae"])
     return model, trainer
 
@@ -259,7 +264,8 @@ def fit_data(
     """Training data and steps, validation data and steps (None without a validation set)
     of rank `rank` of `ranks`; the training data shuffled from `seed` + `rank`. Both
     repeat, so that Keras takes exactly `steps` batches (one pass) per epoch."""
-    common = dict(rank=rank, size=ranks, options=plan.loader)
+    entries = models.batch_entries(model, manifest)
+    common = dict(rank=rank, size=ranks, options=plan.loader, entries=entries)
     train_data, train_steps = manifest_dataset(
         manifest, "train", plan.batch, shuffle=True, seed=seed + rank, **common
     )

@@ -33,6 +33,7 @@ def load_benchmark_script(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -153,3 +154,33 @@ def file_digests(directory: Path) -> dict[str, str]:
         for path in sorted(Path(directory).rglob("*"))
         if path.is_file()
     }
+
+
+# ---- geometry records: TIP4P energies and forces ------------------------------------------
+
+
+def write_tip4p_clusters(path: Path, count: int, sizes: tuple[int, ...] = (3, 4, 5, 6), seed: int = 0) -> Path:
+    """Write `count` perturbed minima (`data_prep.water_set`'s rigid-water moves, sizes in
+    turn) with their TIP4P energies (kcal/mol) and forces (kcal/mol/Angstrom) from ASE's
+    TIP4P calculator (no cutoff) to the extended XYZ `path`; returns `path`."""
+    import ase.io
+    from ase import Atoms, units
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.calculators.tip4p import TIP4P
+
+    from data_prep.water_set import WaterSetOptions, load_minima, perturb
+
+    options = WaterSetOptions(count)
+    minima = load_minima(options.minima, sizes)
+    rng = np.random.default_rng(seed)
+    kcal_per_mol = units.kcal / units.mol
+    frames = []
+    for k in range(count):
+        n = sizes[k % len(sizes)]
+        atoms = Atoms("OHH" * n, positions=perturb(minima[n], 1, rng, options)[0].reshape(-1, 3))
+        atoms.calc = TIP4P(rc=np.inf)
+        energy, forces = atoms.get_potential_energy() / kcal_per_mol, atoms.get_forces() / kcal_per_mol
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    return path

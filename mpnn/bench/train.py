@@ -1,8 +1,11 @@
-"""``mpnn-bench train``: training throughput (forward, backward, optimiser step) in graphs/s.
+"""``mpnn-bench train``: training throughput (forward, backward, optimiser step) in graphs/s
+and atoms/s.
 
 Builds the model of the data set's manifest (`mpnn.models.build_from_manifest`) for each
 width and batch size, compiles it as ``mpnn-train`` does (Adam, MAE loss, the optimiser
-wrapped by `mpnn.distributed.distributed_optimizer`) and feeds it the project's loader (shuffled,
+wrapped by `mpnn.distributed.distributed_optimizer`; a model that sees geometry trains as
+`mpnn.forces.ForceTrainer`, on energies and, where the records have them, forces, the
+double backward pass included) and feeds it the project's loader (shuffled,
 records cached in memory, repeated). Untimed: one pass over the data (it fills the cache,
 as from ``mpnn-train``'s second epoch on) and ``--warmup-steps`` training steps; timed:
 ``--steps`` training steps, ``--repeats`` times. Graphs are counted from the length of
@@ -112,6 +115,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     from mpnn import distributed, models
     from mpnn.batch_cut import cut_batch_trainer
     from mpnn.data import LoaderOptions, manifest_dataset
+    from mpnn.forces import force_trainer, takes_positions
     from mpnn.training import LOSS_CLASSES
 
     if len(set(args.variants)) != len(args.variants):
@@ -127,7 +131,11 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
         try:
             config = models.model_config(model_name, {**options, **variant_options})
             tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
-            model = cut_batch_trainer(models.build_from_manifest(model_name, config, manifest), cut)
+            network = models.build_from_manifest(model_name, config, manifest)
+            if takes_positions(network):
+                model = force_trainer(network, cut, config.force_weight)
+            else:
+                model = cut_batch_trainer(network, cut)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"variant {variant!r}: {exc}") from None
         optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3))
@@ -135,7 +143,8 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
-                                                       size=size, options=loader)
+                                                       size=size, options=loader,
+                                                       entries=models.batch_entries(network, manifest))
             dataset = models.only_model_inputs(dataset, model).repeat()
             iterator = iter(dataset)
             for _ in range(steps_per_pass):  # fills the cache
@@ -148,35 +157,38 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
         parameters[variant] = int(model.count_params())
         for _ in range(args.warmup_steps):
             steps[variant](*next(iterator))
-    timings: dict[str, list[tuple[int, float, float]]] = {variant: [] for variant in args.variants}
+    timings: dict[str, list[tuple[int, int, float, float]]] = {variant: [] for variant in args.variants}
     for _ in range(args.repeats):
         for variant in args.variants:
             timings[variant].append(_time_steps(steps[variant], iterator, args.steps))
     results = []
     for variant in args.variants:
-        rates = [graphs / seconds for graphs, seconds, _ in timings[variant]]
+        rates = [graphs / seconds for graphs, _, seconds, _ in timings[variant]]
         median_run = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
-        graphs, seconds, cpu_seconds = timings[variant][median_run]
+        graphs, atoms, seconds, cpu_seconds = timings[variant][median_run]
         results.append({
             "rank": rank, "variant": variant, "width": width, "batch_size": batch_size,
-            "parameters": parameters[variant], "steps": args.steps, "graphs": graphs, "seconds": seconds,
-            "graphs_per_second": graphs / seconds, "steps_per_second": args.steps / seconds,
+            "parameters": parameters[variant], "steps": args.steps, "graphs": graphs, "atoms": atoms,
+            "seconds": seconds, "graphs_per_second": graphs / seconds, "atoms_per_second": atoms / seconds,
+            "steps_per_second": args.steps / seconds,
             "cpu_seconds_per_step": cpu_seconds / args.steps, "repeats_graphs_per_second": rates,
             "peak_rss_kib": peak_rss_kib(),
         })
     return results
 
 
-def _time_steps(train_step: Any, iterator: Any, steps: int) -> tuple[int, float, float]:
-    """Run `steps` training steps: (graphs, wall seconds, CPU seconds of this process)."""
-    graphs = 0
+def _time_steps(train_step: Any, iterator: Any, steps: int) -> tuple[int, int, float, float]:
+    """Run `steps` training steps: (graphs, atoms, wall seconds, CPU seconds of this process)."""
+    graphs = atoms = 0
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         inputs, target = next(iterator)
-        graphs += int(target.shape[0])
+        energy = target[0] if isinstance(target, tuple) else target  # (energy, forces) with forces
+        graphs += int(energy.shape[0])
+        atoms += int(inputs["node_graph_indices"].shape[0])
         logs = train_step(inputs, target)
     float(logs["loss"])  # wait for the last step
-    return graphs, time.perf_counter() - start, time.process_time() - cpu_start
+    return graphs, atoms, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def baseline_rates(path: str, args: argparse.Namespace) -> dict[tuple[str, int, int], float]:
@@ -226,11 +238,12 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             for index, variant in enumerate(args.variants):
                 ranks = [per_rank[index] for per_rank in gathered]
                 total = sum(r["graphs_per_second"] for r in ranks)
+                atoms_total = sum(r["atoms_per_second"] for r in ranks)
                 if rank == 0:
                     log.info("%s width %4d batch %5d: %10.1f graphs/s over %d rank(s)",
                              variant, width, batch_size, total, size)
                 results.append({**{k: ranks[0][k] for k in ("variant", "width", "batch_size", "parameters", "steps")},
-                                "graphs_per_second": total,
+                                "graphs_per_second": total, "atoms_per_second": atoms_total,
                                 "steps_per_second": min(r["steps_per_second"] for r in ranks),
                                 "cpu_seconds_per_step": max(r["cpu_seconds_per_step"] for r in ranks),
                                 "peak_rss_kib": max(r["peak_rss_kib"] for r in ranks), "per_rank": ranks})
@@ -274,13 +287,14 @@ def format_report(report: dict[str, Any]) -> str:
         reference = first.setdefault((r["width"], r["batch_size"]), r["graphs_per_second"])
         per_rank = [" ".join(f"{x['graphs_per_second']:,.0f}" for x in r["per_rank"])] if multi else []
         rows.append((r["variant"], r["width"], r["batch_size"], f"{r['parameters']:,}",
-                     f"{r['graphs_per_second']:,.0f}", *per_rank, f"{r['graphs_per_second'] / reference:.2f}",
+                     f"{r['graphs_per_second']:,.0f}", f"{r.get('atoms_per_second', 0):,.0f}", *per_rank,
+                     f"{r['graphs_per_second'] / reference:.2f}",
                      *([f"{100 * r['scaling_efficiency']:.0f}%"] if scaled else []),
                      f"{r['steps_per_second']:,.2f}", f"{1000 * r['cpu_seconds_per_step']:,.0f}",
                      mib(r["peak_rss_kib"])))
-    headers = ("variant", "width", "batch", "parameters", "graphs/s", *(["graphs/s per rank"] if multi else []),
+    headers = ("variant", "width", "batch", "parameters", "graphs/s", "atoms/s", *(["graphs/s per rank"] if multi else []),
                "vs first", *(["efficiency"] if scaled else []), "steps/s", "CPU ms/step", "peak RSS MiB")
-    note = ("graphs/s: summed over ranks; vs first: relative to the first variant; "
+    note = ("graphs/s, atoms/s: summed over ranks; vs first: relative to the first variant; "
             + ("efficiency: graphs/s / (ranks x the --baseline run's); " if scaled else "")
             + "steps/s: the slowest rank; "
             "CPU ms/step: CPU time of the process (all threads), largest rank; peak RSS: largest rank, process so far")

@@ -121,9 +121,10 @@ class Reward:
 
 def check_surrogate(model: TrainedModel) -> None:
     """Raise `ModelError` unless `model` can score networks without coordinates."""
-    if model.uses_distance:
+    if model.needs_coordinates:
+        reads = "interatomic distances" if model.uses_distance else "atom positions"
         raise ModelError(
-            f"{model.source} uses interatomic distances; scoring graphs without coordinates needs a "
+            f"{model.source} uses {reads}; scoring graphs without coordinates needs a "
             "model trained without them (e.g. on the tutorial's topology-only records)"
         )
 

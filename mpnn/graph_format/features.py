@@ -10,10 +10,18 @@ names to numpy arrays:
 
 - graph-level features are scalars (``n_atom``, ``energy``, ...);
 - node-level features have shape ``[n_atom, *inner_shape]``;
-- edge-level features have shape ``[n_bond, *inner_shape]``.
+- edge-level features have shape ``[n_bond, *inner_shape]``;
+- pair-level features have shape ``[n_pair, *inner_shape]``.
 
 Edges are directed and stored in both directions, sorted by receiver;
 ``connectivity[k] = (receiver, sender)``, node indices local to the graph.
+
+Records with geometry (water structures read with coordinates) also carry the atom
+``positions`` (Angstrom), optionally ``forces`` (target unit per Angstrom), and a second
+edge set, the *pairs*: every ordered pair of distinct atoms closer than the data set's
+cutoff (the manifest's ``geometry``), in both directions and sorted by receiver like the
+bonds, ``pair_connectivity[k] = (receiver, sender)``. Models that see geometry compute
+distances from the positions along these pairs; the bonds (the topology) stay as they are.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ SCHEMA_VERSION = 1
 N_ATOM_FEATURES = 37
 RWPE_ORDER = 20
 
-Level = Literal["graph", "node", "edge"]
+Level = Literal["graph", "node", "edge", "pair"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,9 @@ class FeatureSpec:
     Attributes:
         name: key in the `tf.train.Example`.
         dtype: ``"int64"``, ``"float32"`` or ``"string"``.
-        level: ``"graph"`` (one value per graph), ``"node"`` (one row per atom) or
-            ``"edge"`` (one row per directed bond).
+        level: ``"graph"`` (one value per graph), ``"node"`` (one row per atom),
+            ``"edge"`` (one row per directed bond) or ``"pair"`` (one row per directed
+            atom pair within the cutoff).
         inner_shape: trailing shape of one row; ``()`` for a scalar per node/edge.
         description: meaning and units.
     """
@@ -98,11 +107,27 @@ FEATURES: dict[str, FeatureSpec] = {
             "random-walk positional encoding: diagonal of (D^-1 A)^k, k = 1..RWPE_ORDER",
         ),
         FeatureSpec("affinity", "float32", "graph", description="protein-ligand: -log10(Kd or Ki / M)"),
+        FeatureSpec("positions", "float32", "node", (3,), "atom position (x, y, z), Angstrom"),
+        FeatureSpec(
+            "forces", "float32", "node", (3,), "force on the atom (x, y, z), target unit per Angstrom (kcal/mol/A)"
+        ),
+        FeatureSpec("n_pair", "int64", "graph", description="number of directed atom pairs within the cutoff"),
+        FeatureSpec(
+            "pair_connectivity",
+            "int64",
+            "pair",
+            (2,),
+            "(receiver, sender) of every ordered pair of atoms closer than the cutoff, sorted by receiver",
+        ),
     ]
 }
 
 # Features every record has, whatever the data source.
 REQUIRED = ("n_atom", "n_bond", "atom", "bond", "connectivity")
+# Features of records with geometry (`forces` only when the inputs give them).
+GEOMETRY = ("positions", "n_pair", "pair_connectivity")
+# Rows of a node / edge / pair feature: the graph-level count feature that gives them.
+ROW_COUNTS = {"node": "n_atom", "edge": "n_bond", "pair": "n_pair"}
 
 
 def feature_specs(names: Iterable[str]) -> dict[str, FeatureSpec]:
@@ -124,7 +149,7 @@ def validate_graph(graph: Mapping[str, np.ndarray], names: Iterable[str]) -> Non
     Raises:
         ValueError: naming the first feature whose shape or values are wrong.
     """
-    n_atom, n_bond = int(graph["n_atom"]), int(graph["n_bond"])
+    n_atom = int(graph["n_atom"])
     for name, spec in feature_specs(names).items():
         if name not in graph:
             raise ValueError(f"graph has no feature {name!r}")
@@ -132,17 +157,17 @@ def validate_graph(graph: Mapping[str, np.ndarray], names: Iterable[str]) -> Non
         if spec.level == "graph":
             expected: tuple[int, ...] = ()
         else:
-            rows = n_atom if spec.level == "node" else n_bond
-            expected = (rows, *spec.inner_shape)
+            expected = (int(graph[ROW_COUNTS[spec.level]]), *spec.inner_shape)
         if value.shape != expected:
             raise ValueError(f"feature {name!r} has shape {value.shape}, expected {expected}")
         if spec.dtype == "float32" and not np.all(np.isfinite(value)):
             raise ValueError(f"feature {name!r} has non-finite values")
-    connectivity = np.asarray(graph["connectivity"])
-    if n_bond and (connectivity.min() < 0 or connectivity.max() >= n_atom):
-        raise ValueError("connectivity refers to atoms outside the graph")
-    if n_bond and np.any(np.diff(connectivity[:, 0]) < 0):
-        raise ValueError("edges are not sorted by receiver")
+    for name in ("connectivity", "pair_connectivity"):
+        connectivity = np.asarray(graph.get(name, np.zeros((0, 2), np.int64)))
+        if len(connectivity) and (connectivity.min() < 0 or connectivity.max() >= n_atom):
+            raise ValueError(f"{name} refers to atoms outside the graph")
+        if len(connectivity) and np.any(np.diff(connectivity[:, 0]) < 0):
+            raise ValueError(f"{name} is not sorted by receiver")
 
 
 def feature_dtypes(names: Iterable[str]) -> tuple[tuple[str, str], ...]:

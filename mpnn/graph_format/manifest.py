@@ -20,7 +20,8 @@ splits            ``{"train"|"valid"|"test": {"records", "shards": [{"file",
                   manifest's directory
 target_stats      statistics of the target over the train split, or null:
                   ``count, mean, std, min, max, per_atom_type_mean {type: mean},
-                  graph_offset, residual_std, atoms_per_graph_mean``
+                  graph_offset, residual_std, atoms_per_graph_mean,
+                  per_atom_type_reference {type: energy}`` (no intercept)
 options           the converter's options (free form)
 sources           ``[{"path", "sha256", "records"}]``: every input file
 skipped           ``[{"source", "index", "reason"}]``: every input not converted
@@ -32,7 +33,8 @@ warnings          ``[str]``: what the converter found doubtful in the set as a
                   whole (e.g. energies implausible in their stated unit); the
                   records were written all the same
 timing            ``{phase_seconds: float}`` of the conversion (free form)
-(others)          source-specific keys (water: ``group``; pdbbind:
+(others)          source-specific keys (water: ``group``, and with coordinates
+                  ``geometry``: ``{"cutoff", "units", "forces"}``; pdbbind:
                   ``atom_features``, ``cutoff``, ``rwpe_order``, ``index_files``),
                   kept in `Manifest.extra`
 ================  ==============================================================
@@ -86,7 +88,12 @@ class Split:
 @dataclass(frozen=True)
 class TargetStats:
     """Target statistics over the train split (see `data_prep.records.TargetSums`); units
-    those of the target."""
+    those of the target.
+
+    ``per_atom_type_mean`` and ``graph_offset`` are the least-squares fit of the target on
+    the atom-type counts with an intercept; ``per_atom_type_reference`` the same fit
+    without one (size-extensive reference energies per element; empty in manifests
+    written before it was recorded)."""
 
     count: int
     mean: float
@@ -97,6 +104,7 @@ class TargetStats:
     graph_offset: float
     residual_std: float
     atoms_per_graph_mean: float
+    per_atom_type_reference: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ family     module                       options                    loss, decay  
 =========  ===========================  =========================  ===========  =====
 mpnn       `mpnn.models.gilmer`         `MPNNConfig`               huber, 0     yes
 gat-lspe   `mpnn.models.gat_lspe`       `GATLSPEConfig`            mse, 1e-4    no
+schnet     `mpnn.models.schnet`         `SchNetConfig`             mse, 0       no
 =========  ===========================  =========================  ===========  =====
 
 The flag values (``--model``) are `mpnn.config.ModelName`; this module checks at import
@@ -24,11 +25,12 @@ import tensorflow as tf
 from nfp.layers import RBFExpansion
 
 import mpnn.attention  # noqa: F401  (registers the attention layers with Keras)
+import mpnn.continuous_filter  # noqa: F401  (registers the geometry layers with Keras)
 import mpnn.layers  # noqa: F401  (registers our layers with Keras)
 from mpnn.cli_checks import UsageError
 from mpnn.config import ModelName
 from mpnn.graph_format.manifest import Manifest
-from mpnn.models import gat_lspe, gilmer
+from mpnn.models import gat_lspe, gilmer, schnet
 
 # nfp does not register its layers with Keras. Keras then resolves a serialised
 # "RBFExpansion" only where it is given as a custom object; elsewhere (e.g. when
@@ -82,6 +84,7 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("mpnn", gilmer.MPNNConfig, gilmer.build_from_manifest, "huber", 0.0, 0.0, True, ("water",)),
         ModelFamily("gat-lspe", gat_lspe.GATLSPEConfig, gat_lspe.build_from_manifest, "mse", 1e-4, 0.0, False,
                     ("pdbbind",)),
+        ModelFamily("schnet", schnet.SchNetConfig, schnet.build_from_manifest, "mse", 0.0, 0.0, False, ()),
     )
 }
 if set(FAMILIES) != set(ModelName.values()) - {ModelName.AUTO.value}:
@@ -160,9 +163,27 @@ def model_inputs(model: tf.keras.Model, batch: dict[str, tf.Tensor]) -> dict[str
     return {name: batch[name] for name in model.input_names}
 
 
+def batch_entries(model: tf.keras.Model, manifest: Manifest) -> list[str]:
+    """The batch entries the loader should parse for training `model` (`mpnn.data.make_dataset`'s
+    `entries`): its inputs, and the forces of records that carry them for a model that
+    sees geometry."""
+    entries = list(model.input_names)
+    if "positions" in entries and "forces" in manifest.features:
+        entries.append("forces")
+    return entries
+
+
 def only_model_inputs(dataset: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Dataset:
-    """Drop the batch features `model` does not take from a dataset of (inputs, target)."""
-    return dataset.map(lambda inputs, target: (model_inputs(model, inputs), target))
+    """Drop the batch features `model` does not take from a dataset of (inputs, target);
+    batches that carry ``forces`` (see `batch_entries`) become ``(inputs, (energy,
+    forces))``, what `mpnn.forces.ForceTrainer` fits."""
+
+    def split(inputs, target):
+        if "forces" in inputs:
+            return model_inputs(model, inputs), (target, inputs["forces"])
+        return model_inputs(model, inputs), target
+
+    return dataset.map(split)
 
 
 def save_for_inference(model: tf.keras.Model, path: str) -> None:

@@ -1,5 +1,5 @@
 """benchmarks/make_water_set.py and `data_prep.water_set`: perturbed minima with TIP4P
-energies that the converter accepts, reproducibly, in files ASE reads back exactly."""
+energies and forces that the converter accepts, reproducibly, in files ASE reads back exactly."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase import units
 from scipy import constants
 
 from data_prep import water_set
 from data_prep.structures import read_structures
 from tests.helpers import MINIMA, REPO, load_benchmark_script
+
+KCAL_PER_MOL = units.kcal / units.mol  # eV
 
 
 def _frames(count: int, **options) -> water_set.Frames:
@@ -45,15 +49,15 @@ def _tip4p_by_hand(waters: np.ndarray) -> float:
     return energy
 
 
-def _ase_tip4p(waters: np.ndarray) -> float:
-    """The energy (kcal/mol) of waters ``[n, 3, 3]`` by ASE's own TIP4P calculator, without
-    cutoff: the reference of `water_set.tip4p_energies`."""
-    from ase import units
+def _ase_tip4p(waters: np.ndarray) -> tuple[float, np.ndarray]:
+    """The energy (kcal/mol) and forces ``[3 n, 3]`` (kcal/mol/Angstrom) of waters
+    ``[n, 3, 3]`` by ASE's own TIP4P calculator (eV, eV/Angstrom), without cutoff: the
+    reference of `water_set.tip4p_energies_and_forces`."""
     from ase.calculators.tip4p import TIP4P
 
     atoms = Atoms("OHH" * len(waters), positions=waters.reshape(-1, 3))
     atoms.calc = TIP4P(rc=np.inf)
-    return atoms.get_potential_energy() / (units.kcal / units.mol)
+    return atoms.get_potential_energy() / KCAL_PER_MOL, atoms.get_forces() / KCAL_PER_MOL
 
 
 def test_tip4p_of_a_dimer_is_the_hand_computed_energy():
@@ -64,18 +68,44 @@ def test_tip4p_of_a_dimer_is_the_hand_computed_energy():
     ])
     expected = _tip4p_by_hand(dimer)
     assert -8.0 < expected < -3.0  # a bound dimer (TIP4P's minimum: -6.24 kcal/mol)
-    assert _ase_tip4p(dimer) == pytest.approx(expected, rel=1e-6)
-    assert water_set.tip4p_energies(dimer[None])[0] == pytest.approx(expected, rel=1e-6)
+    assert _ase_tip4p(dimer)[0] == pytest.approx(expected, rel=1e-6)
+    assert water_set.tip4p_energies_and_forces(dimer[None])[0][0] == pytest.approx(expected, rel=1e-6)
 
 
-def test_tip4p_energies_are_those_of_ase_calculator():
+def test_tip4p_energies_and_forces_are_those_of_ase_calculator():
     minima = water_set.load_minima(water_set.DEFAULT_MINIMA, [3, 10, 30])
     rng = np.random.default_rng(2)
     options = water_set.WaterSetOptions(count=1, rotation=20.0, translation=0.2)
     for n, minimum in minima.items():
         clusters = np.concatenate([minimum[None], water_set.perturb(minimum, 4, rng, options)])
-        expected = [_ase_tip4p(c) for c in clusters]
-        np.testing.assert_allclose(water_set.tip4p_energies(clusters), expected, rtol=1e-9)
+        energies, forces = water_set.tip4p_energies_and_forces(clusters)
+        assert forces.shape == clusters.shape
+        for cluster, energy, force in zip(clusters, energies, forces):
+            expected_energy, expected_forces = _ase_tip4p(cluster)
+            assert energy == pytest.approx(expected_energy, rel=1e-9)
+            # Forces reach hundreds of kcal/mol/Angstrom on the strained copies.
+            np.testing.assert_allclose(force.reshape(-1, 3), expected_forces, rtol=1e-7, atol=1e-9)
+
+
+def test_tip4p_forces_are_minus_the_gradient_of_the_energy():
+    """Central differences of the energy through the same function, on a perturbed trimer
+    (the M sites moved off the minimum's geometry by the noise on O and H): every one of
+    the 27 components, the M-site share passed on to O and H included."""
+    options = water_set.WaterSetOptions(count=1, sizes=(3,), rotation=20.0, translation=0.2, noise=0.05)
+    trimer = water_set.perturb(water_set.load_minima(options.minima, [3])[3], 1, np.random.default_rng(7), options)[0]
+    _, forces = water_set.tip4p_energies_and_forces(trimer[None])
+    step = 1e-5  # Angstrom
+    gradient = np.zeros_like(trimer)
+    for index in np.ndindex(*trimer.shape):
+        moved = np.stack([trimer, trimer])
+        moved[(0, *index)] += step
+        moved[(1, *index)] -= step
+        up, down = water_set.tip4p_energies_and_forces(moved)[0]
+        gradient[index] = (up - down) / (2 * step)
+    assert np.abs(forces[0]).max() > 5.0  # kcal/mol/Angstrom: a test with forces to get wrong
+    np.testing.assert_allclose(forces[0], -gradient, atol=1e-6)
+    # No intramolecular term: the forces on the whole cluster sum to zero.
+    np.testing.assert_allclose(forces[0].sum(axis=(0, 1)), 0.0, atol=1e-9)
 
 
 def test_tip4p_of_the_shipped_minima_is_close_to_their_own_energies():
@@ -85,7 +115,7 @@ def test_tip4p_of_the_shipped_minima_is_close_to_their_own_energies():
     minima = water_set.load_minima(water_set.DEFAULT_MINIMA)
     assert sorted(minima) == list(range(3, 31))
     sizes = np.array(sorted(minima))
-    energies = np.array([water_set.tip4p_energies(minima[n][None])[0] for n in sizes])
+    energies = np.array([water_set.tip4p_energies_and_forces(minima[n][None])[0][0] for n in sizes])
     shipped = np.array([float(open(MINIMA[0].parent / f"w{n}_lowest.xyz").read().split()[1]) for n in sizes])
     np.testing.assert_allclose(energies / shipped, 1.0, atol=0.085)
     per_water = energies / sizes
@@ -124,18 +154,44 @@ def test_text_frames_read_back_as_ase_writes_them():
     assert frames.shuffled.any() and not frames.shuffled.all()
     ours = list(ase.io.iread(io.StringIO("".join(frames.texts)), index=":", format="extxyz"))
     written = io.StringIO()
-    for z, p, e in zip(frames.numbers, frames.positions, frames.energies.tolist()):
+    for z, p, e, f in zip(frames.numbers, frames.positions, frames.energies.tolist(), frames.forces):
         atoms = Atoms(numbers=z, positions=p)
-        atoms.info.update(energy=e, energy_unit="kcal/mol")
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
+        atoms.info.update(energy_unit="kcal/mol", forces_unit="kcal/mol/Angstrom")
         ase.io.write(written, atoms, format="extxyz")
     theirs = list(ase.io.iread(io.StringIO(written.getvalue()), index=":", format="extxyz"))
     assert len(ours) == len(theirs) == 30
-    for a, b, e in zip(ours, theirs, frames.energies.tolist()):
+    for a, b, e, f in zip(ours, theirs, frames.energies.tolist(), frames.forces):
         assert a.get_chemical_symbols() == b.get_chemical_symbols()
         assert np.array_equal(a.positions, b.positions)
         assert np.array_equal(a.pbc, b.pbc) and np.array_equal(a.cell.array, b.cell.array)
         assert a.get_potential_energy() == b.get_potential_energy() == e
-        assert a.info == b.info == {"energy_unit": "kcal/mol"}
+        assert np.array_equal(a.get_forces(), b.get_forces())
+        np.testing.assert_allclose(a.get_forces(), f, rtol=0, atol=5e-9)  # 8 decimals
+        assert a.info == b.info == {"energy_unit": "kcal/mol", "forces_unit": "kcal/mol/Angstrom"}
+
+
+def test_written_set_reads_back_with_tip4p_forces_in_kcal_per_mol_angstrom(tmp_path):
+    """What a user reads with ASE: ``get_forces()`` of shape [n_atom, 3], in the unit the
+    report states, equal to ASE's own TIP4P forces (eV/Angstrom) converted, for each
+    structure as written, its atoms shuffled or not."""
+    options = water_set.WaterSetOptions(count=12, sizes=(3, 7, 12), shuffle_fraction=0.5, seed=9)
+    report = water_set.write_water_set(str(tmp_path), options)
+    assert (report["energy_unit"], report["forces_unit"]) == ("kcal/mol", "kcal/mol/Angstrom")
+    assert json.loads((tmp_path / "water_set.json").read_text())["forces_unit"] == "kcal/mol/Angstrom"
+    frames = ase.io.read(tmp_path / "water_0000.extxyz", index=":", format="extxyz")
+    assert len(frames) == 12
+    for atoms in frames:
+        forces = atoms.get_forces()
+        assert forces.shape == (len(atoms), 3)
+        # ASE's calculator needs O, H, H per water: undo a shuffle by the converter's grouping.
+        waters = water_set.molecules(atoms, "read back")
+        order = [int(np.flatnonzero((atoms.positions == atom).all(axis=1))[0]) for atom in waters.reshape(-1, 3)]
+        expected_energy, expected_forces = _ase_tip4p(waters)
+        # Positions are written with 8 decimals: the energy and forces at them differ a little.
+        assert atoms.get_potential_energy() == pytest.approx(expected_energy, abs=1e-4)
+        np.testing.assert_allclose(forces[order], expected_forces, rtol=1e-6, atol=1e-4)
+    assert report["shuffled"] >= 3  # some of them with their atoms out of O, H, H order
 
 
 @pytest.mark.integration  # a spawned worker
@@ -164,6 +220,7 @@ def test_database_holds_the_same_structures_as_the_text(tmp_path):
     for a, b in zip(text, rows):
         assert a.error is None and b.error is None
         assert a.energy == b.energy  # kcal/mol, exactly
+        np.testing.assert_allclose(a.atoms.get_forces(), b.atoms.get_forces(), rtol=0, atol=5e-9)
         assert a.atoms.get_chemical_symbols() == b.atoms.get_chemical_symbols()
         np.testing.assert_allclose(a.atoms.positions, b.atoms.positions, atol=5e-9)  # 8 decimals in text
 

@@ -47,8 +47,9 @@ def _split_of_each_record(manifest: Manifest) -> dict[str, tuple[str, str]]:
     return result
 
 
-def _water(inputs, out, **options) -> Manifest:
-    options = WaterOptions(OutputOptions(str(out), show_progress=False, **options))
+def _water(inputs, out, cutoff: float = 0.0, **options) -> Manifest:
+    """Converted without geometry unless `cutoff` is given: the reference records predate it."""
+    options = WaterOptions(OutputOptions(str(out), show_progress=False, **options), cutoff=cutoff)
     return prepare_water([str(i) for i in inputs], options)
 
 
@@ -63,7 +64,9 @@ def _reference_statistics(manifest: Manifest) -> dict[str, float]:
     targets, counts = np.array(targets, np.float64), np.array(counts, np.float64)
     design = np.concatenate([counts, np.ones((len(counts), 1))], axis=1)
     solution, *_ = np.linalg.lstsq(design, targets, rcond=None)
+    extensive, *_ = np.linalg.lstsq(counts, targets, rcond=None)  # no intercept
     return {
+        **{f"reference_{t}": m for t, m in zip(manifest.vocab["atom"], extensive)},
         "count": len(targets), "mean": targets.mean(), "std": targets.std(), "min": targets.min(),
         "max": targets.max(), "graph_offset": solution[-1],
         **{f"mean_{t}": m for t, m in zip(manifest.vocab["atom"], solution[:-1])},
@@ -73,8 +76,11 @@ def _reference_statistics(manifest: Manifest) -> dict[str, float]:
 
 def _statistics(manifest: Manifest) -> dict[str, float]:
     stats = manifest.target_stats
-    flat = {k: v for k, v in vars(stats).items() if k != "per_atom_type_mean"}
-    return {**flat, **{f"mean_{t}": m for t, m in stats.per_atom_type_mean.items()}}
+    flat = {k: v for k, v in vars(stats).items() if k not in ("per_atom_type_mean", "per_atom_type_reference")}
+    return {
+        **flat, **{f"mean_{t}": m for t, m in stats.per_atom_type_mean.items()},
+        **{f"reference_{t}": m for t, m in stats.per_atom_type_reference.items()},
+    }
 
 
 def test_minima_records_are_those_of_the_previous_converter(tmp_path):
@@ -84,6 +90,17 @@ def test_minima_records_are_those_of_the_previous_converter(tmp_path):
     assert _digest(serialized) == REFERENCE["minima"]["all"]
     reference = _reference_statistics(manifest)
     assert _statistics(manifest) == pytest.approx(reference, rel=1e-9, abs=1e-9)
+
+
+def test_geometry_leaves_the_topology_features_as_they_were(tmp_path):
+    plain = _records_by_split(_water([MINIMA[0].parent], tmp_path / "plain"))
+    with_geometry = _records_by_split(_water([MINIMA[0].parent], tmp_path / "geometry", cutoff=6.0))
+    for split, records in plain.items():
+        for before, after in zip(records, with_geometry[split], strict=True):
+            old = Example.FromString(before).features.feature
+            new = Example.FromString(after).features.feature
+            assert set(new) - set(old) == {"positions", "n_pair", "pair_connectivity"}
+            assert all(new[name] == old[name] for name in old)
 
 
 @pytest.mark.integration

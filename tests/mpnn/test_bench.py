@@ -300,6 +300,27 @@ def test_train_reports_graphs_per_second(prepared_minima, tmp_path):
     assert "graphs/s" in completed.stdout and "vs first" in completed.stdout
 
 
+@pytest.mark.integration  # a subprocess training a geometry model (about 20 s)
+def test_train_runs_the_geometry_model_and_counts_atoms(prepared_minima, tmp_path):
+    import subprocess
+    import sys
+
+    output = tmp_path / "train.json"
+    argv = [sys.executable, "-m", "mpnn.bench", "train", "--data", str(prepared_minima), "--model", "schnet",
+            "--widths", "8", "--batch-sizes", "4", "--message-steps", "1", "--steps", "3", "--warmup-steps", "1",
+            "--output", str(output)]
+    completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(output.read_text())
+    [result] = report["results"]
+    [rank] = result["per_rank"]
+    assert report["model"] == "schnet"
+    # Minima of 3 to 30 waters: 9 to 90 atoms per graph, so the atoms are counted per graph.
+    assert 9 * rank["graphs"] <= rank["atoms"] <= 90 * rank["graphs"]
+    assert rank["atoms_per_second"] == pytest.approx(rank["atoms"] / rank["seconds"])
+    assert "atoms/s" in completed.stdout
+
+
 def test_train_message_steps_default_to_the_models():
     from mpnn import models
 

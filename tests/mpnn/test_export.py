@@ -8,18 +8,18 @@ import subprocess
 import sys
 import textwrap
 
+import ase.io
 import numpy as np
 import pytest
 
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
 from mpnn.export import main
-from mpnn.predict import EXPORT_METADATA, PredictOptions, load_trained, predict_files
+from mpnn.predict import EXPORT_METADATA, ModelError, PredictOptions, load_trained, predict_files
 from tests.helpers import WATER
 
-# Runs in a fresh interpreter where importing mpnn, nfp or data_prep fails, as on a machine
-# that has only TensorFlow: loads each export and predicts the batch saved beside it
-# (arguments: export, batch .npz, output .npy, for each export).
-PLAIN_TENSORFLOW = textwrap.dedent(
+# The start of a script run in a fresh interpreter where importing mpnn, nfp or data_prep
+# fails, as on a machine that has only TensorFlow.
+BLOCK_MPNN = textwrap.dedent(
     """
     import importlib.abc, json, sys
 
@@ -32,7 +32,12 @@ PLAIN_TENSORFLOW = textwrap.dedent(
     sys.meta_path.insert(0, Blocked())
     import numpy as np
     import tensorflow as tf
-
+    """
+)
+# Loads each export and predicts the batch saved beside it (arguments: export, batch .npz,
+# output .npy, for each export).
+PLAIN_TENSORFLOW = BLOCK_MPNN + textwrap.dedent(
+    """
     arguments = sys.argv[1:]
     for export, batch_file, out in zip(arguments[::3], arguments[1::3], arguments[2::3]):
         metadata = json.load(open(f"{export}/mpnn_export.json"))
@@ -43,6 +48,35 @@ PLAIN_TENSORFLOW = textwrap.dedent(
     assert not any(name.split(".")[0] in ("mpnn", "nfp") for name in sys.modules)
     """
 )
+# Loads a geometry export and predicts energies and forces of structures given as atom types
+# and positions, building the batch as the export's docstring says (pairs closer than the
+# metadata's cutoff, by NumPy; arguments: export, structures .npz, output .npz).
+PLAIN_TENSORFLOW_GEOMETRY = BLOCK_MPNN + textwrap.dedent(
+    """
+    export, structures_file, out = sys.argv[1:]
+    metadata = json.load(open(f"{export}/mpnn_export.json"))
+    cutoff = metadata["geometry"]["cutoff"]
+    structures = np.load(structures_file)
+    atom, positions, pairs, graph = [], [], [], []
+    for k in range(int(structures["count"])):
+        x = structures[f"positions_{k}"]
+        close = (np.linalg.norm(x[:, None] - x[None], axis=-1) < cutoff) & ~np.eye(len(x), dtype=bool)
+        i, j = np.nonzero(close)
+        pairs.append(np.stack([i, j], axis=1) + sum(map(len, positions)))
+        atom.append(structures[f"atom_{k}"])
+        positions.append(x)
+        graph.append(np.full(len(x), k))
+    outputs = tf.saved_model.load(export).signatures[metadata["signature"]](
+        atom=tf.constant(np.concatenate(atom), tf.int32),
+        positions=tf.constant(np.concatenate(positions), tf.float32),
+        pair_connectivity=tf.constant(np.concatenate(pairs), tf.int32),
+        node_graph_indices=tf.constant(np.concatenate(graph), tf.int32),
+    )
+    np.savez(out, energy=outputs["energy"].numpy(), forces=outputs["forces"].numpy())
+    assert not any(name.split(".")[0] in ("mpnn", "nfp") for name in sys.modules)
+    """
+)
+PLAIN_ENV = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _minima_batch(model_inputs) -> dict[str, np.ndarray]:
@@ -91,7 +125,7 @@ def test_export_predicts_like_the_run_with_plain_tensorflow(exports, tmp_path):
     result = subprocess.run(  # one interpreter for both exports
         [sys.executable, str(script), *arguments],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,  # not the repository: no mpnn on the path
-        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=PLAIN_ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for name, energies_expected in expected.items():
@@ -141,3 +175,64 @@ def test_a_run_without_its_manifest_cannot_be_exported(topology_run, tmp_path, c
     (run_dir / "config.json").write_text(json.dumps(config))
     assert main([str(run_dir), "-o", str(tmp_path / "export")]) == 1
     assert "manifest.json" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def geometry_export(geometry_run, tmp_path_factory):
+    export = tmp_path_factory.mktemp("exports") / "geometry"
+    assert main([str(geometry_run), "-o", str(export)]) == 0
+    return export
+
+
+@pytest.mark.integration  # a geometry model trained for the session, and a second interpreter
+def test_geometry_export_gives_energy_and_forces_with_plain_tensorflow(geometry_run, geometry_export, tmp_path):
+    """Six minima (3 to 8 waters) in one batch, the pairs built from the metadata's cutoff by
+    NumPy alone: the energies and forces of the run's model in the package (float32 both
+    ways, the same operations: agreement to rounding)."""
+    from data_prep.geometry import geometry_features
+    from data_prep.water import water_graph
+
+    model = load_trained(str(geometry_run))
+    structures, graphs = {}, []
+    for k, waters in enumerate(range(3, 9)):
+        atoms = ase.io.read(str(WATER / "minima" / f"w{waters}_lowest.xyz"))
+        graphs.append({**water_graph(atoms, 0.0), **geometry_features(atoms, model.cutoff)})
+        structures[f"atom_{k}"], structures[f"positions_{k}"] = graphs[-1]["atom"], atoms.positions
+    np.savez(tmp_path / "structures.npz", count=len(graphs), **structures)
+    energies, forces = model.predict_graphs_with_forces(graphs)
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_TENSORFLOW_GEOMETRY)
+    result = subprocess.run(
+        [sys.executable, str(script), str(geometry_export), str(tmp_path / "structures.npz"), str(tmp_path / "out.npz")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=PLAIN_ENV,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(exported["energy"], energies, rtol=1e-5)
+    forces = np.concatenate(forces)
+    assert exported["forces"].shape == forces.shape == (3 * sum(range(3, 9)), 3)
+    np.testing.assert_allclose(exported["forces"], forces, rtol=1e-5, atol=1e-5 * np.abs(forces).max())
+
+
+@pytest.mark.integration  # a geometry model trained for the session (tests/mpnn/conftest.py)
+def test_geometry_export_metadata_states_cutoff_and_units(geometry_export, geometry_dataset):
+    metadata = json.loads((geometry_export / EXPORT_METADATA).read_text())
+    manifest = json.loads((geometry_dataset / "manifest.json").read_text())
+    assert metadata["inputs"] == ["atom", "node_graph_indices", "pair_connectivity", "positions"]
+    assert metadata["geometry"]["cutoff"] == manifest["geometry"]["cutoff"] == 6.0
+    assert metadata["geometry"]["units"] == {"positions": "Angstrom", "forces": "kcal/mol/Angstrom"}
+    assert metadata["outputs"]["forces"] == {"dtype": "float32", "shape": [None, 3], "units": "kcal/mol/Angstrom"}
+    assert "bond_criterion" not in metadata  # the model reads no bonds
+
+
+@pytest.mark.integration  # a geometry model trained for the session (tests/mpnn/conftest.py)
+def test_forces_stated_in_another_unit_are_refused(geometry_export, tmp_path):
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(geometry_export, export)
+    metadata = json.loads((export / EXPORT_METADATA).read_text())
+    metadata["outputs"]["forces"]["units"] = "eV/Angstrom"
+    (export / EXPORT_METADATA).write_text(json.dumps(metadata))
+    with pytest.raises(ModelError, match="forces stated in 'eV/Angstrom', energies in 'kcal/mol'"):
+        load_trained(str(export))

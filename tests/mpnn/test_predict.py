@@ -1,16 +1,18 @@
 """mpnn-predict on the shipped structures: the same numbers as the converter + evaluator
-path, skipped structures with reasons, streaming batches, and clear model errors."""
+path, skipped structures with reasons, streaming batches, and clear model errors; a geometry
+model's energies and forces in extended XYZ, as its ASE calculator gives them."""
 
 from __future__ import annotations
 
 import csv
 import os
 
+import ase.io
 import numpy as np
 import pytest
 
 from mpnn.predict import ModelError, PredictOptions, load_trained, main, predict_files
-from tests.helpers import MINIMA, WATER
+from tests.helpers import MINIMA, WATER, write_tip4p_clusters
 
 QUIET = PredictOptions(show_progress=False)
 
@@ -100,3 +102,67 @@ def test_a_distance_model_on_topology_only_records_is_a_one_line_error(distance_
 def test_what_is_not_a_model_is_an_error(tmp_path, capsys):
     assert main(["--model", str(tmp_path), str(MINIMA[0]), "-o", str(tmp_path / "x.csv")]) == 1
     assert "neither a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.integration  # a geometry model trained for the session (tests/mpnn/conftest.py)
+def test_geometry_predictions_in_extxyz_are_the_calculators(geometry_run, tmp_path):
+    """The minima and a few TIP4P clusters predicted in batches of 7: each frame of the
+    extended XYZ is its input structure with the energy (eV) and forces (eV/Angstrom) that
+    `MPNNCalculator` gives it."""
+    from mpnn.ase import MPNNCalculator
+
+    tip4p = write_tip4p_clusters(tmp_path / "tip4p.extxyz", 10, sizes=(3, 7), seed=5)
+    model = load_trained(str(geometry_run))
+    out = tmp_path / "out.extxyz"
+    options = PredictOptions(batch_size=7, show_progress=False)
+    summary = predict_files(model, [str(WATER / "minima"), str(tip4p)], str(out), options)
+    assert (summary.predicted, summary.skipped) == (38, 0)
+    predicted = ase.io.read(out, index=":")
+    assert len(predicted) == 38
+    for frame in predicted:
+        atoms = ase.io.read(frame.info["source"], index=frame.info["index"])
+        assert frame.info["energy_unit"] == "eV" and frame.info["forces_unit"] == "eV/Angstrom"
+        assert frame.get_chemical_symbols() == atoms.get_chemical_symbols()
+        np.testing.assert_allclose(frame.positions, atoms.positions, atol=1e-5)  # float32, as the model saw them
+        atoms.calc = MPNNCalculator(model)
+        assert frame.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), rel=1e-6, abs=1e-6)
+        forces = atoms.get_forces()
+        np.testing.assert_allclose(frame.get_forces(), forces, rtol=1e-5, atol=1e-6 * np.abs(forces).max())
+    w10 = next(frame for frame in predicted if frame.info["source"].endswith("w10_lowest.xyz"))
+    assert w10.info["file_energy"] == pytest.approx(-94.670654 * 0.0433641, rel=1e-5)  # kcal/mol -> eV
+
+
+@pytest.mark.integration  # a geometry model trained for the session (tests/mpnn/conftest.py)
+def test_overlapping_atoms_are_one_skip_line(geometry_run, tmp_path, capsys, caplog):
+    """Two atoms 0.2 Angstrom apart in the second of three structures: a warning line naming
+    the structure and why in the extended XYZ case, a CSV row with the reason otherwise, and
+    the other two predicted."""
+    frames = ase.io.read(MINIMA[0], index=":") * 3
+    frames[1] = frames[1].copy()
+    frames[1].positions[1] = frames[1].positions[0] + [0.2, 0.0, 0.0]
+    source = tmp_path / "three.extxyz"
+    ase.io.write(source, frames, format="extxyz")
+    out = tmp_path / "out.extxyz"
+    assert main(["--model", str(geometry_run), str(source), "-o", str(out), "--quiet"]) == 0
+    assert "predicted 2, skipped 1" in capsys.readouterr().out
+    skips = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert skips == [f"{source}: structure 1 skipped: atoms 0 and 1 are 0.200 Angstrom apart, closer than the floor "
+                     "of 0.5 Angstrom"]
+    assert [frame.info["index"] for frame in ase.io.read(out, index=":")] == [0, 2]
+    csv_out = tmp_path / "out.csv"
+    predict_files(load_trained(str(geometry_run)), [str(source)], str(csv_out), QUIET)
+    rows = _rows(csv_out)
+    assert [bool(row["predicted_energy"]) for row in rows] == [True, False, True]
+    assert "closer than the floor of 0.5 Angstrom" in rows[1]["skipped"]
+
+
+@pytest.mark.integration  # small models trained for the session (tests/mpnn/conftest.py)
+def test_geometry_requests_a_model_cannot_serve_are_one_line_errors(distance_run, geometry_run, tutorial_subset,
+                                                                    tmp_path, capsys):
+    """Forces from a model that has none; positions from topology-only records."""
+    assert main(["--model", str(distance_run), str(MINIMA[0]), "-o", str(tmp_path / "x.extxyz"), "--quiet"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "holds forces" in error and "write a .csv" in error
+    assert main(["--model", str(geometry_run), str(tutorial_subset), "-o", str(tmp_path / "x.csv"), "--quiet"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "uses atom positions" in error and "topology-only" in error

@@ -26,9 +26,10 @@ def test_summary_shows_the_group_table_with_tails_and_worst_group():
     text = format_summary(_metrics(), "runs/x")
     lines = text.splitlines()
     header = next(line for line in lines if "Spearman" in line)
-    assert header.split()[:4] == ["n_waters", "n", "MAE", "Spearman"]
+    assert header.split()[:5] == ["n_waters", "n", "MAE", "MAE/water", "Spearman"]
     row = next(line for line in lines if line.split()[0] == "9")
-    assert row.split()[1:5] == ["20", "2.500", "1.000", "4.750"] and "+4.750" in row
+    assert row.split()[1:6] == ["20", "2.500", "0.2778", "1.000", "4.750"] and "+4.750" in row
+    assert "test energy MAE per water 0.2778 kcal/mol" in text
     worst = next(line for line in lines if line.split()[0] == "worst")
     assert "2.500 (9)" in worst
     assert "lowest/highest 5%" in text
@@ -37,7 +38,7 @@ def test_summary_shows_the_group_table_with_tails_and_worst_group():
 def test_markdown_and_command_line(tmp_path, capsys):
     metrics = _metrics()
     table = markdown(metrics)
-    assert "| 9 | 20 | 2.500 | 1.000 | 4.750 | +4.750 | 4.750 | -4.750 |" in table
+    assert "| 9 | 20 | 2.500 | 0.2778 | 1.000 | 4.750 | +4.750 | 4.750 | -4.750 |" in table
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     assert main([str(tmp_path)]) == 0
     assert "| weighted | 20 |" in capsys.readouterr().out

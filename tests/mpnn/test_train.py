@@ -255,3 +255,43 @@ def test_coordinate_records_train_save_reload_and_evaluate_with_two_ranks_and_wr
     assert "ALLREDUCE" in timeline.read_text()  # the gradient exchanges
     with open(run_dir / "autotune.csv") as handle:
         assert len(handle.readline().split(",")) > 2  # the header of Horovod's trial log
+
+
+@pytest.fixture(scope="module")
+def tip4p_records(tmp_path_factory) -> Path:
+    """240 TIP4P clusters of 3-6 waters with energies and forces, the geometry model's data
+    (4 shards per split, so the two ranks read whole shards)."""
+    from data_prep.prep_water import main
+    from data_prep.water_set import WaterSetOptions, write_water_set
+
+    root = tmp_path_factory.mktemp("tip4p")
+    write_water_set(str(root / "structures"), WaterSetOptions(count=240, sizes=(3, 4, 5, 6), seed=5))
+    assert main([str(root / "structures"), "-o", str(root / "records"), "--cutoff", "5", "--shards", "2",
+                 "--quiet"]) == 0
+    return root / "records"
+
+
+@pytest.mark.integration  # horovodrun, a geometry model trained on forces
+def test_horovodrun_two_ranks_trains_the_geometry_model_on_energies_and_forces(tip4p_records, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--data", str(tip4p_records), "--run-dir", str(run_dir), "--model", "schnet", "--width", "16",
+              "--message-steps", "2", "--batch-size", "4", "--verbose", "0"]
+    run_checked([*HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.train", *common, "--epochs", "3"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["weights_identical_across_ranks"] is True
+    test = metrics["test"]
+    assert test["forces"]["count"] == 3 * sum(int(size) * row["count"] for size, row in test["by_group"].items())
+    assert set(test["forces"]["by_component"]) == {"x", "y", "z"}
+    assert test["mae_per_water"] > 0 and all("mae_per_water" in row for row in test["by_group"].values())
+    log = read_log(run_dir)
+    assert len(log) == 3 and "force_mae" in log[0] and "val_force_mae" in log[0]
+    # Training on forces lowers the force error from the untrained model's (zero forces).
+    assert float(log[-1]["force_mae"]) < float(log[0]["force_mae"])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "schnet" and config["model_options"]["force_weight"] > 0
+
+    # Resumed on one rank, it continues from epoch 3 with its own architecture.
+    run_checked([sys.executable, "-m", "mpnn.train", *common, "--epochs", "4", "--resume"])
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["epochs_run"] == 4 and resumed["resumed_from_epoch"] == [3]
+    assert resumed["architecture"] == metrics["architecture"]
