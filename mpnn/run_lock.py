@@ -39,7 +39,7 @@ import logging
 import os
 import socket
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import IO, Iterator
 
 from mpnn import atomic, host
 
@@ -166,7 +166,7 @@ class RunLock:
         self._handle = None
 
 
-def _flock(handle) -> bool | None:
+def _flock(handle: IO[str]) -> bool | None:
     """Try an exclusive flock on `handle` without waiting: True (taken), False (held by
     another process), None (this file system does not support flock)."""
     try:

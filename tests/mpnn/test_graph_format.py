@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import tensorflow as tf
 from data_prep.structures import read_structures
 from data_prep.tutorial_records import tutorial_graph
 from data_prep.water import FEATURES, water_graph
+from mpnn.atomic import WriteError
 from mpnn.graph_format.example import Example, NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import feature_dtypes
 from mpnn.graph_format.manifest import Manifest, ManifestError, Shard, Split, Target
@@ -119,6 +122,13 @@ def test_the_record_writer_refuses_a_non_finite_float_of_any_feature(name, value
     with pytest.raises(NonFiniteFeatureError) as refused:
         serialize_graph({"record_id": "x", name: value}, [("record_id", "string"), (name, "float32")])
     assert (str(refused.value), refused.value.feature) == (message, name)
+
+
+def test_a_failed_write_names_the_shard_and_survives_pickling_from_a_worker(tmp_path):
+    error = WriteError(tmp_path / "train.tfrecord.gz", "No space left on device", errno.ENOSPC)
+    back = pickle.loads(pickle.dumps(error))  # how a conversion worker's error reaches the parent
+    assert (type(back), str(back), back.errno) == (WriteError, str(error), errno.ENOSPC)
+    assert str(error) == f"cannot write {tmp_path}/train.tfrecord.gz: No space left on device"
 
 
 def test_an_error_while_writing_leaves_no_file(tmp_path):
