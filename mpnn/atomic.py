@@ -76,8 +76,9 @@ def commit(tmp: str, path: str | os.PathLike) -> None:
 
 
 def discard(tmp: str) -> None:
-    """Remove the temporary file `tmp` of a write that did not finish (if it exists)."""
-    with contextlib.suppress(FileNotFoundError):
+    """Remove the temporary file `tmp` of a write that did not finish (if it exists; on a
+    read-only file system, where it cannot exist, removing raises EROFS, also ignored)."""
+    with contextlib.suppress(OSError):
         os.remove(tmp)
 
 

@@ -188,6 +188,17 @@ def test_manifest_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
+def test_a_manifest_that_cannot_be_written_names_it_and_leaves_the_old_one(tmp_path, read_only_view):
+    (tmp_path / "data").mkdir()
+    old = _manifest().save(str(tmp_path / "data"))
+    before = (tmp_path / "data" / "manifest.json").read_bytes()
+    view = read_only_view(tmp_path / "data")
+    with pytest.raises(WriteError) as failed:
+        dataclasses.replace(old, notes={"changed": 1}).save(str(view))
+    assert str(failed.value) == f"cannot write {view}/manifest.json: Read-only file system"
+    assert (view / "manifest.json").read_bytes() == before
+
+
 def test_manifest_of_the_previous_converter_loads(tmp_path):
     """Manifests written before shards had sizes and hashes still load."""
     content = _manifest().to_json()
