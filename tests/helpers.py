@@ -184,3 +184,22 @@ def write_tip4p_clusters(path: Path, count: int, sizes: tuple[int, ...] = (3, 4,
         frames.append(atoms)
     ase.io.write(path, frames, format="extxyz")
     return path
+
+
+def poison_energies(path: Path, records: set[int]) -> None:
+    """Set the energy of `records` (0-based) of the gzip shard `path` to NaN / inf, as a
+    writer without the check would have: the records are framed with correct CRCs."""
+    import gzip
+
+    from mpnn.graph_format.example import Example
+    from mpnn.graph_format.tfrecord import frame, read_records
+
+    framed = []
+    for index, record in enumerate(read_records(str(path))):
+        if index in records:
+            example = Example.FromString(record)
+            example.features.feature["energy"].float_list.value[:] = [float("nan") if index % 2 else float("inf")]
+            record = example.SerializeToString()
+        framed.append(frame(record))
+    with gzip.open(path, "wb") as handle:
+        handle.write(b"".join(framed))

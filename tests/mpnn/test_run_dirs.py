@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +25,7 @@ import pytest
 
 from mpnn import run_lock
 from mpnn.run_lock import Holder, RunLock, RunLockedError, holder_is_alive
-from tests.helpers import file_digests, fill_disk, read_log
+from tests.helpers import HOROVODRUN_TWO_RANKS, file_digests, fill_disk, poison_energies, read_log
 
 SMALL = ["--batch-size", "4", "--width", "16", "--message-steps", "2", "--verbose", "0"]
 HOST = socket.gethostname()
@@ -239,3 +241,29 @@ def test_divergence_stops_naming_epoch_and_step_keeps_the_last_good_checkpoint_a
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["epochs_run"], metrics["resumed_from_epoch"], metrics["learning_rate"]) == (3, [1], 5e-4)
     assert all(float(row["loss"]) < 1e3 for row in read_log(run_dir))
+
+
+@pytest.mark.integration
+def test_two_ranks_stop_together_at_the_step_of_a_poisoned_record(minima_dataset, tmp_path):
+    """A record with a NaN energy (written by another tool) makes one rank's loss NaN while
+    the other's is finite at that step; the ranks reduce the flag every step, so both stop
+    there with a line naming it, and no rank waits alone in the next gradient allreduce."""
+    data = Path(shutil.copytree(minima_dataset, tmp_path / "data"))
+    manifest = json.loads((data / "manifest.json").read_text())
+    [entry] = manifest["splits"]["train"]["shards"]
+    shard = data / entry["file"]
+    poison_energies(shard, {1})  # NaN (record 1 of 14)
+    entry.update(bytes=shard.stat().st_size, sha256=hashlib.sha256(shard.read_bytes()).hexdigest())
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    command = [
+        *HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.train", "--data", str(data),
+        "--run-dir", str(tmp_path / "run"), *SMALL, "--epochs", "2",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    lines = sorted(re.findall(r"mpnn-train: error: training diverged at (epoch 1, step \d+ of \d+): ([^(]+) \(", output))
+    assert len(lines) == 2 and lines[0][0] == lines[1][0], output[-3000:]  # one line per rank, the same step
+    assert [what for _, what in lines] == ["loss is nan", "the loss is not finite on another rank"], output[-3000:]
+    assert not re.search(r"\[\d\]<stderr>:Traceback", output), output[-3000:]  # (horovodrun prints its own)
+    assert not (tmp_path / "run" / "checkpoints" / "last.weights.h5").exists()

@@ -13,7 +13,7 @@ import pytest
 
 from mpnn import verify
 from mpnn.graph_format.tfrecord import check_records, sha256_of
-from tests.helpers import WATER
+from tests.helpers import WATER, poison_energies
 
 SHARD = "train-00001-of-00002.tfrecord.gz"
 
@@ -254,26 +254,9 @@ def test_record_framing_is_read_as_tensorflow_writes_it(dataset):
     assert check_records(str(shard)) == len(records) == 7
 
 
-def _poison_energies(path: Path, records: set[int]) -> None:
-    """Set the energy of `records` (0-based) of the gzip shard `path` to NaN / inf, as a
-    writer without the check would have: the records are framed with correct CRCs."""
-    from mpnn.graph_format.example import Example
-    from mpnn.graph_format.tfrecord import frame, read_records
-
-    framed = []
-    for index, record in enumerate(read_records(str(path))):
-        if index in records:
-            example = Example.FromString(record)
-            example.features.feature["energy"].float_list.value[:] = [float("nan") if index % 2 else float("inf")]
-            record = example.SerializeToString()
-        framed.append(frame(record))
-    with gzip.open(path, "wb") as handle:
-        handle.write(b"".join(framed))
-
-
 def test_records_with_non_finite_values_are_named_by_shard_and_record(dataset, capsys):
     shard = dataset / SHARD
-    _poison_energies(shard, {2, 5})
+    poison_energies(shard, {2, 5})
     _edit_manifest(dataset, lambda m: _shard_entry(m).update(bytes=shard.stat().st_size, sha256=sha256_of(str(shard))))
     line = f"{os.path.abspath(shard)}: non-finite float values in 2 record(s): record 2 ('energy'), record 5 ('energy')"
     assert verify.problems(str(dataset)) == [line]
@@ -283,7 +266,7 @@ def test_records_with_non_finite_values_are_named_by_shard_and_record(dataset, c
 
 def test_a_non_finite_record_is_named_beside_the_shards_other_damage(dataset):
     shard = dataset / SHARD
-    _poison_energies(shard, {0})  # and the manifest's size and sha256 no longer match
+    poison_energies(shard, {0})  # and the manifest's size and sha256 no longer match
     assert verify.problems(str(dataset)) == [
         f"{os.path.abspath(shard)}: {shard.stat().st_size} bytes, the manifest says "
         f"{_shard_entry(json.loads((dataset / 'manifest.json').read_text()))['bytes']} (truncated or replaced)",
