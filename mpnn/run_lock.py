@@ -25,7 +25,12 @@ is presumed alive and refused, since its liveness cannot be checked from here. D
 Only rank 0 takes the lock; the other ranks wait for its answer (a broadcast), so that a
 refused start ends every rank with the same line. Under ``--elastic`` there is no
 broadcast (collectives outside training hang a joining worker, see `mpnn.elastic`): the
-refused rank 0 exits, and Horovod ends the job.
+refused rank 0 exits; and whichever worker is rank 0 when the elastic loop (re)starts
+takes the lock if it does not hold it yet (`RunLock.ensure`), so a worker that becomes rank
+0 after the first was refused is refused in turn, and one that follows a rank 0 that died
+takes its lock over. A worker of the same launch (the same ``horovodrun``: its rendezvous
+address, written in the lock) that still holds it, an earlier rank 0 now of another rank,
+is not a second job: the new rank 0 goes on without the lock.
 """
 
 from __future__ import annotations
@@ -52,26 +57,41 @@ _UNSUPPORTED = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL)
 
 
 class RunLockedError(RuntimeError):
-    """The run directory is in use by another job (the message names it); exit 1."""
+    """The run directory is in use by another job (the message names it); exit 1.
+
+    Attributes:
+        holder: who holds it, when its lock file names it.
+    """
+
+    def __init__(self, message: str, holder: "Holder | None" = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+    def __reduce__(self):  # broadcast to the other ranks
+        return type(self), (str(self), self.holder)
 
 
 @dataclass(frozen=True)
 class Holder:
     """Who holds a run directory: host name, pid, scheduler job id (None outside a
-    scheduler), Slurm's restart count of a requeued job (None elsewhere) and the UTC time
-    the lock was taken."""
+    scheduler), Slurm's restart count of a requeued job (None elsewhere), the UTC time the
+    lock was taken and the launch (``horovodrun``'s rendezvous ``address:port``, shared by
+    the workers of one run; None without horovodrun's Gloo)."""
 
     host: str
     pid: int
     job_id: str | None
     restart: str | None
     since: str
+    launch: str | None = None
 
     @classmethod
     def me(cls) -> "Holder":
+        address, port = (os.environ.get(f"HOROVOD_GLOO_RENDEZVOUS_{k}") for k in ("ADDR", "PORT"))
         return cls(
             socket.gethostname(), os.getpid(), host.job_id(), os.environ.get("SLURM_RESTART_COUNT"),
             _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            f"{address}:{port}" if address and port else None,
         )
 
     @classmethod
@@ -80,7 +100,7 @@ class Holder:
         try:
             values = json.loads(text)
             return cls(str(values["host"]), int(values["pid"]), values.get("job_id"), values.get("restart"),
-                       str(values.get("since", "")))
+                       str(values.get("since", "")), values.get("launch"))
         except (ValueError, TypeError, KeyError):
             return None
 
@@ -137,7 +157,8 @@ class RunLock:
                 who = previous.describe() if previous else "a job that has not written its name yet"
                 raise RunLockedError(
                     f"{os.path.dirname(self.path)}: run directory in use by {who} (lock {self.path}); "
-                    "wait for that job, or use another --run-dir"
+                    "wait for that job, or use another --run-dir",
+                    previous,
                 )
             if previous is not None:
                 log.warning(
@@ -154,6 +175,18 @@ class RunLock:
                 handle.close()
             raise
         self._handle = handle
+
+    def ensure(self) -> None:
+        """`acquire` unless this process holds the lock already, or a live worker of the
+        same launch does (an elastic run's earlier rank 0: not another job)."""
+        if self._handle is not None:
+            return
+        try:
+            self.acquire()
+        except RunLockedError as exc:
+            launch = Holder.me().launch
+            if exc.holder is None or launch is None or exc.holder.launch != launch:
+                raise
 
     def release(self) -> None:
         """Empty the lock file (a clean end) and give the lock back; nothing if not held."""
@@ -182,8 +215,9 @@ def _flock(handle: IO[str]) -> bool | None:
 
 
 @contextlib.contextmanager
-def holding(run_dir: str, root: bool, share: bool = True) -> Iterator[None]:
-    """Hold the lock of `run_dir` on rank 0 (`root`) for the block.
+def holding(run_dir: str, root: bool, share: bool = True) -> Iterator[RunLock]:
+    """Hold the lock of `run_dir` on rank 0 (`root`) for the block; yields the lock (held on
+    rank 0, for `RunLock.ensure` on a rank that becomes rank 0 later) and releases it after.
 
     Args:
         share: tell the other ranks whether rank 0 got the lock (a broadcast) so that a
@@ -208,6 +242,6 @@ def holding(run_dir: str, root: bool, share: bool = True) -> Iterator[None]:
     if failure is not None:
         raise failure
     try:
-        yield
+        yield lock
     finally:
         lock.release()

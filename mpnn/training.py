@@ -130,11 +130,11 @@ def train(config: TrainConfig) -> RunResult:
     config = dataclasses.replace(
         config, run_dir=elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     )
-    with run_lock.holding(config.run_dir, distributed.is_root(), share=not config.elastic):
+    with run_lock.holding(config.run_dir, distributed.is_root(), share=not config.elastic) as lock:
         write_run_files(config, plan)
         model, trainer = build_trainer(plan, manifest)
         state = resume_or_start(config, config.run_dir, trainer, plan.learning_rate)
-        state, train_seconds = fit(config, plan, manifest, model, trainer, state)
+        state, train_seconds = fit(config, plan, manifest, model, trainer, state, lock)
         identical = None if config.elastic else weights_identical_across_ranks(model)  # no collectives: see evaluate
         results = evaluate(config, plan, manifest, model)
         metrics = write_results(config, plan, manifest, model, results, state, train_seconds, identical)
@@ -283,9 +283,12 @@ def fit(
     model: tf.keras.Model,
     trainer: tf.keras.Model,
     state: checkpoint.TrainingState,
+    lock: run_lock.RunLock | None = None,
 ) -> tuple[checkpoint.TrainingState, float]:
     """Train `trainer` from `state` to ``config.epochs`` (elastically with ``--elastic``);
-    returns the final state and the training seconds, counting those of resumed runs."""
+    returns the final state and the training seconds, counting those of resumed runs.
+    Under ``--elastic`` the worker that is rank 0 at each (re)start holds the run
+    directory's `lock` (`mpnn.run_lock.RunLock.ensure`)."""
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
     start_seed = state.seeds[str(start_epoch)]
     tf.keras.utils.set_random_seed(start_seed)
@@ -305,6 +308,8 @@ def fit(
     if config.elastic:  # also when nothing is left: every rank must reach the sync
 
         def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
+            if rank == 0 and lock is not None:
+                lock.ensure()
             if rank == 0:  # the membership policy (mpnn.elastic): per-rank batch and learning rate kept
                 log.info(
                     "elastic: %d rank(s) x %d graphs: global batch %d, learning rate %.3g (kept, not rescaled)",

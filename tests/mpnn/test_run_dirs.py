@@ -53,7 +53,8 @@ def _killed(process: subprocess.Popen) -> int:
 @pytest.fixture
 def no_job(monkeypatch):
     """This process outside any scheduler job."""
-    for name in ("SLURM_JOB_ID", "PBS_JOBID", "COBALT_JOBID", "LSB_JOBID", "SLURM_RESTART_COUNT"):
+    for name in ("SLURM_JOB_ID", "PBS_JOBID", "COBALT_JOBID", "LSB_JOBID", "SLURM_RESTART_COUNT",
+                 "HOROVOD_GLOO_RENDEZVOUS_ADDR", "HOROVOD_GLOO_RENDEZVOUS_PORT"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -69,6 +70,36 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path, no_job):
         rf"\(lock {tmp_path}/run.lock\); wait for that job, or use another --run-dir",
         str(refused.value),
     )
+
+
+def test_ensure_takes_the_lock_once_and_is_refused_while_another_job_holds_it(tmp_path, no_job):
+    """What a worker that becomes rank 0 of an elastic run calls at each (re)start."""
+    lock = RunLock(str(tmp_path))
+    lock.ensure()
+    lock.ensure()  # held already: nothing
+    lock.release()
+    holder = _holder_process(tmp_path)
+    try:
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            RunLock(str(tmp_path)).ensure()
+    finally:
+        _killed(holder)
+
+
+def test_ensure_leaves_the_lock_to_a_worker_of_the_same_launch(tmp_path, monkeypatch, no_job):
+    """An elastic run whose rank 0 moved to another worker: the earlier one, alive, still
+    holds the lock; the new rank 0 goes on. Another launch (a second job) is refused."""
+    holder = _holder_process(tmp_path, HOROVOD_GLOO_RENDEZVOUS_ADDR="10.0.0.1", HOROVOD_GLOO_RENDEZVOUS_PORT="4000")
+    try:
+        monkeypatch.setenv("HOROVOD_GLOO_RENDEZVOUS_ADDR", "10.0.0.1")
+        monkeypatch.setenv("HOROVOD_GLOO_RENDEZVOUS_PORT", "4000")
+        RunLock(str(tmp_path)).ensure()  # the same launch: no error
+        monkeypatch.setenv("HOROVOD_GLOO_RENDEZVOUS_PORT", "4001")
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            RunLock(str(tmp_path)).ensure()
+    finally:
+        _killed(holder)
+    assert json.loads((tmp_path / "run.lock").read_text())["launch"] == "10.0.0.1:4000"
 
 
 def test_a_released_lock_is_empty_and_taken_again_without_a_warning(tmp_path, caplog, no_job):
