@@ -195,6 +195,7 @@ def run_part(job: PartJob) -> records.PartSummary:
                 if item.note:
                     summary.notes[item.note] += 1
                 summary.converted += 1
+                summary.per_atom.add(item.target, item.n_atom)
                 summary.atoms += item.n_atom
                 summary.edges += item.n_bond
     except BaseException:
@@ -345,7 +346,10 @@ def prepare_dataset(
         raise error
     if rank != 0:
         return None
-    manifest = records.build_manifest(spec, merged, planned.sources, out.compression, options, ranks=size)
+    warnings = spec.check(merged) if spec.check is not None else []
+    for warning in warnings:
+        log.warning("%s", warning)
+    manifest = records.build_manifest(spec, merged, planned.sources, out.compression, options, size, warnings)
     timing = {**timing, **timer.lap("finish"), "parts": [s.process for s in summaries]}
     return dataclasses.replace(manifest, timing=timing).save(out.output)
 

@@ -8,8 +8,9 @@ Each ROOT holds complexes as ``ROOT/<pdbid>/`` (``<pdbid>_ligand.sdf`` or ``.mol
         --index pdbbind/index/INDEX_general_PL_data.2020 -o work/pdbbind \\
         --split core --core-index CASF-2016/power_scoring/CoreSet.dat --workers 8
 
-A complex that cannot be used (missing or unreadable file, no affinity, a ligand that is
-not in its pocket, ...) and every malformed index line is listed in the
+A complex that cannot be used (an empty directory, a missing or unreadable file, no
+affinity, a ligand that is not in its pocket, ...), every malformed index line and every
+other entry of a ROOT (a file, a directory not named like a PDB code) is listed in the
 manifest's ``skipped`` with its file and reason.
 """
 
@@ -37,7 +38,7 @@ from data_prep.pdbbind import (
 )
 from data_prep.pdbbind_index import IndexEntry, IndexFormatError, read_index
 from data_prep.pipeline import OutputOptions
-from mpnn.graph_format.example import serialize_graph
+from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import RWPE_ORDER, feature_dtypes
 from mpnn.graph_format.manifest import Manifest
 
@@ -85,12 +86,17 @@ def convert_complex_task(task: ComplexTask) -> Iterator[records.Converted | reco
     except Exception as exc:  # noqa: BLE001  (RDKit perception failing on an odd structure, ...)
         yield records.Skipped(task.directory, 0, f"conversion failed: {type(exc).__name__}: {exc}")
         return
+    try:
+        example = serialize_graph(graph, feature_dtypes(FEATURES))
+    except NonFiniteFeatureError as exc:  # e.g. a NaN Gasteiger charge: never a record
+        yield records.Skipped(task.directory, 0, str(exc))
+        return
     yield records.Converted(
         complex_files(task.directory)["pocket.pdb"],
         0,
         task.position,
         str(graph["record_id"]),
-        serialize_graph(graph, feature_dtypes(FEATURES)),
+        example,
         float(task.affinity),
         records.atom_type_counts(graph["atom"], len(ELEMENT_VOCAB)),
         note=graph["note"],
@@ -113,6 +119,20 @@ def find_complexes(roots: Sequence[str]) -> list[str]:
             if _PDB_CODE.match(name) and os.path.isdir(os.path.join(root, name)):
                 directories.append(os.path.join(root, name))
     return directories
+
+
+def passed_over(roots: Sequence[str]) -> list[records.Skipped]:
+    """The entries of `roots` that `find_complexes` passes over (not a directory named like
+    a PDB code, e.g. PDBbind's ``index/`` and ``readme/``), as skip entries for the manifest."""
+    found = []
+    for root in roots:
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            if not os.path.isdir(path):
+                found.append(records.Skipped(path, 0, "not a complex directory: a file"))
+            elif not _PDB_CODE.match(name):
+                found.append(records.Skipped(path, 0, "not a complex directory: name is not a PDB code"))
+    return found
 
 
 def load_indexes(paths: Sequence[str]) -> tuple[dict[str, IndexEntry], list[IndexFormatError]]:
@@ -142,9 +162,9 @@ def plan_tasks(
     drop_ic50: bool = False,
     drop_inequalities: bool = False,
 ) -> list[ComplexTask]:
-    """One task per complex directory, plus skip tasks for bad index lines, duplicate
-    complexes and measurements dropped by `drop_ic50` / `drop_inequalities` (a relation
-    other than ``=``)."""
+    """One task per complex directory, plus skip tasks for bad index lines, duplicate or
+    empty complex directories and measurements dropped by `drop_ic50` /
+    `drop_inequalities` (a relation other than ``=``)."""
     tasks = [
         ComplexTask("", None, skip=records.Skipped(e.path, e.line, f"bad index line: {e.problem}"))
         for e in index_errors
@@ -156,6 +176,8 @@ def plan_tasks(
         skip = None
         if code in seen:
             skip = records.Skipped(directory, 0, f"duplicate complex: {code} already read from {seen[code]}")
+        elif not os.listdir(directory):
+            skip = records.Skipped(directory, 0, "empty complex directory")
         elif entry is not None and drop_ic50 and entry.measure == "IC50":
             reason = f"IC50 dropped: the affinity of {code} is an IC50 (--drop-ic50)"
             skip = records.Skipped(entry.path, entry.line, reason)
@@ -312,7 +334,7 @@ def prepare_pdbbind(roots: Sequence[str], options: PdbbindOptions, comm: Any = N
                 "index_files": [os.path.abspath(p) for p in options.index],
             },
         )
-        return pipeline.Plan(tasks, sources, spec)
+        return pipeline.Plan(tasks, sources, spec, passed_over(roots))
 
     return pipeline.prepare_dataset(plan, convert_complex_task, out, rule, run_options, comm)
 

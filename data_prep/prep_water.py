@@ -16,6 +16,7 @@ planned, spread over processes and MPI ranks, and written.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import lzma
 import math
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from data_prep import pipeline, records
+from data_prep.energy_scale import check_water_energies
 from data_prep.geometry import DEFAULT_CUTOFF, GeometryError, geometry_features
 from data_prep.pipeline import OutputOptions
 from data_prep.structures import (
@@ -46,7 +48,7 @@ from data_prep.structures import (
 )
 from data_prep.tutorial_records import is_tutorial_file, tutorial_graph
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
-from mpnn.graph_format.example import serialize_graph
+from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import GEOMETRY, feature_dtypes
 from mpnn.graph_format.manifest import Manifest
 from mpnn.graph_format.tfrecord import count_records, read_records
@@ -126,13 +128,20 @@ def convert_water_task(task: WaterTask) -> Iterator[records.Converted | records.
     any conversion process). A structure whose conversion raises is a skip, never the end
     of the run."""
     for index, graph, reason in task_graphs(task):
-        yield records.Skipped(task.path, index, reason) if graph is None else _converted(task, index, graph)
+        if graph is None:
+            yield records.Skipped(task.path, index, reason)
+            continue
+        try:
+            yield _converted(task, index, graph)
+        except NonFiniteFeatureError as exc:  # e.g. a NaN distance: never a record
+            yield records.Skipped(task.path, index, str(exc))
 
 
 def task_graphs(task: WaterTask, energy_required: bool = True) -> Iterator[tuple[int, dict | None, str | None]]:
     """``(index in the file, graph dict or None, why not)`` of every structure of `task`:
     the one place that turns input structures into graphs, for the converter and for
-    ``mpnn-predict``.
+    ``mpnn-predict``. A structure without an energy, or whose energy is NaN or infinite
+    (e.g. an XYZ comment line reading ``inf``), is a skip with its reason.
 
     Args:
         energy_required: False to build graphs of structures whose file gives no energy
@@ -152,8 +161,9 @@ def task_graphs(task: WaterTask, energy_required: bool = True) -> Iterator[tuple
         return
     for structure in _structures(task):
         energy = structure.energy if structure.energy is not None and math.isfinite(structure.energy) else None
-        if structure.atoms is None or (structure.error and energy_required):
-            yield structure.index, None, structure.error
+        problem = structure.error or (None if energy is not None else f"energy is not finite ({structure.energy})")
+        if structure.atoms is None or (problem and energy_required):
+            yield structure.index, None, problem
             continue
         try:
             graph = water_graph(structure.atoms, 0.0 if energy is None else structure.energy, structure.record_id)
@@ -336,6 +346,9 @@ def plan_water(inputs: Sequence[str], options: WaterOptions, parts: int) -> pipe
         features=tuple(name for name, _ in tasks[0].features) if tasks else tuple(FEATURES),
         vocab={"atom": list(ATOM_VOCAB), "bond": list(BOND_VOCAB)},
         extra=extra,
+        check=functools.partial(
+            check_water_energies, energy_unit=options.energy_unit, kcal_per_mol_per=KCAL_PER_MOL_PER
+        ),
     )
     passed_over = [records.Skipped(path, 0, reason) for path, reason in listing.passed_over]
     return pipeline.Plan(tasks, files, spec, passed_over)

@@ -19,7 +19,7 @@ import collections
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -76,7 +76,14 @@ Skipped = mf.SkippedEntry
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a source contributes to the manifest besides its records."""
+    """What a source contributes to the manifest besides its records.
+
+    Attributes:
+        check: ``check(summary) -> warnings`` about the converted set as a whole (e.g.
+            energies implausible in their stated unit), run once on the merged summary; the
+            warnings are logged and kept in the manifest. Picklable (a module-level function
+            or a `functools.partial` of one): the plan is sent to MPI ranks.
+    """
 
     kind: str
     target: str
@@ -85,6 +92,7 @@ class DatasetSpec:
     features: tuple[str, ...]
     vocab: dict[str, list[str]]
     extra: dict[str, Any] = field(default_factory=dict)
+    check: Callable[["PartSummary"], list[str]] | None = None
 
 
 class StrictModeError(RuntimeError):
@@ -265,6 +273,31 @@ class TargetSums:
 
 
 @dataclass
+class PerAtomTargets:
+    """The target divided by the record's atom count, over every converted record of every
+    split: count, sum, min and max (target units per atom)."""
+
+    count: int = 0
+    total: float = 0.0
+    minimum: float = np.inf
+    maximum: float = -np.inf
+
+    def add(self, target: float, n_atom: int) -> None:
+        if n_atom > 0:
+            value = target / n_atom
+            self.count, self.total = self.count + 1, self.total + value
+            self.minimum, self.maximum = min(self.minimum, value), max(self.maximum, value)
+
+    def merge(self, other: "PerAtomTargets") -> None:
+        self.count, self.total = self.count + other.count, self.total + other.total
+        self.minimum, self.maximum = min(self.minimum, other.minimum), max(self.maximum, other.maximum)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+@dataclass
 class PartSummary:
     """What one conversion part reports (small: no records).
 
@@ -273,6 +306,7 @@ class PartSummary:
         per_source: converted records per input file.
         process: facts about the process that ran the part (pid, CPU seconds, peak RSS
             in KiB, whether TensorFlow was imported).
+        per_atom: the target per atom over all the part's records (`DatasetSpec.check`).
     """
 
     part: int
@@ -285,6 +319,7 @@ class PartSummary:
     atoms: int = 0
     edges: int = 0
     process: dict[str, Any] = field(default_factory=dict)
+    per_atom: PerAtomTargets = field(default_factory=PerAtomTargets)
 
 
 class PartWriter:
@@ -308,11 +343,18 @@ class PartWriter:
         writer.write(example)
 
     def close(self) -> dict[str, list[ShardInfo]]:
-        """Finish every shard; returns them per split, in shard order."""
+        """Finish every shard; returns them per split, in shard order. If one cannot be
+        finished (a full disk), none of the part's shards is left and the error is raised."""
         shards: dict[str, list[ShardInfo]] = {}
-        for (split, _), writer in sorted(self._writers.items()):
-            shards.setdefault(split, []).append(writer.close())
-        self._writers.clear()
+        try:
+            for key in sorted(self._writers):
+                shards.setdefault(key[0], []).append(self._writers[key].close())
+                del self._writers[key]  # finished: abort() leaves it
+        except BaseException:
+            self.abort()
+            for info in (info for infos in shards.values() for info in infos):
+                os.remove(os.path.join(self.out_dir, info.file))
+            raise
         return shards
 
     def abort(self) -> None:
@@ -335,6 +377,7 @@ def merge_summaries(parts: Iterable[PartSummary], n_types: int) -> PartSummary:
         merged.converted += part.converted
         merged.atoms += part.atoms
         merged.edges += part.edges
+        merged.per_atom.merge(part.per_atom)
     return merged
 
 
@@ -345,8 +388,10 @@ def build_manifest(
     compression: str,
     options: dict[str, Any],
     ranks: int = 1,
+    warnings: Sequence[str] = (),
 ) -> mf.Manifest:
-    """The manifest of a data set from the merged `summary` of its parts.
+    """The manifest of a data set from the merged `summary` of its parts and the `warnings`
+    of `DatasetSpec.check`.
 
     Skipped entries are listed in input order (file in `sources`, then index).
     """
@@ -381,5 +426,6 @@ def build_manifest(
             dict(sorted(collections.Counter(s.reason.split(":")[0] for s in skipped).items())),
         ),
         ranks=ranks,
+        warnings=tuple(warnings),
         extra=dict(spec.extra),
     )

@@ -15,7 +15,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from mpnn import distributed, host
+from mpnn import atomic, distributed, host
 
 
 class EpochLog(tf.keras.callbacks.Callback):
@@ -40,6 +40,21 @@ class EpochLog(tf.keras.callbacks.Callback):
         logs["lr"] = float(tf.keras.backend.get_value(self.model.optimizer.learning_rate))
         logs["epoch_seconds"] = seconds
         logs["graphs_per_second"] = self.graphs_per_epoch / seconds
+
+
+class CsvLog(tf.keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` whose failed write (a full disk, a read-only file system) raises
+    `mpnn.atomic.WriteError` naming the log file. Rows are appended, not replaced: a row
+    cut short by a full disk belongs to an epoch without checkpoint, which
+    `mpnn.checkpoint.trim_log` drops on ``--resume``."""
+
+    def on_train_begin(self, logs=None):
+        with atomic.naming(self.filename):
+            super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with atomic.naming(self.filename):
+            super().on_epoch_end(epoch, logs)
 
 
 class PeakMemory(tf.keras.callbacks.Callback):

@@ -23,7 +23,16 @@ says so (start a new run directory).
 Rank 0 then broadcasts what it loaded (weights, optimizer variables, callback state) to
 every rank, so ranks need not see the same file system. Training continues at the next
 epoch; the learning-rate schedule follows from the epoch number (Horovod's warm-up and
-schedule callbacks) and the stored learning rate (plateau decay). Each (re)start seeds
+schedule callbacks) and the stored learning rate (plateau decay). A resumed run whose
+scaled learning rate differs from the one the checkpoint was trained with (``--resume
+--learning-rate X``, e.g. after a divergence, or another rank count) takes the new rate
+from its first step, with a log line saying so: the schedule (warm-up, cosine) starts
+from it, and plateau decay starts again from it.
+
+Every file is written under a temporary name and renamed (`mpnn.atomic`;
+`AtomicModelCheckpoint` for Keras' weight files), so a write that fails (a full disk, a
+read-only file system) leaves the previous checkpoint as it was and raises
+`mpnn.atomic.WriteError` naming the file and the cause. Each (re)start seeds
 TensorFlow, NumPy and the data shuffle with ``seed + start epoch`` and records the seeds it
 used: a resumed run is reproducible given its restart points, though its shuffle order
 differs from an uninterrupted run's.
@@ -31,6 +40,7 @@ differs from an uninterrupted run's.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -38,6 +48,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -59,7 +70,7 @@ OLD_LAYOUT = ("latest.json", "state-epoch-*")
 CALLBACK_STATE = {
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
-    "ModelCheckpoint": ("best",),
+    "AtomicModelCheckpoint": ("best",),
 }
 
 
@@ -80,6 +91,8 @@ class TrainingState:
         callbacks: per callback class, its state attributes (see `CALLBACK_STATE`).
         seeds: the seed each (re)start used, keyed by its start epoch.
         resumed_from_epoch: the epochs at which a restart began.
+        base_learning_rate: the scaled learning rate the run was configured with (before
+            schedules), to notice a resume with another one (None in older states).
     """
 
     epochs_done: int = 0
@@ -89,6 +102,7 @@ class TrainingState:
     callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: dict[str, int] = field(default_factory=dict)
     resumed_from_epoch: list[int] = field(default_factory=list)
+    base_learning_rate: float | None = None
 
     @classmethod
     def from_json(cls, values: Any) -> "TrainingState":
@@ -239,6 +253,20 @@ def restore(run_dir: str, model: tf.keras.Model, collective: bool = True) -> Tra
     return state
 
 
+def take_new_learning_rate(state: TrainingState, base_learning_rate: float) -> None:
+    """On ``--resume``: if this run's scaled learning rate differs from the one `state` was
+    trained with (``--learning-rate`` given again, or another rank count), continue at the
+    new rate rather than the stored one (logged). Call where the restored state is decided
+    for every rank (rank 0 before its broadcast or the elastic sync), so ranks agree."""
+    stored = state.base_learning_rate
+    if state.learning_rate is not None and stored is not None and stored != base_learning_rate:
+        log.info(
+            "learning rate %.3g instead of the checkpoint's %.3g (trained from %.3g): --learning-rate or the rank "
+            "count changed on --resume", base_learning_rate, state.learning_rate, stored,
+        )
+        state.learning_rate = base_learning_rate
+
+
 def trim_log(path: str, epochs_done: int) -> None:
     """Drop rows of epochs >= `epochs_done` from a CSV log (epochs a killed job logged but
     did not checkpoint), so every epoch appears once after the restart."""
@@ -264,14 +292,26 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
     Args:
         run_dir: the run directory.
         state: the state training starts from (a fresh one, or the restored one).
-        keep_callbacks: the callbacks whose `CALLBACK_STATE` attributes are saved.
+        keep_callbacks: the callbacks whose `CALLBACK_STATE` attributes are saved (one of
+            each class: the first).
+        base_learning_rate: this run's scaled learning rate (see the module docstring).
     """
 
-    def __init__(self, run_dir: str, state: TrainingState, keep_callbacks: list[tf.keras.callbacks.Callback]):
+    def __init__(
+        self,
+        run_dir: str,
+        state: TrainingState,
+        keep_callbacks: list[tf.keras.callbacks.Callback],
+        base_learning_rate: float | None = None,
+    ):
         super().__init__()
         self.run_dir = run_dir
         self.state = state
-        self.keep_callbacks = {type(c).__name__: c for c in keep_callbacks if type(c).__name__ in CALLBACK_STATE}
+        self.keep_callbacks: dict[str, tf.keras.callbacks.Callback] = {}
+        for callback in keep_callbacks:
+            if type(callback).__name__ in CALLBACK_STATE:
+                self.keep_callbacks.setdefault(type(callback).__name__, callback)
+        self.base_learning_rate = base_learning_rate
         self._started = 0.0
         self._seconds_before = state.train_seconds
         self._manager: tf.train.CheckpointManager | None = None
@@ -289,6 +329,7 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
         self.state.epochs_done = epoch + 1
         self.state.train_seconds = self._seconds_before + time.perf_counter() - self._started
         self.state.learning_rate = float(tf.keras.backend.get_value(self.model.optimizer.learning_rate))
+        self.state.base_learning_rate = self.base_learning_rate
         self.state.stopped = bool(self.model.stop_training)
         self.state.callbacks = {
             name: {attribute: _plain(getattr(callback, attribute)) for attribute in CALLBACK_STATE[name]}
@@ -316,8 +357,38 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
         number = self.state.epochs_done
         prefix = os.path.join(state_directory(self.run_dir), f"{CHECKPOINT_NAME}-{number}")
         atomic.write_json(state_file(prefix), asdict(self.state))
-        self._manager.save(checkpoint_number=number)
+        try:
+            self._manager.save(checkpoint_number=number)
+        except (tf.errors.OpError, OSError) as exc:  # e.g. a full disk; the older checkpoints stay
+            with contextlib.suppress(OSError):  # this one's files, if any
+                _remove_unmanaged(self.run_dir, self._manager.checkpoints)
+            raise atomic.WriteError.of(prefix, _first_line(exc)) from exc
         _remove_unmanaged(self.run_dir, self._manager.checkpoints)
+
+
+class AtomicModelCheckpoint(tf.keras.callbacks.ModelCheckpoint):
+    """Keras' `ModelCheckpoint`, whose file is replaced only by a complete new one: a failed
+    save (a full disk, a read-only file system) leaves the previous file intact and raises
+    `mpnn.atomic.WriteError` naming it.
+
+    Keras writes weight files with HDF5, which crashes the process (a segmentation fault,
+    seen here with h5py 3 on a full tmpfs) when a write fails under it. So the file is
+    written in this node's temporary directory first, then copied under a temporary name
+    beside its target (a plain copy fails cleanly) and renamed over it.
+    """
+
+    def _save_handler(self, filepath):
+        with tempfile.TemporaryDirectory(prefix="mpnn-weights-") as scratch:
+            local = os.path.join(scratch, os.path.basename(filepath))  # same name: Keras picks the format by it
+            super()._save_handler(local)
+            with atomic.replacing(filepath) as tmp:
+                shutil.copyfile(local, tmp)
+
+
+def _first_line(exc: BaseException) -> Exception:
+    """`exc` as an exception whose message is its first line (TensorFlow's run on)."""
+    text = str(exc).strip()
+    return RuntimeError(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _remove_unmanaged(run_dir: str, kept: list[str]) -> None:

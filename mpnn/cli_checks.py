@@ -20,7 +20,9 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from mpnn import verify
+from mpnn.atomic import WriteError
 from mpnn.graph_format.manifest import ManifestError
+from mpnn.run_lock import RunLockedError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -36,10 +38,15 @@ class InputError(RuntimeError):
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """Errors the user can fix, each reported in one line with exit status 1."""
+    """Errors the user can fix, each reported in one line with exit status 1: bad inputs, a
+    failed write (a full disk, a read-only run directory), a run directory in use, a
+    diverged training."""
     from mpnn.checkpoint import CheckpointError  # imports TensorFlow
+    from mpnn.divergence import TrainingDiverged
 
-    return (InputError, ManifestError, CheckpointError, verify.ShardError)
+    return (
+        InputError, ManifestError, CheckpointError, verify.ShardError, WriteError, RunLockedError, TrainingDiverged,
+    )
 
 
 _WHOLE_AT_LEAST_1 = (lambda v: v >= 1, "a whole number >= 1")

@@ -165,6 +165,11 @@ def broadcast_object(value: Any, name: str) -> Any:
     return hvd_tf.broadcast_object(value, root_rank=0, name=name)
 
 
+def any_rank(flag: bool, name: str) -> bool:
+    """Whether `flag` is True on any rank (a one-number allreduce: every rank must call it)."""
+    return bool(hvd_tf.allreduce(tf.constant(int(flag)), op=hvd_tf.Sum, name=name).numpy() > 0)
+
+
 def allgather_object(value: Any, name: str) -> list[Any]:
     """Every rank's `value`, in rank order, on every rank."""
     return hvd_tf.allgather_object(value, name=name)

@@ -13,8 +13,25 @@ script lists a host again, its new worker joins at the next commit and receives 
 from rank 0. Each (re)start rebuilds the input pipeline for the new rank and rank count
 (each record is still seen once per epoch) and the callbacks (rank 0 writes the files).
 
-The per-rank batch stays what it was at the start, so the global batch and the gradient
-noise follow the number of live workers; the learning rate is not rescaled.
+Membership policy: the per-rank batch and the learning rate stay what they were at the
+start, so the global batch follows the number of live workers (with ``--batch-strategy
+gbs`` too: the per-rank share of the global batch is fixed at the start) and the learning
+rate is not rescaled. Each (re)start logs it (``elastic: N rank(s) x B graphs: global batch
+G, learning rate L``). Why keep rather than rescale: a lost worker is usually back within
+minutes, and rescaling for the stretch between would put a step into the schedule; the
+warm-up and cosine callbacks recompute the rate from the configured one every batch, so a
+rescale would also have to rebuild them; and with Adam the step size depends little on the
+batch (the update is normalised by the gradient's second moment), so a smaller global
+batch at the same rate means noisier gradients, not larger steps. The linear scaling rule
+(`mpnn.distributed.scaled_learning_rate`) is applied once, for the ranks at the start.
+
+After training, every rank leaves the elastic loop; a collective now would wait forever
+for a worker lost meanwhile. So the final evaluation runs on rank 0 alone (every record of
+the evaluated splits), the other ranks end at once, and the cross-rank weight check is
+skipped (``weights_identical_across_ranks`` is null in ``metrics.json``): a worker other
+than rank 0 lost during the final evaluation changes nothing. If rank 0 itself is lost
+then, the job fails; its checkpoints are complete, and ``--resume`` evaluates without
+training again.
 
 A worker that joins later runs the set-up of `mpnn.training.train` alone, while the others
 wait in `KerasState.sync`: the set-up must not run collective operations (a broadcast there

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from mpnn import cli_checks, distributed, extrapolation, verify
+from mpnn.atomic import atomic_open
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.forces import energy_and_forces, takes_positions
 from mpnn.metrics import force_metrics, group_metrics, per_member_mae, regression_metrics
@@ -62,13 +63,16 @@ class Predictions:
         return cls(*arrays, forces=ForcePredictions.concatenate(with_forces) if with_forces else None)
 
 
-def predict_split(model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int) -> Predictions:
+def predict_split(
+    model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int, alone: bool = False
+) -> Predictions:
     """Predict every record of `split` (with forces, for a model that sees geometry on
-    records with forces); call on all ranks (it gathers across them)."""
+    records with forces); call on all ranks (it gathers across them), or with `alone` on
+    one rank, which then predicts every record itself."""
     entries = batch_entries(model, manifest)
+    rank, size = (0, 1) if alone else (distributed.rank(), distributed.size())
     dataset, _ = manifest_dataset(
-        manifest, split, batch_size, rank=distributed.rank(), size=distributed.size(), with_record_info=True,
-        entries=entries,
+        manifest, split, batch_size, rank=rank, size=size, with_record_info=True, entries=entries
     )
     with_forces = "forces" in entries
     if takes_positions(model):
@@ -86,7 +90,7 @@ def predict_split(model: tf.keras.Model, manifest: Manifest, split: str, batch_s
             batch.forces = ForcePredictions(inputs["forces"].numpy(), forces.numpy(), atom_group)
         parts.append(batch)
     local = Predictions.concatenate(parts)
-    return Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))
+    return local if alone else Predictions.concatenate(distributed.allgather_object(local, f"predictions_{split}"))
 
 
 def _predictions(info: dict[str, tf.Tensor], y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:
@@ -135,7 +139,8 @@ def group_mean_baseline_mae(train: Predictions, test: Predictions) -> float:
 
 
 def write_predictions_csv(path: str, predictions: Predictions, group_name: str) -> None:
-    with open(path, "w", newline="") as handle:
+    """Write `predictions` to the CSV `path` (atomically: `mpnn.atomic`)."""
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["record_id", group_name, "true", "predicted", "error"])
         for rid, group, true, pred in zip(

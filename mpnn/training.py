@@ -27,11 +27,12 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import checkpoint, cli_checks, distributed, elastic, forces, host, models, rundir, verify
+from mpnn import atomic, checkpoint, cli_checks, distributed, elastic, forces, host, models, run_lock, rundir, verify
 from mpnn.atomic import write_json
 from mpnn.batch_cut import cut_batch_trainer
 from mpnn.callbacks import (
     AverageNonTrainableVariables,
+    CsvLog,
     EpochLog,
     PeakMemory,
     RawWeightsBack,
@@ -41,6 +42,7 @@ from mpnn.callbacks import (
 )
 from mpnn.config import RESOLVED_THREAD_PLAN, LrDecay, TrainConfig
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
+from mpnn.divergence import StopOnDivergence
 from mpnn.evaluate import (
     Predictions,
     group_mean_baseline_mae,
@@ -128,13 +130,14 @@ def train(config: TrainConfig) -> RunResult:
     config = dataclasses.replace(
         config, run_dir=elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     )
-    write_run_files(config, plan)
-    model, trainer = build_trainer(plan, manifest)
-    state = resume_or_start(config, config.run_dir, trainer)
-    state, train_seconds = fit(config, plan, manifest, model, trainer, state)
-    identical = weights_identical_across_ranks(model)
-    results = evaluate(config, plan, manifest, model)
-    metrics = write_results(config, plan, manifest, model, results, state, train_seconds, identical)
+    with run_lock.holding(config.run_dir, distributed.is_root(), share=not config.elastic) as lock:
+        write_run_files(config, plan)
+        model, trainer = build_trainer(plan, manifest)
+        state = resume_or_start(config, config.run_dir, trainer, plan.learning_rate)
+        state, train_seconds = fit(config, plan, manifest, model, trainer, state, lock)
+        identical = None if config.elastic else weights_identical_across_ranks(model)  # no collectives: see evaluate
+        results = evaluate(config, plan, manifest, model)
+        metrics = write_results(config, plan, manifest, model, results, state, train_seconds, identical)
     return RunResult(config.run_dir, metrics, state.epochs_done, train_seconds)
 
 
@@ -206,7 +209,8 @@ def write_run_files(config: TrainConfig, plan: RunPlan) -> None:
     own machine) and ``host_info.json``."""
     if not distributed.is_root():
         return
-    os.makedirs(checkpoint.checkpoint_directory(config.run_dir), exist_ok=True)
+    with atomic.naming(checkpoint.checkpoint_directory(config.run_dir)):
+        os.makedirs(checkpoint.checkpoint_directory(config.run_dir), exist_ok=True)
     settings = {**config.to_json(), "model_options": dataclasses.asdict(plan.architecture)}
     resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(plan.threads)}
     write_json(os.path.join(config.run_dir, rundir.CONFIG_FILE), {**settings, **resolved})
@@ -228,10 +232,14 @@ def build_trainer(plan: RunPlan, manifest: Manifest) -> tuple[tf.keras.Model, tf
     return model, trainer
 
 
-def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) -> checkpoint.TrainingState:
+def resume_or_start(
+    config: TrainConfig, run_dir: str, model: tf.keras.Model, learning_rate: float | None = None
+) -> checkpoint.TrainingState:
     """The state training starts from: the run directory's latest checkpoint (loaded into
     `model` on every rank) with ``--resume``, else a fresh state. Records the seed of this
-    (re)start, derived from the configured seed and the start epoch."""
+    (re)start, derived from the configured seed and the start epoch. A resumed state
+    continues at `learning_rate` (this run's scaled rate) when it differs from the one it
+    was trained with (`mpnn.checkpoint.take_new_learning_rate`)."""
     state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
     if state is None:
         if config.resume and distributed.is_root():
@@ -240,6 +248,8 @@ def resume_or_start(config: TrainConfig, run_dir: str, model: tf.keras.Model) ->
             log.warning("%s holds a checkpoint; training starts afresh (pass --resume to continue it)", run_dir)
         state = checkpoint.TrainingState()
     else:
+        if learning_rate is not None:
+            checkpoint.take_new_learning_rate(state, learning_rate)
         state.resumed_from_epoch.append(state.epochs_done)
         if distributed.is_root():
             log.info("resuming %s after epoch %d", run_dir, state.epochs_done)
@@ -274,9 +284,12 @@ def fit(
     model: tf.keras.Model,
     trainer: tf.keras.Model,
     state: checkpoint.TrainingState,
+    lock: run_lock.RunLock | None = None,
 ) -> tuple[checkpoint.TrainingState, float]:
     """Train `trainer` from `state` to ``config.epochs`` (elastically with ``--elastic``);
-    returns the final state and the training seconds, counting those of resumed runs."""
+    returns the final state and the training seconds, counting those of resumed runs.
+    Under ``--elastic`` the worker that is rank 0 at each (re)start holds the run
+    directory's `lock` (`mpnn.run_lock.RunLock.ensure`)."""
     start_epoch, seconds_before = state.epochs_done, state.train_seconds
     start_seed = state.seeds[str(start_epoch)]
     tf.keras.utils.set_random_seed(start_seed)
@@ -296,6 +309,13 @@ def fit(
     if config.elastic:  # also when nothing is left: every rank must reach the sync
 
         def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
+            if rank == 0 and lock is not None:
+                lock.ensure()
+            if rank == 0:  # the membership policy (mpnn.elastic): per-rank batch and learning rate kept
+                log.info(
+                    "elastic: %d rank(s) x %d graphs: global batch %d, learning rate %.3g (kept, not rescaled)",
+                    ranks, plan.batch, ranks * plan.batch, plan.learning_rate,
+                )
             data, steps, valid, valid_steps = fit_data(plan, manifest, model, start_seed, rank, ranks)
             callbacks = make_callbacks(config, plan, steps, graphs_per_epoch, training)
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
@@ -354,7 +374,7 @@ def make_callbacks(
         )
     elif config.lr_decay == LrDecay.PLATEAU:
         callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=5))
-    callbacks.append(tf.keras.callbacks.TerminateOnNaN())
+    callbacks.append(StopOnDivergence(steps))  # before the checkpoints: a diverged epoch is never saved
     if config.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
     if config.max_train_seconds > 0:
@@ -369,14 +389,14 @@ def make_callbacks(
         callbacks += [
             EpochLog(graphs_per_epoch),
             # A resumed run appends to the log that `checkpoint.trim_log` cut at its epoch.
-            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, rundir.LOG_FILE), append=state.epochs_done > 0),
-            tf.keras.callbacks.ModelCheckpoint(
+            CsvLog(os.path.join(run_dir, rundir.LOG_FILE), append=state.epochs_done > 0),
+            checkpoint.AtomicModelCheckpoint(
                 os.path.join(checkpoints, "best.weights.h5"),
                 monitor=monitor,
                 save_best_only=True,
                 save_weights_only=True,
             ),
-            tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+            checkpoint.AtomicModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
         ]
         if config.tensorboard:
             callbacks.append(
@@ -384,7 +404,7 @@ def make_callbacks(
             )
     if average is not None:
         callbacks.append(RawWeightsBack(average))
-    callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))
+    callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks, scaled_lr))
     return callbacks
 
 
@@ -396,8 +416,18 @@ def weights_identical_across_ranks(model: tf.keras.Model) -> bool:
 
 def evaluate(config: TrainConfig, plan: RunPlan, manifest: Manifest, model: tf.keras.Model) -> dict[str, Predictions]:
     """Predictions of the best checkpoint's weights (the last weights without one) on the
-    evaluated splits, on every rank."""
-    restore_best_weights(model, os.path.join(checkpoint.checkpoint_directory(config.run_dir), "best.weights.h5"))
+    evaluated splits, on every rank. Under ``--elastic`` rank 0 predicts alone and the other
+    ranks get nothing: the workers are outside the elastic loop now, where a collective
+    would wait forever for a worker lost meanwhile, so losing any worker but rank 0's during
+    the final evaluation changes nothing (see `mpnn.elastic`)."""
+    best = os.path.join(checkpoint.checkpoint_directory(config.run_dir), "best.weights.h5")
+    if config.elastic:
+        if not distributed.is_root():
+            return {}
+        if os.path.exists(best):
+            model.load_weights(best)
+        return {split: predict_split(model, manifest, split, plan.batch, alone=True) for split in plan.splits}
+    restore_best_weights(model, best)
     return {split: predict_split(model, manifest, split, plan.batch) for split in plan.splits}
 
 
@@ -409,14 +439,15 @@ def write_results(
     results: dict[str, Predictions],
     state: checkpoint.TrainingState,
     train_seconds: float,
-    weights_identical: bool,
+    weights_identical: bool | None,
 ) -> dict[str, Any] | None:
     """On rank 0: save ``model.keras``, ``metrics.json`` (returned; None on the other ranks)
     and with a test split ``test_predictions.csv``."""
     if not distributed.is_root():
         return None
     run_dir = config.run_dir
-    models.save_for_inference(model, os.path.join(run_dir, rundir.MODEL_FILE))
+    with atomic.replacing(os.path.join(run_dir, rundir.MODEL_FILE), keep_suffix=True) as model_file:
+        models.save_for_inference(model, model_file)
     metrics = {
         "target": dataclasses.asdict(manifest.target),
         **{split: split_metrics(predictions, manifest.group_name) for split, predictions in results.items()},

@@ -11,7 +11,9 @@ For every shard ``manifest.json`` lists, reports (one line each, naming the file
 - a record count that differs from the manifest's;
 - a sha256 that differs from the manifest's ``sha256`` while the records themselves read
   correctly (a shard replaced by another valid one). Damage found in the records is the
-  more specific answer, so the sha256 mismatch it implies is not reported beside it.
+  more specific answer, so the sha256 mismatch it implies is not reported beside it;
+- records holding a NaN or infinite float value (any float feature), by record number
+  (0-based) and feature, beside any other problem of the shard.
 
 Exit status 0 when all is well, 1 when anything is wrong (or the manifest cannot be read).
 
@@ -29,7 +31,8 @@ import sys
 from typing import Iterable, Iterator, Sequence
 
 from mpnn.graph_format.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard
-from mpnn.graph_format.tfrecord import TFRecordError, check_records, sha256_of
+from mpnn.graph_format.example import nonfinite_features
+from mpnn.graph_format.tfrecord import TFRecordError, read_records, sha256_of
 
 __all__ = ["MANIFEST_NAME", "ShardError", "check_shards", "problems", "shard_problems", "main"]
 
@@ -97,22 +100,42 @@ def check_shards(manifest_dir: str, splits: Iterable[str]) -> None:
 def shard_problems(path: str, shard: Shard, compression: str) -> list[str]:
     """What is wrong with one shard, as the most specific single line (see the module
     docstring): missing or empty; else damaged records (framing, CRCs, GZIP stream); else
-    a record count, then a byte size, then a sha256 that differs from the manifest's."""
+    a record count, then a byte size, then a sha256 that differs from the manifest's; and
+    beside it, a line naming the records that hold non-finite float values."""
     found = _presence_problems(path, shard)
     if found:
         return found
     try:
-        records = check_records(path, compression)
+        records, nonfinite = _read_checked(path, compression)
     except TFRecordError as exc:
         return [f"{path}: {exc.problem}"]
     except OSError as exc:
         return [f"{path}: unreadable: {exc}"]
     if records != shard.records:
-        return [f"{path}: {records} records, the manifest says {shard.records}"]
-    found = _size_problem(path, shard)
+        found = [f"{path}: {records} records, the manifest says {shard.records}"]
+    else:
+        found = _size_problem(path, shard)
     if not found and shard.sha256 is not None and sha256_of(path) != shard.sha256:
         found = [f"{path}: sha256 differs from the manifest's (the file was changed)"]
+    if nonfinite:
+        shown = ", ".join(nonfinite[:NONFINITE_SHOWN]) + (" ..." if len(nonfinite) > NONFINITE_SHOWN else "")
+        found.append(f"{path}: non-finite float values in {len(nonfinite)} record(s): {shown}")
     return found
+
+
+# Records with non-finite values named per shard (the count covers them all).
+NONFINITE_SHOWN = 10
+
+
+def _read_checked(path: str, compression: str) -> tuple[int, list[str]]:
+    """The records in `path` (every CRC checked; raises as `read_records`) and, for each
+    one holding a NaN or infinite float value, ``"record N ('feature', ...)"``."""
+    count, nonfinite = 0, []
+    for count, record in enumerate(read_records(path, compression), start=1):
+        names = nonfinite_features(record)
+        if names:
+            nonfinite.append(f"record {count - 1} ({', '.join(map(repr, names))})")
+    return count, nonfinite
 
 
 def problems(data: str, splits: Iterable[str] | None = None) -> list[str]:

@@ -5,7 +5,9 @@ Helpers that are not fixtures live in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -59,3 +61,39 @@ def pdbbind_dataset(tmp_path_factory) -> Path:
     args += ["--cutoff", "4.5", "--split", "core", "--core-index", str(index / "INDEX_core_data.2016")]
     assert main([*args, "--fractions", "0.5", "0.5", "0"]) == 0
     return out
+
+
+def _mount(args: list[str], what: str) -> None:
+    """Run ``mount ARGS``, skipping the test where this machine does not allow it."""
+    result = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount {what} here (needs root or CAP_SYS_ADMIN): {result.stderr.strip()}")
+
+
+@pytest.fixture
+def small_filesystem(tmp_path) -> Iterator[Path]:
+    """A 1 MiB tmpfs of the test's own, to fill up (skipped where mounting is not allowed)."""
+    path = tmp_path / "small"
+    path.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], "a tmpfs")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def read_only_view(tmp_path) -> Iterator[Callable[[Path], Path]]:
+    """``view(directory)``: a read-only bind mount of `directory` (tests run as root, whom
+    file modes do not stop); skipped where mounting is not allowed."""
+    views: list[Path] = []
+
+    def view(directory: Path) -> Path:
+        target = tmp_path / f"read-only-{len(views)}"
+        target.mkdir()
+        _mount(["--bind", str(directory), str(target)], "a bind mount")
+        views.append(target)
+        _mount(["-o", "remount,ro,bind", str(target)], "a read-only bind mount")
+        return target
+
+    yield view
+    for target in reversed(views):
+        subprocess.run(["umount", "-l", str(target)], check=False)

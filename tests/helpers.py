@@ -128,6 +128,34 @@ def prepare_coordinate_records(out_dir: Path, copies: int, shards: int, seed: in
     return out_dir
 
 
+def fill_disk(path: Path, leave_bytes: int) -> None:
+    """Fill the file system of `path` (a new file there) until `leave_bytes` remain free."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(1 << 16))
+    except OSError:
+        pass  # full
+    while True:  # a 64 KiB write may stop short of the last pages
+        try:
+            os.write(fd, bytes(4096))
+        except OSError:
+            break
+    os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave_bytes))
+    os.close(fd)
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under `directory`, by path relative to it."""
+    import hashlib
+
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(Path(directory).rglob("*"))
+        if path.is_file()
+    }
+
+
 # ---- geometry records: TIP4P energies and forces ------------------------------------------
 
 
@@ -141,3 +169,22 @@ def write_tip4p_clusters(path: Path, count: int, sizes: tuple[int, ...] = (3, 4,
     write_water_set(str(directory), WaterSetOptions(count=count, sizes=sizes, seed=seed))
     (directory / "water_0000.extxyz").rename(path)
     return path
+
+
+def poison_energies(path: Path, records: set[int]) -> None:
+    """Set the energy of `records` (0-based) of the gzip shard `path` to NaN / inf, as a
+    writer without the check would have: the records are framed with correct CRCs."""
+    import gzip
+
+    from mpnn.graph_format.example import Example
+    from mpnn.graph_format.tfrecord import frame, read_records
+
+    framed = []
+    for index, record in enumerate(read_records(str(path))):
+        if index in records:
+            example = Example.FromString(record)
+            example.features.feature["energy"].float_list.value[:] = [float("nan") if index % 2 else float("inf")]
+            record = example.SerializeToString()
+        framed.append(frame(record))
+    with gzip.open(path, "wb") as handle:
+        handle.write(b"".join(framed))

@@ -10,6 +10,10 @@ classes in the same process). Records serialised here are byte for byte those th
 TensorFlow's own ``tf.train.Example`` makes of the same features
 (tests/mpnn/test_graph_format.py checks it). This is the one record serialiser of the
 project; `mpnn.graph_format.features.feature_dtypes` names what it writes.
+
+It refuses a float feature with a NaN or infinite value (`NonFiniteFeatureError`), whatever
+the feature: the converters turn such an input into a skip earlier, and this is the last
+line of defence, so that no record with a non-finite number reaches a model.
 """
 
 from __future__ import annotations
@@ -72,6 +76,35 @@ Example, _Features, _Feature, _BytesList, _FloatList, _Int64List = (
 )
 
 
+class NonFiniteFeatureError(ValueError):
+    """A float feature holding NaN or +-inf (as float32, the record's precision); the message
+    names the feature, how many values and the first one.
+
+    Attributes:
+        feature: the feature's name.
+    """
+
+    def __init__(self, feature: str, values: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(values))
+        detail = f"first {values[bad[0]]} at element {bad[0]}" if values.size > 1 else f"{values[bad[0]]}"
+        super().__init__(f"non-finite {feature!r}: {len(bad)} value(s) of {values.size} ({detail})")
+        self.feature = feature
+
+
+def finite_float32(name: str, value: np.ndarray) -> np.ndarray:
+    """`value` flattened as float32 (what a ``FloatList`` stores: a float64 beyond float32's
+    range becomes inf there, so it is checked after the cast).
+
+    Raises:
+        NonFiniteFeatureError: a value is NaN or infinite.
+    """
+    with np.errstate(over="ignore"):
+        flat = np.asarray(value, dtype=np.float32).reshape(-1)
+    if not np.isfinite(flat).all():
+        raise NonFiniteFeatureError(name, flat)
+    return flat
+
+
 def serialize_graph(graph: Mapping[str, np.ndarray], dtypes: Sequence[tuple[str, str]]) -> bytes:
     """The serialised `tf.train.Example` of one graph dict.
 
@@ -80,6 +113,9 @@ def serialize_graph(graph: Mapping[str, np.ndarray], dtypes: Sequence[tuple[str,
         dtypes: ``(name, dtype)`` of the features to store, in order; dtype ``"int64"``,
             ``"float32"`` or ``"string"`` (`mpnn.graph_format.features.feature_dtypes`). Node and edge
             features are flattened row-major (``[n_rows * row_size]``).
+
+    Raises:
+        NonFiniteFeatureError: a float feature has a NaN or infinite value (no record).
     """
     feature = {}
     for name, dtype in dtypes:
@@ -87,10 +123,22 @@ def serialize_graph(graph: Mapping[str, np.ndarray], dtypes: Sequence[tuple[str,
         if dtype == "int64":
             feature[name] = _Feature(int64_list=_Int64List(value=value.reshape(-1).tolist()))
         elif dtype == "float32":
-            feature[name] = _Feature(float_list=_FloatList(value=value.reshape(-1).tolist()))
+            feature[name] = _Feature(float_list=_FloatList(value=finite_float32(name, value).tolist()))
         else:
             data = value.item() if value.shape == () else value
             feature[name] = _Feature(bytes_list=_BytesList(value=[data.encode() if isinstance(data, str) else data]))
     # A dict of features, then the message, as with TensorFlow's classes: the order in which
     # protobuf writes map entries depends on how the map was filled.
     return Example(features=_Features(feature=feature)).SerializeToString()
+
+
+def nonfinite_features(record: bytes) -> list[str]:
+    """Names of the float features of the serialised `tf.train.Example` `record` that hold a
+    NaN or infinite value (written before the writer refused them, or by another writer)."""
+    features = Example.FromString(record).features.feature
+    return [
+        name
+        for name, feature in sorted(features.items())
+        if feature.WhichOneof("kind") == "float_list"
+        and not np.isfinite(np.asarray(feature.float_list.value, dtype=np.float32)).all()
+    ]

@@ -29,6 +29,9 @@ notes             ``{note: count}``: repairs made by the converter
 summary           ``{"converted", "skipped"}``
 totals            ``{"atoms", "edges", "skipped_by_reason": {reason: count}}``
 ranks             MPI ranks that converted (1 without MPI)
+warnings          ``[str]``: what the converter found doubtful in the set as a
+                  whole (e.g. energies implausible in their stated unit); the
+                  records were written all the same
 timing            ``{phase_seconds: float}`` of the conversion (free form)
 (others)          source-specific keys (water: ``group``, and with coordinates
                   ``geometry``: ``{"cutoff", "units", "forces"}``; pdbbind:
@@ -154,6 +157,7 @@ class Manifest:
     summary: Summary = Summary(0, 0)
     totals: Totals = Totals(0, 0)
     ranks: int = 1
+    warnings: tuple[str, ...] = ()
     timing: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -215,6 +219,7 @@ class Manifest:
                 summary=Summary(**summary) if summary is not None else Summary(0, 0),
                 totals=Totals(**totals) if totals is not None else Totals(0, 0),
                 ranks=int(content.get("ranks", 1)),
+                warnings=tuple(str(w) for w in content.get("warnings", ())),
                 timing=dict(content.get("timing", {})),
                 extra={k: v for k, v in content.items() if k not in known},
                 path=path,
@@ -266,6 +271,7 @@ class Manifest:
             "summary": dataclasses.asdict(self.summary),
             "totals": dataclasses.asdict(self.totals),
             "ranks": self.ranks,
+            "warnings": list(self.warnings),
             "timing": self.timing,
         }
         return {**content, **self.extra}

@@ -18,6 +18,7 @@ CRC would cost more than the conversion itself.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -114,7 +115,9 @@ class ShardWriter:
     that a reader never sees a half-written shard.
 
     Use as a context manager, or call `close` (which returns the `ShardInfo`). An exception
-    inside the ``with`` block removes the temporary file.
+    inside the ``with`` block removes the temporary file. A write that fails (a full disk)
+    raises `mpnn.atomic.WriteError` naming the shard and the cause; the shard is then not
+    there under its name (call `abort` to remove its temporary file).
     """
 
     def __init__(self, path: str, compression: str = "GZIP") -> None:
@@ -124,7 +127,8 @@ class ShardWriter:
         self.records = 0
         self._buffer = bytearray()
         self._tmp = atomic.temporary_path(path)
-        self._file = open(self._tmp, "wb")
+        with atomic.naming(path):
+            self._file = open(self._tmp, "wb")
         self._hashing = _HashingFile(self._file)
         self._stream: BinaryIO | _HashingFile = self._hashing
         if compression == "GZIP":
@@ -137,22 +141,25 @@ class ShardWriter:
         self._buffer += frame(record)
         self.records += 1
         if len(self._buffer) >= _BUFFER_BYTES:
-            self._stream.write(self._buffer)
+            with atomic.naming(self.path):
+                self._stream.write(self._buffer)
             self._buffer.clear()
 
     def close(self) -> ShardInfo:
-        self._stream.write(self._buffer)
-        self._buffer.clear()
-        if self._stream is not self._hashing:
-            self._stream.close()  # writes the gzip trailer; leaves the underlying file open
-        self._file.close()
-        atomic.commit(self._tmp, self.path)
+        with atomic.naming(self.path):
+            self._stream.write(self._buffer)
+            self._buffer.clear()
+            if self._stream is not self._hashing:
+                self._stream.close()  # writes the gzip trailer; leaves the underlying file open
+            self._file.close()
+            atomic.commit(self._tmp, self.path)
         digest = self._hashing.digest.hexdigest()
         return ShardInfo(os.path.basename(self.path), self.records, self._hashing.size, digest)
 
     def abort(self) -> None:
         """Drop the shard: close and remove the temporary file."""
-        self._file.close()
+        with contextlib.suppress(OSError):  # buffered bytes a full disk does not take
+            self._file.close()
         atomic.discard(self._tmp)
 
     def __enter__(self) -> "ShardWriter":

@@ -12,6 +12,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from data_prep import prep_pdbbind, prep_water
-from tests.helpers import SAMPLES, WATER
+from mpnn import verify
+from tests.helpers import SAMPLES, TUTORIAL_FILE, WATER
 
 W5 = WATER / "minima" / "w5_lowest.xyz"
 W6 = WATER / "minima" / "w6_lowest.xyz"
@@ -317,7 +319,7 @@ def _pdbbind_tree(root: Path, rename: dict[str, str], file_case=str.lower) -> Pa
     return root
 
 
-def _pdbbind_records(out: Path) -> dict[str, str]:
+def _record_splits(out: Path) -> dict[str, str]:
     """``{record id: split}`` of the data set in `out` (parsed without TensorFlow)."""
     from mpnn.graph_format.example import Example
     from mpnn.graph_format.manifest import Manifest
@@ -345,7 +347,7 @@ def test_pdbbind_codes_match_in_any_case_and_core_complexes_are_test(work, renam
         "--split", "core", "--core-index", str(CORE), "--fractions", "1", "0", "0",
     ])
     assert status == 0
-    assert _pdbbind_records(work / "out") == {"4yef": "test", "1k9q": "train"}
+    assert _record_splits(work / "out") == {"4yef": "test", "1k9q": "train"}
 
 
 def test_pdbbind_the_same_complex_in_two_cases_is_read_once(work):
@@ -375,3 +377,118 @@ def test_pdbbind_missing_inputs_are_one_line_and_exit_1(work, caplog, args, mess
     assert prep_pdbbind.main([*args, "-o", "out", "--quiet"]) == 1
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [message]
     assert not Path("out/manifest.json").exists()
+
+
+# -- no non-finite number reaches a record ------------------------------------------------
+
+
+def _one_water(comment: str) -> str:
+    """An XYZ frame of one water molecule with `comment` as its comment line."""
+    return f"3\n{comment}\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+
+
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("comment", ["inf", "nan", "-inf"])
+def test_a_frame_whose_energy_is_not_finite_is_a_skip_never_a_record(work, comment):
+    shutil.copy(W5, "in/")
+    Path("in/bad.xyz").write_text(_one_water(comment))
+    status, manifest = _convert("in")
+    assert status == 0
+    assert manifest["summary"] == {"converted": 1, "skipped": 1}
+    assert _skipped(manifest) == [("in/bad.xyz", f"energy is not finite ({comment})")]
+    assert _record_splits(work / "out") == {"w5_lowest.xyz:0": "valid"}
+    assert verify.problems("out") == []  # no record with a non-finite value
+    assert manifest["warnings"] == []
+
+
+def test_strict_mode_stops_at_a_non_finite_energy_with_one_line_and_writes_nothing(work, caplog):
+    shutil.copy(W5, "in/")
+    Path("in/bad.xyz").write_text(_one_water("inf"))
+    assert _convert("in", extra=("--strict",)) == (1, None)
+    assert _errors(caplog) == ["in/bad.xyz [0]: energy is not finite (inf)"]
+    assert list(Path("out").iterdir()) == []
+
+
+def test_an_energy_beyond_float32_is_refused_by_the_record_writer_as_a_skip(work):
+    # Finite as read (float64), infinite as the record's float32: the writer's own check.
+    shutil.copy(W5, "in/")
+    Path("in/big.xyz").write_text(_one_water("energy=1e39"))
+    status, manifest = _convert("in")
+    assert status == 0
+    assert _skipped(manifest) == [("in/big.xyz", "non-finite 'energy': 1 value(s) of 1 (inf)")]
+    assert list(_record_splits(work / "out")) == ["w5_lowest.xyz:0"]
+
+
+# -- energies in the wrong unit are noticed ----------------------------------------------
+
+
+def test_energies_in_ev_converted_as_kcal_per_mol_warn_with_the_numbers_and_the_flag(work, caplog):
+    lines = W5.read_text().splitlines()
+    lines[1] = f"{float(lines[1]) / 23.060548012069493:.6f}"  # -36.805 kcal/mol as eV: -1.596
+    Path("in/w5_ev.xyz").write_text("\n".join(lines) + "\n")
+    status, manifest = _convert("in")
+    expected = (
+        "energies average -0.32 kcal/mol per water (min -0.32, max -0.32) read with --energy-unit kcal/mol, outside "
+        "every plausible range per water (binding energies -16.0 to -0.5; all-electron total energies -48,300.0 to "
+        "-47,500.0; pseudopotential total energies -370.0 to -290.0): are the inputs in eV? With --energy-unit eV they "
+        "average -7.36 kcal/mol per water (binding energies)"
+    )
+    assert status == 0 and manifest["summary"]["converted"] == 1  # a warning, not a failure
+    assert manifest["warnings"] == [expected]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [expected]
+
+
+def test_kcal_per_mol_energies_converted_as_ev_warn_naming_kcal_per_mol(work):
+    shutil.copy(W5, "in/")
+    status, manifest = _convert("in", extra=("--energy-unit", "eV"))
+    assert status == 0
+    [warning] = manifest["warnings"]
+    assert warning.startswith("energies average -169.75 kcal/mol per water (min -169.75, max -169.75) read with "
+                              "--energy-unit eV, outside every plausible range per water (")
+    assert warning.endswith("are the inputs in kcal/mol? With --energy-unit kcal/mol they average -7.36 kcal/mol "
+                            "per water (binding energies)")
+
+
+# -- a full disk or a read-only output directory --------------------------------------------
+
+
+def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_file(work, small_filesystem, caplog):
+    out = small_filesystem / "out"  # the tutorial file's shards take about 2.4 MB, the file system 1 MiB
+    assert prep_water.main([str(TUTORIAL_FILE), "-o", str(out), "--shards", "1", "--quiet"]) == 1
+    [error] = _errors(caplog)
+    assert re.fullmatch(rf"cannot write {out}/(train|valid|test)-00000-of-00001.tfrecord.gz: No space left on device",
+                        error), error
+    assert list(out.iterdir()) == []  # no shard, no temporary file, no manifest
+
+
+def test_a_read_only_output_directory_is_one_line_naming_the_shard(work, read_only_view, caplog):
+    (work / "ro").mkdir()
+    out = read_only_view(work / "ro")
+    assert prep_water.main([str(W5), "-o", str(out), "--shards", "1", "--quiet"]) == 1
+    assert _errors(caplog) == [f"cannot write {out}/valid-00000-of-00001.tfrecord.gz: Read-only file system"]
+    assert list(out.iterdir()) == []
+
+
+# -- PDBbind: every entry passed over is listed ---------------------------------------------
+
+
+def test_pdbbind_an_empty_complex_directory_and_other_entries_are_listed_as_skips(work):
+    root = _pdbbind_tree(work / "tree", {})
+    (root / "9xyz").mkdir()  # named like a complex, empty
+    (root / "readme").mkdir()
+    (root / "NOTES.txt").write_text("notes\n")
+    status = prep_pdbbind.main([
+        str(root), "--index", str(GENERAL), "-o", "out", "--cutoff", "4.5", "--quiet", "--shards", "1",
+        "--fractions", "1", "0", "0",
+    ])
+    assert status == 0
+    manifest = json.loads(Path("out/manifest.json").read_text())
+    assert manifest["summary"] == {"converted": 2, "skipped": 3}
+    assert _skipped(manifest) == [
+        (str(root / "9xyz"), "empty complex directory"),
+        (str(root / "NOTES.txt"), "not a complex directory: a file"),
+        (str(root / "readme"), "not a complex directory: name is not a PDB code"),
+    ]

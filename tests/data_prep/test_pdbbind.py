@@ -194,12 +194,14 @@ def test_bad_complexes_are_skipped_and_the_rest_convert(tmp_path):
     assert main([str(root), "--index", str(GENERAL), "-o", str(out), "--cutoff", str(CUTOFF), "--quiet"]) == 0
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["summary"] == {"converted": 3, "skipped": 3}
+    assert manifest["summary"] == {"converted": 3, "skipped": 5}
     skipped = {os.path.basename(s["source"]): s["reason"] for s in manifest["skipped"]}
     assert skipped["1k9q_ligand.sdf"].startswith("unreadable ligand: ")
     assert skipped["1nlp_pocket.pdb"].startswith("missing file: ")
     assert skipped["1imx_pocket.pdb"].startswith("unreadable pocket: ")
-    reasons = {"missing file": 1, "unreadable ligand": 1, "unreadable pocket": 1}
+    assert skipped["index"] == "not a complex directory: name is not a PDB code"
+    assert skipped["LICENSE.oddt"] == "not a complex directory: a file"
+    reasons = {"missing file": 1, "not a complex directory": 2, "unreadable ligand": 1, "unreadable pocket": 1}
     assert manifest["totals"]["skipped_by_reason"] == reasons
     assert sorted(_records(out)) == ["10gs", "1nlo", "4yef"]
     assert manifest["target_stats"]["per_atom_type_mean"].keys() == set(ELEMENT_VOCAB)
@@ -213,7 +215,7 @@ def test_cli_end_to_end(tmp_path):
     args = [str(PDBBIND), "--index", str(GENERAL), "-o", str(out), "--cutoff", str(CUTOFF), "--shards", "2", "--quiet"]
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["kind"] == "pdbbind" and manifest["summary"] == {"converted": 6, "skipped": 0}
+    assert manifest["kind"] == "pdbbind" and manifest["summary"] == {"converted": 6, "skipped": 2}  # index/, LICENSE
     assert manifest["target"] == {"name": "affinity", "units": "-log10(K/M)", "extensive": False}
     assert manifest["vocab"]["atom"] == list(ELEMENT_VOCAB)
     assert manifest["vocab"]["bond"] == ["intra-ligand", "intra-protein", "ligand-protein"]

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from mpnn import checkpoint, cli_checks, evaluate, train
+from mpnn.atomic import WriteError
+from mpnn.divergence import TrainingDiverged
+from mpnn.run_lock import RunLockedError
 from tests.helpers import HOROVODRUN_TWO_RANKS
 
 TINY = ["--epochs", "1", "--batch-size", "64", "--width", "8", "--message-steps", "1", "--verbose", "0"]
@@ -327,3 +330,27 @@ def test_predict_export_design_misuse_is_one_line(case, tmp_path, capsys):
         code = exit_.code
     assert code == status
     assert _one_error_line(capsys, f"mpnn-{name}") == message.format(tmp=tmp_path)
+
+
+def _raise(error: Exception):
+    def work() -> int:
+        raise error
+
+    return work
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (WriteError("run/checkpoints/last.weights.h5", "No space left on device", 28),
+         "cannot write run/checkpoints/last.weights.h5: No space left on device"),
+        (RunLockedError("run: run directory in use by host n1, pid 7, job 9, since t (lock run/run.lock); wait"),
+         "run: run directory in use by host n1, pid 7, job 9, since t (lock run/run.lock); wait"),
+        (TrainingDiverged("training diverged at epoch 2, step 3 of 4: loss is nan (learning rate 1); ..."),
+         "training diverged at epoch 2, step 3 of 4: loss is nan (learning rate 1); ..."),
+    ],
+    ids=["failed write", "run directory in use", "divergence"],
+)
+def test_run_failures_the_user_can_act_on_are_one_line_and_exit_1(error, line, capsys):
+    assert cli_checks.run("mpnn-train", _raise(error)) == 1
+    assert _one_error_line(capsys, "mpnn-train") == line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,8 +31,9 @@ def _epochs_done(run_dir: Path) -> int:
     return int(pointer.model_checkpoint_path.rsplit("-", 1)[1]) if pointer else 0
 
 
-def _worker_on(host: str) -> int | None:
-    """The pid of the mpnn-train worker Horovod started for `host` (from /proc)."""
+def _workers() -> dict[int, str]:
+    """The mpnn-train workers Horovod started: ``{pid: host name}`` (from /proc)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -40,9 +42,15 @@ def _worker_on(host: str) -> int | None:
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"mpnn.train" in cmdline and b"--elastic" in cmdline and f"HOROVOD_HOSTNAME={host}".encode() in environ:
-            return int(entry)
-    return None
+        hosts = [v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"HOROVOD_HOSTNAME=")]
+        if b"mpnn.train" in cmdline and b"--elastic" in cmdline and hosts:  # not horovodrun itself
+            found[int(entry)] = hosts[0]
+    return found
+
+
+def _worker_on(host: str) -> int | None:
+    """The pid of the mpnn-train worker Horovod started for `host`."""
+    return next((pid for pid, name in _workers().items() if name == host), None)
 
 
 def _wait(condition, job: subprocess.Popen, seconds: float, what: str) -> None:
@@ -55,9 +63,10 @@ def _wait(condition, job: subprocess.Popen, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.integration
-def test_elastic_training_survives_a_killed_worker_and_takes_it_back(water_dataset, tmp_path):
-    epochs = 8
+def _start(water_dataset: Path, tmp_path: Path, epochs: int) -> tuple[subprocess.Popen, Path, Path, Path, str]:
+    """Start ``horovodrun`` elastic training of `epochs` on two local workers with a constant
+    learning rate; returns the job, the hosts file the discovery script prints, the run
+    directory, the log file and the second worker's host name."""
     other_host = socket.gethostname()
     assert other_host != "localhost"
     hosts = tmp_path / "hosts.txt"
@@ -71,35 +80,84 @@ def test_elastic_training_survives_a_killed_worker_and_takes_it_back(water_datas
         horovodrun, "-np", "2", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discover),
         "--network-interface", "lo", "--blacklist-cooldown-range", "1", "2",
         sys.executable, "-m", "mpnn.train", "--elastic", "--data", str(water_dataset), "--epochs", str(epochs),
-        "--run-dir", str(run_dir), *SMALL,
+        "--run-dir", str(run_dir), "--lr-decay", "none", "--warmup-epochs", "0", *SMALL,
     ]  # fmt: skip
     log_path = tmp_path / "horovodrun.log"
     with open(log_path, "w") as log:
         job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            _wait(lambda: _epochs_done(run_dir) >= 1, job, 600, "the first epoch")
-            time.sleep(0.5)  # into the second epoch
-            victim = _worker_on(other_host)
-            assert victim is not None
-            hosts.write_text("localhost:1\n")
-            os.kill(victim, signal.SIGKILL)
-            killed_after = _epochs_done(run_dir)
-            assert killed_after < epochs - 2, "training ended too soon to test a worker coming back"
-            # The survivor goes on alone; then the host comes back and a new worker joins.
-            _wait(lambda: _epochs_done(run_dir) > killed_after, job, 600, "an epoch on the surviving worker")
-            hosts.write_text(f"localhost:1\n{other_host}:1\n")
-            job.wait(timeout=900)
-        finally:
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)
-    output = log_path.read_text()
-    assert job.returncode == 0, output[-5000:]
-    assert "elastic: training on 1 rank(s)" in output, output[-5000:]
-    assert output.index("elastic: training on 1 rank(s)") < output.rindex("elastic: training on 2 rank(s)")
+    return job, hosts, run_dir, log_path, other_host
 
+
+def _finished(job: subprocess.Popen, log_path: Path, run_dir: Path, water_dataset: Path, epochs: int,
+              status: int = 0) -> str:
+    """Check that the job ended with `status` and a complete run directory; returns its output."""
+    output = log_path.read_text()
+    assert job.returncode == status, output[-5000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     manifest = json.loads((water_dataset / "manifest.json").read_text())
     assert metrics["epochs_run"] == epochs
     assert metrics["test"]["count"] == manifest["splits"]["test"]["records"]
     with open(run_dir / "log.csv") as handle:
         assert [int(row["epoch"]) for row in csv.DictReader(handle)] == list(range(epochs))
+    return output
+
+
+@pytest.mark.integration
+def test_elastic_training_survives_a_killed_worker_and_takes_it_back(water_dataset, tmp_path):
+    epochs = 20  # at a constant rate an epoch takes about 1.5 s here; a new worker needs some 15 s to join
+    job, hosts, run_dir, log_path, other_host = _start(water_dataset, tmp_path, epochs)
+    try:
+        _wait(lambda: _epochs_done(run_dir) >= 1, job, 600, "the first epoch")
+        time.sleep(0.5)  # into the second epoch
+        victim = _worker_on(other_host)
+        assert victim is not None
+        hosts.write_text("localhost:1\n")
+        os.kill(victim, signal.SIGKILL)
+        killed_after = _epochs_done(run_dir)
+        assert killed_after < epochs - 2, "training ended too soon to test a worker coming back"
+        # The survivor goes on alone; then the host comes back and a new worker joins.
+        _wait(lambda: _epochs_done(run_dir) > killed_after, job, 600, "an epoch on the surviving worker")
+        hosts.write_text(f"localhost:1\n{other_host}:1\n")
+        job.wait(timeout=900)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    output = _finished(job, log_path, run_dir, water_dataset, epochs)
+    assert "elastic: training on 1 rank(s)" in output, output[-5000:]
+    assert output.index("elastic: training on 1 rank(s)") < output.rindex("elastic: training on 2 rank(s)")
+    # The membership policy: the per-rank batch (32) and the learning rate (1e-3 scaled once,
+    # linearly, for the 2 ranks at the start: 2e-3) are kept, so the global batch follows the
+    # workers and every epoch, on 1 rank too, ran at 2e-3.
+    policy = set(re.findall(r"elastic: (\d) rank\(s\) x 32 graphs: global batch (\d+), learning rate (\S+) ", output))
+    assert policy == {("2", "64", "0.002"), ("1", "32", "0.002")}, output[-5000:]
+    with open(run_dir / "log.csv") as handle:
+        rates = [float(row["lr"]) for row in csv.DictReader(handle)]
+    assert rates == [pytest.approx(2e-3)] * epochs
+
+
+@pytest.mark.integration
+def test_a_worker_lost_during_the_final_evaluation_changes_nothing(water_dataset, tmp_path):
+    epochs = 2
+    job, hosts, run_dir, log_path, other_host = _start(water_dataset, tmp_path, epochs)
+    try:
+        # The last checkpoint is written as training ends: both workers are leaving the
+        # elastic loop for the final evaluation, where the second one is killed.
+        _wait(lambda: _epochs_done(run_dir) >= epochs, job, 600, "the last epoch")
+        rank0 = json.loads((run_dir / "run.lock").read_text())["pid"]  # rank 0 holds the run directory
+        victim, host = next(((pid, host) for pid, host in _workers().items() if pid != rank0), (None, None))
+        if victim is not None:
+            hosts.write_text("".join(f"{name}:1\n" for name in ("localhost", other_host) if name != host))
+            os.kill(victim, signal.SIGKILL)
+        job.wait(timeout=600)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert victim is not None, "the second worker had ended before it could be killed: nothing was tested"
+    # Rank 0 evaluates alone and writes every result. horovodrun still exits 1, naming the
+    # killed worker's status 137: Horovod's driver counts every worker of the last round.
+    output = _finished(job, log_path, run_dir, water_dataset, epochs, status=1)
+    assert output.rstrip().endswith("one or more processes exited with non-zero status, thus causing the job to "
+                                    f"be terminated. The first process to do so was:\nProcess name: {host}[0]\n"
+                                    "Exit code: 137"), output[-3000:]
+    assert f"{epochs} epochs in " in output  # rank 0's summary
+    assert json.loads((run_dir / "metrics.json").read_text())["weights_identical_across_ranks"] is None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -16,7 +18,8 @@ import tensorflow as tf
 from data_prep.structures import read_structures
 from data_prep.tutorial_records import tutorial_graph
 from data_prep.water import FEATURES, water_graph
-from mpnn.graph_format.example import Example, serialize_graph
+from mpnn.atomic import WriteError
+from mpnn.graph_format.example import Example, NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import feature_dtypes
 from mpnn.graph_format.manifest import Manifest, ManifestError, Shard, Split, Target
 from mpnn.graph_format.shards import shard_file_name
@@ -104,6 +107,30 @@ def test_gzip_shard_reports_its_file_and_is_deterministic(tmp_path):
     assert infos[0].bytes == len(data)
 
 
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("energy", np.float32(np.nan), "non-finite 'energy': 1 value(s) of 1 (nan)"),
+        ("energy", np.float64(1e39), "non-finite 'energy': 1 value(s) of 1 (inf)"),  # inf as float32
+        # A feature the schema may not know yet (per-atom forces): the check takes every float.
+        ("forces", np.array([[0.0, 1.0, 2.0], [np.inf, -np.inf, 0.5]]), "non-finite 'forces': 2 value(s) of 6 "
+         "(first inf at element 3)"),
+    ],
+    ids=["nan energy", "energy beyond float32", "inf forces"],
+)
+def test_the_record_writer_refuses_a_non_finite_float_of_any_feature(name, value, message):
+    with pytest.raises(NonFiniteFeatureError) as refused:
+        serialize_graph({"record_id": "x", name: value}, [("record_id", "string"), (name, "float32")])
+    assert (str(refused.value), refused.value.feature) == (message, name)
+
+
+def test_a_failed_write_names_the_shard_and_survives_pickling_from_a_worker(tmp_path):
+    error = WriteError(tmp_path / "train.tfrecord.gz", "No space left on device", errno.ENOSPC)
+    back = pickle.loads(pickle.dumps(error))  # how a conversion worker's error reaches the parent
+    assert (type(back), str(back), back.errno) == (WriteError, str(error), errno.ENOSPC)
+    assert str(error) == f"cannot write {tmp_path}/train.tfrecord.gz: No space left on device"
+
+
 def test_an_error_while_writing_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError), ShardWriter(str(tmp_path / "x.tfrecord.gz")) as writer:
         writer.write(b"record")
@@ -159,6 +186,17 @@ def test_manifest_round_trip(tmp_path):
     }
     assert loaded.split("train") == ([str(tmp_path / "train-00000-of-00001.tfrecord.gz")], [3])
     assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_a_manifest_that_cannot_be_written_names_it_and_leaves_the_old_one(tmp_path, read_only_view):
+    (tmp_path / "data").mkdir()
+    old = _manifest().save(str(tmp_path / "data"))
+    before = (tmp_path / "data" / "manifest.json").read_bytes()
+    view = read_only_view(tmp_path / "data")
+    with pytest.raises(WriteError) as failed:
+        dataclasses.replace(old, notes={"changed": 1}).save(str(view))
+    assert str(failed.value) == f"cannot write {view}/manifest.json: Read-only file system"
+    assert (view / "manifest.json").read_bytes() == before
 
 
 def test_manifest_of_the_previous_converter_loads(tmp_path):

@@ -12,8 +12,8 @@ from typing import Callable
 import pytest
 
 from mpnn import verify
-from mpnn.graph_format.tfrecord import check_records
-from tests.helpers import WATER
+from mpnn.graph_format.tfrecord import check_records, sha256_of
+from tests.helpers import WATER, poison_energies
 
 SHARD = "train-00001-of-00002.tfrecord.gz"
 
@@ -252,3 +252,23 @@ def test_record_framing_is_read_as_tensorflow_writes_it(dataset):
     records = list(tf.data.TFRecordDataset(str(shard), compression_type="GZIP").as_numpy_iterator())
     assert _record_sizes(shard) == [16 + len(r) for r in records]
     assert check_records(str(shard)) == len(records) == 7
+
+
+def test_records_with_non_finite_values_are_named_by_shard_and_record(dataset, capsys):
+    shard = dataset / SHARD
+    poison_energies(shard, {2, 5})
+    _edit_manifest(dataset, lambda m: _shard_entry(m).update(bytes=shard.stat().st_size, sha256=sha256_of(str(shard))))
+    line = f"{os.path.abspath(shard)}: non-finite float values in 2 record(s): record 2 ('energy'), record 5 ('energy')"
+    assert verify.problems(str(dataset)) == [line]
+    assert verify.main([str(dataset)]) == 1
+    assert capsys.readouterr().out.splitlines() == [line]
+
+
+def test_a_non_finite_record_is_named_beside_the_shards_other_damage(dataset):
+    shard = dataset / SHARD
+    poison_energies(shard, {0})  # and the manifest's size and sha256 no longer match
+    assert verify.problems(str(dataset)) == [
+        f"{os.path.abspath(shard)}: {shard.stat().st_size} bytes, the manifest says "
+        f"{_shard_entry(json.loads((dataset / 'manifest.json').read_text()))['bytes']} (truncated or replaced)",
+        f"{os.path.abspath(shard)}: non-finite float values in 1 record(s): record 0 ('energy')",
+    ]
