@@ -360,24 +360,29 @@ def make_callbacks(
     average = WeightAverage(plan.ema_momentum) if plan.ema_momentum > 0 else None
     if average is not None:
         callbacks.append(average)
+    checkpoints = checkpoint.checkpoint_directory(run_dir)
+    weight_files = [
+        tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(checkpoints, "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
+        ),
+        tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+    ]
     if distributed.is_root():
-        checkpoints = checkpoint.checkpoint_directory(run_dir)
         callbacks += [
             EpochLog(graphs_per_epoch),
             # A resumed run appends to the log that `checkpoint.trim_log` cut at its epoch.
             tf.keras.callbacks.CSVLogger(os.path.join(run_dir, rundir.LOG_FILE), append=state.epochs_done > 0),
-            tf.keras.callbacks.ModelCheckpoint(
-                os.path.join(checkpoints, "best.weights.h5"),
-                monitor=monitor,
-                save_best_only=True,
-                save_weights_only=True,
-            ),
-            tf.keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+            *weight_files,
         ]
         if config.tensorboard:
             callbacks.append(
                 tf.keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD_DIRECTORY), write_graph=False)
             )
+    elif engine.saves_on_every_rank:
+        # Under tf.distribute reading the compiled metrics' variables (which the weight files
+        # hold) is a collective: every worker saves, the others into a scratch directory
+        # that Keras' ModelCheckpoint removes again.
+        callbacks += weight_files
     if average is not None:
         callbacks.append(RawWeightsBack(average))
     callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks))

@@ -77,6 +77,8 @@ class Engine(abc.ABC):
 
     name: str = ""
     supports_elastic: bool = False
+    # Whether Keras' weight saving must run on every rank (it reads variables collectively).
+    saves_on_every_rank: bool = False
 
     @abc.abstractmethod
     def start(self) -> None:

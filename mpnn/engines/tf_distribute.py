@@ -45,6 +45,7 @@ class TfDistributeEngine(Engine):
     """`Engine` on `tf.distribute.MultiWorkerMirroredStrategy`."""
 
     name = TF_DISTRIBUTE
+    saves_on_every_rank = True
 
     def __init__(self):
         self.cluster: cluster_env.Cluster | None = None
