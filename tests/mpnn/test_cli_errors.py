@@ -22,10 +22,10 @@ TEST_SHARD = "test-00000-of-00004.tfrecord.gz"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_horovod_rank():
-    import horovod.tensorflow.keras as hvd
+def one_rank():
+    from mpnn import distributed
 
-    hvd.init()
+    distributed.init()
 
 
 @pytest.fixture
