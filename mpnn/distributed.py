@@ -204,6 +204,12 @@ def allgather_object(value: Any, name: str) -> list[Any]:
     return engine().allgather_object(value, name)
 
 
+def rank0_value(value: Any, name: str, elastic: bool) -> Any:
+    """Rank 0's `value` on every rank (a broadcast), or under elastic training this rank's
+    own `value` (no collectives outside `fit` there: see `mpnn.elastic`)."""
+    return value if elastic else broadcast_object(value, name)
+
+
 def broadcast_variables(variables: list[tf.Variable]) -> None:
     """Overwrite `variables` on every rank with rank 0's values."""
     engine().broadcast_variables(variables)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from mpnn import checkpoint, cli_checks, distributed, elastic, host, models, rundir, verify
+from mpnn import checkpoint, cli_checks, distributed, host, models, rundir, verify
 from mpnn.atomic import write_json
 from mpnn.batch_cut import cut_batch_trainer
 from mpnn.callbacks import (
@@ -127,7 +127,7 @@ def train(config: TrainConfig) -> RunResult:
     verify.check_shards(config.data, manifest.splits)
     plan = plan_run(config, manifest, threads)
     config = dataclasses.replace(
-        config, run_dir=elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
+        config, run_dir=distributed.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     )
     write_run_files(config, plan)
     model, trainer = build_trainer(plan, manifest)
@@ -307,6 +307,8 @@ def fit(
             callbacks = make_callbacks(config, plan, steps, graphs_per_epoch, training)
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
                         callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
+
+        from mpnn import elastic  # Horovod's: imported only where it runs
 
         state = elastic.fit(trainer, state, config.epochs, fit_arguments)
     elif state.stopped or start_epoch >= config.epochs:
