@@ -56,6 +56,22 @@ class PeakMemory(tf.keras.callbacks.Callback):
             logs["peak_rss_mib"] = max(peaks)
 
 
+class MetricAverage(tf.keras.callbacks.Callback):
+    """At each epoch end, replace every number in the epoch's logs (training and validation
+    metrics) by its mean over the ranks: Horovod's `MetricAverageCallback`, for the
+    tf.distribute engine, whose trainer reports each worker's own metrics
+    (`mpnn.batch_cut.CutBatchTrainer.get_metrics_result`). Every rank must run it first
+    among the callbacks that read the logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs:
+            return
+        names = sorted(logs)
+        gathered = distributed.allgather_object([float(logs[name]) for name in names], f"metrics_{epoch}")
+        for index, name in enumerate(names):
+            logs[name] = sum(values[index] for values in gathered) / len(gathered)
+
+
 class TimeBudget(tf.keras.callbacks.Callback):
     """Stop training after the epoch in which `seconds` of training have passed, counting
     `spent_before` seconds of earlier runs that this one resumes.

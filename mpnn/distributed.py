@@ -164,6 +164,11 @@ def run_step(step: Callable[..., Any], *args: Any) -> Any:
     return engine().run_step(step, *args)
 
 
+def local(value: Any) -> Any:
+    """This rank's part of a distributed value (`mpnn.engines.Engine.local`)."""
+    return engine().local(value)
+
+
 def cores_per_rank() -> int:
     """This rank's share of the cores when the ranks of its node share them evenly (``cores
     / local ranks``, at least 1; cores: `mpnn.host.usable_cores`)."""

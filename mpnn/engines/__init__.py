@@ -123,6 +123,11 @@ class Engine(abc.ABC):
         or once per local replica; returns its (local) result."""
         return step(*args)
 
+    def local(self, value: Any) -> Any:
+        """This rank's part of a value `distribute`'s data or `run_step` gave (the value itself
+        when the engine does not wrap it)."""
+        return value
+
     @abc.abstractmethod
     def allgather_object(self, value: Any, name: str) -> list[Any]:
         """Every rank's picklable `value`, in rank order, on every rank."""

@@ -20,9 +20,10 @@ How it keeps the Horovod engine's contract:
   gets the same by computing its loss with ``self.compute_loss`` (or dividing its own by
   ``tf.distribute.get_strategy().num_replicas_in_sync``) and calling ``minimize`` or
   ``apply_gradients``.
-- Logged metrics are Keras' own, which under a strategy aggregate over all workers' batches
-  (no averaging callback needed); warm-up and cosine schedule are `mpnn.callbacks`'
-  copies of Horovod's formulas.
+- Logged metrics: each worker's own during the epoch (our trainer reads them without Keras'
+  per-step all-reduce of every metric variable), averaged over the workers at the epoch's
+  end (`mpnn.callbacks.MetricAverage`), as Horovod does; warm-up and cosine schedule are
+  `mpnn.callbacks`' copies of Horovod's formulas.
 - Small objects (the resumed state, predictions, peak memory) travel pickled through the
   strategy's all-gather.
 """
@@ -37,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from mpnn import cluster_env
-from mpnn.callbacks import LearningRateSchedule, warmup_multiplier
+from mpnn.callbacks import LearningRateSchedule, MetricAverage, warmup_multiplier
 from mpnn.engines import TF_DISTRIBUTE, Engine
 
 
@@ -99,7 +100,12 @@ class TfDistributeEngine(Engine):
     def run_step(self, step: Callable[..., Any], *args: Any) -> Any:
         if self.size() == 1:
             return step(*args)
-        return self.strategy.experimental_local_results(self.strategy.run(step, args=args))[0]
+        return self.local(self.strategy.run(step, args=args))
+
+    def local(self, value: Any) -> Any:
+        if self.size() == 1:
+            return value
+        return self.strategy.experimental_local_results(value)[0]
 
     def _all_gather(self, tensor: tf.Tensor) -> np.ndarray:
         """`tensor` of every worker concatenated along axis 0 (equal shapes)."""
@@ -107,7 +113,7 @@ class TfDistributeEngine(Engine):
         def gather() -> tf.Tensor:
             return tf.distribute.get_replica_context().all_gather(tensor, axis=0)
 
-        return self.strategy.experimental_local_results(self.strategy.run(gather))[0].numpy()
+        return self.local(self.strategy.run(gather)).numpy()
 
     def allgather_object(self, value: Any, name: str) -> list[Any]:
         if self.size() == 1:
@@ -137,8 +143,8 @@ class TfDistributeEngine(Engine):
             variable.assign(np.mean([values[index] for values in gathered], axis=0))
 
     def sync_callbacks(self) -> list[tf.keras.callbacks.Callback]:
-        # Initial weights: broadcast when the strategy creates them; metrics: aggregated by Keras.
-        return []
+        # Initial weights: broadcast when the strategy creates them.
+        return [MetricAverage()] if self.size() > 1 else []
 
     def warmup_callback(self, initial_lr: float, warmup_epochs: int, steps_per_epoch: int) -> tf.keras.callbacks.Callback:
         return LearningRateSchedule(
