@@ -14,8 +14,8 @@ How it keeps the Horovod engine's contract:
   goes to ``fit`` through `distribute_datasets_from_function`, which neither shards
   (auto-sharding is also switched off in the dataset's options) nor re-batches it, so a
   worker's batch is its ``--batch-size`` graphs (``dbs``) as with Horovod.
-- Gradients: the optimizer's ``apply_gradients`` sums them over the workers (Keras' own
-  aggregation under a strategy) and Keras' compiled loss is divided by the worker count,
+- Gradients: the optimizer's ``apply_gradients`` makes them dense and sums them over the
+  workers (Keras' own aggregation under a strategy) and Keras' compiled loss is divided by the worker count,
   so the step uses the mean gradient, as Horovod's average does. A custom ``train_step``
   gets the same by computing its loss with ``self.compute_loss`` (or dividing its own by
   ``tf.distribute.get_strategy().num_replicas_in_sync``) and calling ``minimize`` or
@@ -86,8 +86,19 @@ class TfDistributeEngine(Engine):
         return self.strategy.scope()
 
     def distributed_optimizer(self, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
-        # Keras' optimizers all-reduce in apply_gradients under a strategy; nothing to wrap.
-        return optimizer
+        """`optimizer` whose ``apply_gradients`` makes embedding gradients (`tf.IndexedSlices`)
+        dense before Keras all-reduces them under the strategy (as Horovod's
+        ``sparse_as_dense``): sparse ones cost an all-gather of indices and values each, two
+        collectives per embedding per step, and step Adam's moments of the rows in the batch
+        only, unlike the Horovod engine. Keeps the optimizer's class name."""
+        plain = type(optimizer)
+
+        def apply_gradients(self, grads_and_vars, *args, **kwargs):
+            dense = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
+            return plain.apply_gradients(self, dense, *args, **kwargs)
+
+        cls = type(plain.__name__, (plain,), {"apply_gradients": apply_gradients})
+        return cls.from_config(optimizer.get_config())
 
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         if self.size() == 1:
