@@ -3,7 +3,7 @@
 # Two stacks (MPNN_STACK), which can live side by side in one clone:
 #   horovod (default)  .venv/          Python 3.11, TensorFlow 2.15.1, Horovod 0.28.1
 #                                       (TensorFlow + Gloo + MPI); both engines
-#   current            .venv-current/  Python 3.12 (else 3.13, else 3.11), TensorFlow 2.21 +
+#   current            .venv-current/  Python 3.12 (else 3.11), TensorFlow 2.21 +
 #                                       tf-keras 2.21, no Horovod; the tf-distribute engine
 #
 # Idempotent: when .venv is already complete for this setup.cfg it returns in seconds.
@@ -16,8 +16,8 @@
 #                 and "gpu" (tensorflow[and-cuda]) picks the TensorFlow build; "cpu" is added when
 #                 neither is named. On the current stack they stand for "current" and "current-gpu".
 #   PYTHON        interpreter to build the venv from (default: python3.11 for horovod; for
-#                 current the first of python3.12, python3.13, python3.11 that runs, on PATH or
-#                 under pyenv)
+#                 current the first of python3.12, python3.11 that runs, on PATH or under pyenv;
+#                 not 3.13 yet: see setup.cfg's python_requires)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,9 +53,9 @@ case "$stack" in
         ;;
     current)
         venv="$repo_root/.venv-current"
-        python_bin="${PYTHON:-$(find_python 3.12 3.13 3.11)}" \
-            || die "MPNN_STACK=current needs Python 3.11, 3.12 or 3.13: install one (e.g. apt-get install python3-full on
-  Debian 13 / Ubuntu 24.04, 'module load python/3.12' on a cluster) or point PYTHON at it"
+        python_bin="${PYTHON:-$(find_python 3.12 3.11)}" \
+            || die "MPNN_STACK=current needs Python 3.12 or 3.11: install one (e.g. 'module load python/3.12' on a
+  cluster, pyenv or uv on Debian 13 / Ubuntu 24.04, whose system Python is 3.13) or point PYTHON at it"
         ;;
     *) die "MPNN_STACK must be horovod or current, got '$stack'" ;;
 esac
