@@ -30,5 +30,5 @@ if [[ $current == 1 ]]; then
     .venv-current/bin/python -m pytest -p no:cacheprovider \
         tests/mpnn/test_stacks.py::test_two_tf_distribute_workers_train_as_two_horovod_ranks \
         tests/mpnn/test_engines.py tests/mpnn/test_launch.py \
-        tests/jobs/test_slurm.py::test_sbatch_cpu_script
+        tests/jobs/test_slurm.py::test_sbatch_cpu_script tests/jobs/test_pbs.py
 fi
