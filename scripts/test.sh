@@ -5,8 +5,9 @@
 #    Horovod), as always.
 # 2. Then the current stack's share on .venv-current (TensorFlow 2.21 + tf-keras, the
 #    tf-distribute engine): its unit tier, two tf-distribute workers against two Horovod
-#    ranks (test_stacks), the engine and launcher tests, and one job through the test Slurm
-#    cluster. MPNN_TEST_CURRENT=0 skips it (e.g. where no Python 3.11-3.13 is left for it).
+#    ranks (test_stacks), the engine and launcher tests, one job through the test Slurm
+#    cluster and the PBS script under mpiexec. MPNN_TEST_CURRENT=0 skips it (e.g. on a machine
+#    with neither Python 3.12 nor 3.11 for it).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo_root/scripts/setup.sh"

@@ -4,6 +4,7 @@ Horovod's learning-rate schedule."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,3 +122,19 @@ def test_the_tf_distribute_schedule_sets_horovods_rates():
     # The formula itself: 1/ranks of the rate one step in, the whole rate at the warm-up's end.
     assert warmup_multiplier(2, steps, ranks)(0.0) == pytest.approx((1 + 3 * 0.1) / 4)
     assert warmup_multiplier(2, steps, ranks)(2 - 1 / steps) == pytest.approx(1.0)
+
+
+@pytest.mark.integration  # three trainings
+def test_tf_distribute_resumes_a_run_on_another_worker_count(water_dataset, tmp_path):
+    """One worker trains 1 epoch, two workers resume it to 2, one worker again to 3."""
+    run_dir = tmp_path / "run"
+    common = [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir),
+              "--batch-size", "64", "--width", "8", "--message-steps", "1", "--verbose", "0", "--engine", "tf-distribute"]
+    launch = [sys.executable, "-m", "mpnn.launch", "-np", "2"]
+    for prefix, epochs in (([], 1), (launch, 2), ([], 3)):
+        done = subprocess.run([*prefix, *common, "--epochs", str(epochs), "--resume"], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert (metrics["epochs_run"], metrics["ranks"]) == (epochs, 2 if prefix else 1)
+    assert metrics["resumed_from_epoch"] == [1, 2] and metrics["weights_identical_across_ranks"]
