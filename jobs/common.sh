@@ -11,9 +11,13 @@
 #               from the last checkpoint in RUN_DIR; 0: do not
 #   TRAIN_ARGS  extra mpnn-train flags, split on white space ("--epochs 4 --batch-size 64")
 #   MPNN_HOME   the mpnn-hpc checkout (default: $SLURM_SUBMIT_DIR, $PBS_O_WORKDIR or $PWD)
-#   MPNN_VENV   Python environment to activate (default $MPNN_HOME/.venv if it exists, else
-#               the active one); `none` when the site's modules or conda env are loaded already
-# Sets: MPNN_HOME, RUN_DIR (absolute), MPNN_ARGS (array of mpnn-train arguments).
+#   MPNN_VENV   Python environment to activate (default $MPNN_HOME/.venv, or with
+#               MPNN_ENGINE=tf-distribute $MPNN_HOME/.venv-current, if it exists, else the
+#               active one); `none` when the site's modules or conda env are loaded already
+#   MPNN_ENGINE horovod (default: horovodrun, srun --mpi=pmix, mpiexec start Horovod ranks) or
+#               tf-distribute (MultiWorkerMirroredStrategy: each task goes through mpnn-launch,
+#               which writes its TF_CONFIG; the current stack, MPNN_STACK=current)
+# Sets: MPNN_HOME, MPNN_ENGINE, RUN_DIR (absolute), MPNN_ARGS (array of mpnn-train arguments).
 
 # Print "<script>: message" on stderr and stop the job.
 mpnn_die() {
@@ -41,9 +45,17 @@ mpnn_setup() {
     [[ -e "$DATA" ]] || mpnn_die "DATA=$DATA does not exist (relative paths start at $submit_dir)"
     DATA="$(realpath "$DATA")"
 
-    # MPNN_VENV=none: the caller loaded the environment. Unset: $MPNN_HOME/.venv if there
-    # is one, else whatever environment is active already (e.g. sbatch exported it).
-    local venv="${MPNN_VENV:-$MPNN_HOME/.venv}"
+    MPNN_ENGINE="${MPNN_ENGINE:-horovod}"
+    case "$MPNN_ENGINE" in
+        horovod | tf-distribute) export MPNN_ENGINE ;;
+        *) mpnn_die "MPNN_ENGINE must be horovod or tf-distribute, got '$MPNN_ENGINE'" ;;
+    esac
+    # MPNN_VENV=none: the caller loaded the environment. Unset: the engine's stack's venv in
+    # $MPNN_HOME if there is one, else whatever environment is active already (e.g. sbatch
+    # exported it).
+    local default_venv="$MPNN_HOME/.venv"
+    [[ $MPNN_ENGINE == tf-distribute && -d "$MPNN_HOME/.venv-current" ]] && default_venv="$MPNN_HOME/.venv-current"
+    local venv="${MPNN_VENV:-$default_venv}"
     if [[ "$venv" != none && ( -n "${MPNN_VENV:-}" || -d "$venv" ) ]]; then
         [[ -f "$venv/bin/activate" ]] || mpnn_die "MPNN_VENV=$venv has no bin/activate"
         # shellcheck disable=SC1091
@@ -67,7 +79,7 @@ mpnn_setup() {
 mpnn_train_args() {
     local extra=()
     read -r -a extra <<< "${TRAIN_ARGS:-}"
-    MPNN_ARGS=(--data "$DATA" --run-dir "$RUN_DIR")
+    MPNN_ARGS=(--data "$DATA" --run-dir "$RUN_DIR" --engine "${MPNN_ENGINE:-horovod}")
     if [[ -n "${CONFIG:-}" ]]; then
         [[ -f "$CONFIG" ]] || mpnn_die "CONFIG=$CONFIG is not a file"
         MPNN_ARGS+=(--config "$(realpath "$CONFIG")")
@@ -84,6 +96,16 @@ mpnn_train_args() {
 # 56% to about 90% of twice the 1-rank rate at batch 256. Other MPIs ignore the variable.
 mpnn_cpu_rank_defaults() {
     export OMPI_MCA_mpi_yield_when_idle="${OMPI_MCA_mpi_yield_when_idle:-1}"
+}
+
+# Usage: mpnn_task_prefix MODE -- sets MPNN_TASK, what goes before the command each task of a
+# scheduler's launcher runs: nothing for Horovod; for tf-distribute `mpnn-launch --MODE`
+# (slurm, pbs), which writes the task's TF_CONFIG and becomes the command.
+mpnn_task_prefix() {
+    MPNN_TASK=()
+    if [[ ${MPNN_ENGINE:-horovod} == tf-distribute ]]; then
+        MPNN_TASK=(mpnn-launch "--$1")
+    fi
 }
 
 # Log the command on stderr (quoted so it can be pasted into a shell), then run it.

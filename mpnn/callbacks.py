@@ -3,8 +3,9 @@
 `EpochLog` adds timing and the learning rate to the epoch logs (so Keras' `CSVLogger` writes
 them to ``log.csv``), `PeakMemory` the largest rank's peak memory; `TimeBudget` stops every
 rank together once a time budget is spent; `AverageNonTrainableVariables` keeps batch-norm
-statistics identical across ranks; `cosine_multiplier` is the decay Horovod's
-`LearningRateScheduleCallback` applies after warm-up.
+statistics identical across ranks; `cosine_multiplier` is the decay applied after warm-up
+(by Horovod's `LearningRateScheduleCallback`, or on the tf.distribute engine by
+`LearningRateSchedule`, our copy of it, with `warmup_multiplier` for Horovod's warm-up).
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ class PeakMemory(tf.keras.callbacks.Callback):
         peaks = distributed.allgather_object(peak_mib, f"peak_rss_{epoch}")
         if logs is not None:
             logs["peak_rss_mib"] = max(peaks)
+
+
+class MetricAverage(tf.keras.callbacks.Callback):
+    """At each epoch end, replace every number in the epoch's logs (training and validation
+    metrics) by its mean over the ranks: Horovod's `MetricAverageCallback`, for the
+    tf.distribute engine, whose trainer reports each worker's own metrics
+    (`mpnn.batch_cut.CutBatchTrainer.get_metrics_result`). Every rank must run it first
+    among the callbacks that read the logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs:
+            return
+        names = sorted(logs)
+        gathered = distributed.allgather_object([float(logs[name]) for name in names], f"metrics_{epoch}")
+        for index, name in enumerate(names):
+            logs[name] = sum(values[index] for values in gathered) / len(gathered)
 
 
 class TimeBudget(tf.keras.callbacks.Callback):
@@ -199,3 +216,53 @@ class RawWeightsBack(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.average.swap_back()
+
+
+def warmup_multiplier(warmup_epochs: int, steps_per_epoch: int, ranks: int) -> Callable[[float], float]:
+    """Horovod's warm-up (`hvd.callbacks.LearningRateWarmupCallback`): the multiplier at
+    fractional epoch `e` grows linearly from ``1 / ranks`` to 1 over `warmup_epochs`, the
+    epoch shifted by one step so that it reaches round values at the epochs' ends."""
+
+    def multiplier(epoch: float) -> float:
+        epoch += 1.0 / steps_per_epoch
+        return 1.0 / ranks * (epoch * (ranks - 1) / warmup_epochs + 1)
+
+    return multiplier
+
+
+class LearningRateSchedule(tf.keras.callbacks.Callback):
+    """Set ``lr = initial_lr * multiplier(epoch + batch / steps_per_epoch)`` before every
+    batch of the epochs in [`start_epoch`, `end_epoch`): Horovod's
+    `LearningRateScheduleCallback` with ``staircase=False`` (same formula, same moments),
+    for engines without Horovod. Horovod's momentum correction is left out: it applies to
+    optimizers with a ``momentum`` attribute, and ours (Adam, AdamW) have none.
+
+    Args:
+        initial_lr: the learning rate the multiplier scales (the scaled rate of the run).
+        multiplier: fractional epoch -> factor (`warmup_multiplier`, `cosine_multiplier`).
+        start_epoch, end_epoch: the epochs adjusted (end None: to the last).
+        steps_per_epoch: training steps of one epoch.
+    """
+
+    def __init__(self, initial_lr: float, multiplier: Callable[[float], float], start_epoch: int = 0,
+                 end_epoch: int | None = None, steps_per_epoch: int = 1):
+        super().__init__()
+        self.initial_lr = initial_lr
+        self.multiplier = multiplier
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.steps_per_epoch = steps_per_epoch
+        self.current_epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current_epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.current_epoch < self.start_epoch or (self.end_epoch is not None and self.current_epoch >= self.end_epoch):
+            return
+        epoch = self.current_epoch + float(batch) / self.steps_per_epoch
+        tf.keras.backend.set_value(self.model.optimizer.learning_rate, self.initial_lr * self.multiplier(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = tf.keras.backend.get_value(self.model.optimizer.learning_rate)

@@ -132,10 +132,8 @@ def _tracked(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) ->
     return tf.train.Checkpoint(model=model, optimizer=optimizer)
 
 
-def _manager(run_dir: str, model: tf.keras.Model) -> tf.train.CheckpointManager:
-    return tf.train.CheckpointManager(
-        _tracked(model, model.optimizer), state_directory(run_dir), max_to_keep=KEEP, checkpoint_name=CHECKPOINT_NAME
-    )
+def _manager(run_dir: str, tracked: tf.train.Checkpoint) -> tf.train.CheckpointManager:
+    return tf.train.CheckpointManager(tracked, state_directory(run_dir), max_to_keep=KEEP, checkpoint_name=CHECKPOINT_NAME)
 
 
 def _number(prefix: str) -> int:
@@ -315,9 +313,15 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
         self._started = 0.0
         self._seconds_before = state.train_seconds
         self._manager: tf.train.CheckpointManager | None = None
+        self._tracked: tf.train.Checkpoint | None = None
 
     def on_train_begin(self, logs=None):
         self._started = time.perf_counter()
+        if self._tracked is None:
+            # On every rank, though only rank 0 saves: the checkpoint's save counter is a
+            # variable, and under tf.distribute creating one is a collective operation.
+            self._tracked = _tracked(self.model, self.model.optimizer)
+            self._tracked.save_counter  # noqa: B018 (created on first access)
         for name, values in self.state.callbacks.items():
             if name in self.keep_callbacks:
                 for attribute, value in values.items():
@@ -353,7 +357,7 @@ class SaveTrainingState(tf.keras.callbacks.Callback):
                     directory, names[-1], names, all_model_checkpoint_timestamps=[time.time()] * len(names),
                     last_preserved_timestamp=0.0,
                 )
-            self._manager = _manager(self.run_dir, self.model)
+            self._manager = _manager(self.run_dir, self._tracked)
         number = self.state.epochs_done
         prefix = os.path.join(state_directory(self.run_dir), f"{CHECKPOINT_NAME}-{number}")
         atomic.write_json(state_file(prefix), asdict(self.state))

@@ -188,8 +188,38 @@ def load_model_file(path: str) -> tf.keras.Model:
         return load_model(path)
     # What a damaged or foreign file raises while Keras unzips and rebuilds it.
     except (OSError, ValueError, KeyError, TypeError, EOFError, tf.errors.OpError) as exc:
+        saved, running = saved_keras_version(path), keras_version()
+        if saved is not None and _minor(saved) > _minor(running):
+            raise InputError(
+                f"{path}: saved by Keras {saved}, this environment has Keras {running}: a model.keras of the "
+                "current stack (TensorFlow 2.21, tf-keras) loads there only; use that stack's .venv-current "
+                "(scripts/setup.sh, MPNN_STACK=current)"
+            ) from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable saved model ({reason})") from exc
+        raise InputError(f"{path}: not a readable saved model ({reason[:200]})") from exc
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+def saved_keras_version(path: str) -> str | None:
+    """The Keras version a ``.keras`` file records (its ``metadata.json``), None if unreadable."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json"))["keras_version"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def keras_version() -> str:
+    """The version of the Keras that ``tf.keras`` is (tf-keras or the keras package)."""
+    from mpnn.host import keras_version as described
+
+    return described().split()[-1]
 
 
 def run(prog: str, work: Callable[[], int], data: str | None = None) -> int:

@@ -59,6 +59,15 @@ class Loss(Choice):
     HUBER = "huber"
 
 
+class Engine(Choice):
+    """The distributed engine (`mpnn.engines`); auto: tf-distribute when launched for it
+    (TF_CONFIG), else Horovod when installed, else tf-distribute."""
+
+    HOROVOD = "horovod"
+    TF_DISTRIBUTE = "tf-distribute"
+    AUTO = "auto"
+
+
 class ModelName(Choice):
     """Model family (`mpnn.models.FAMILIES`); auto: the default for the manifest's kind of data."""
 
@@ -75,9 +84,12 @@ CHOICES: dict[str, type[Choice]] = {
     "lr_decay": LrDecay,
     "loss": Loss,
     "model": ModelName,
+    "engine": Engine,
 }
 # Key of config.json that records the thread plan the run resolved (`mpnn.distributed.ThreadPlan`).
 RESOLVED_THREAD_PLAN = "thread_plan"
+# Key of config.json that records the engine the run trained with, and its TensorFlow and Keras.
+RESOLVED_ENGINE = "engine_as_run"
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,7 @@ class TrainConfig:
     cache_budget_gb: float = 0.0
     resume: bool = False
     elastic: bool = False
+    engine: str = "auto"
     verbose: int = 2
     tensorboard: bool = False
     horovod_timeline: str = ""
@@ -142,8 +155,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Build from a (possibly partial) dict, e.g. a ``--config`` file or ``config.json``
-        (whose ``thread_plan``, what the machine of that run chose, is not a setting)."""
-        values = {key: value for key, value in values.items() if key != RESOLVED_THREAD_PLAN}
+        (whose ``thread_plan`` and ``engine_as_run``, what the machine of that run chose and
+        ran, are not settings)."""
+        values = {key: value for key, value in values.items() if key not in (RESOLVED_THREAD_PLAN, RESOLVED_ENGINE)}
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -210,6 +224,8 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("parallel_calls", int, "parallel parse/merge calls of the loader (-1: AUTOTUNE)"),
     ("parallel_reads", int, "shard files read in parallel by the loader (-1: AUTOTUNE)"),
     ("shuffle_buffer", int, "records in the shuffle buffer"),
+    ("engine", str, "distributed engine: horovod (horovodrun, mpirun, srun), tf-distribute (MultiWorkerMirrored"
+     "Strategy, launched by mpnn-launch), or auto (tf-distribute under mpnn-launch, else horovod if installed)"),
     ("verbose", int, "Keras verbosity on rank 0 (0 silent, 1 progress bar, 2 one line per epoch)"),
     # Not "--timeline": horovodrun reads an ambiguous prefix of its own --timeline-* options
     # anywhere on its command line, also in the command it launches, and stops with an error.

@@ -1,24 +1,28 @@
-"""Horovod glue: start-up, device and thread placement, batch and learning-rate policy.
+"""The distributed layer: the engine of this process, device and thread placement, batch
+and learning-rate policy.
 
-Works the same single-process (``python -m mpnn.train``: one rank) and under
-``horovodrun -np K`` or ``mpirun``/``srun`` (K ranks).
+Works the same single-process (``python -m mpnn.train``: one rank) and with K ranks on
+either engine (`mpnn.engines`): Horovod (``horovodrun -np K``, ``mpirun``, ``srun``) or
+tf.distribute (``mpnn-launch -np K``, ``srun mpnn-launch --slurm``). The rest of the package
+calls the functions here, never an engine's library.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, ContextManager
 
-import horovod.tensorflow as hvd_tf
-import horovod.tensorflow.keras as hvd
 import tensorflow as tf
 
-from mpnn import host
+from mpnn import engines, host
+from mpnn.cli_checks import UsageError
 
 log = logging.getLogger(__name__)
+
+# The engine of this process, once `init` has started it.
+_engine: engines.Engine | None = None
 
 
 @dataclass(frozen=True)
@@ -76,37 +80,41 @@ def init(
     batch_cut: int = 0,
     timeline: str = "",
     autotune_log: str = "",
+    engine: str = engines.AUTO,
 ) -> ThreadPlan:
-    """Start Horovod, pin one GPU per local rank, and set this rank's threads (`thread_plan`).
+    """Start the engine (`mpnn.engines.resolve` of `engine`), pin one GPU per local rank,
+    and set this rank's threads (`thread_plan`).
 
     Must run before TensorFlow creates its runtime (before the first op), else the threads
     stay as they were (with a warning). Returns the plan, whose ``batch_cut`` the training
-    takes (`mpnn.batch_cut.cut_batch_trainer`).
+    takes (`mpnn.batch_cut.cut_batch_trainer`). A second call keeps the engine started first
+    (and raises `mpnn.cli_checks.UsageError` if it asks for another one).
 
     Args:
         timeline: write Horovod's timeline (Chrome trace JSON of every collective) to this
-            file (``HOROVOD_TIMELINE``; rank 0 writes it).
+            file (``HOROVOD_TIMELINE``; rank 0 writes it). Horovod only.
         autotune_log: switch on Horovod's autotuning of its fusion buffer and cycle time
-            (``HOROVOD_AUTOTUNE``) and log the trials to this CSV file (rank 0).
+            (``HOROVOD_AUTOTUNE``) and log the trials to this CSV file (rank 0). Horovod only.
+        engine: ``horovod``, ``tf-distribute`` or ``auto``.
     """
-    # Horovod reads these when it starts, so they are set before `hvd.init`.
-    if timeline:
-        # Horovod opens the file when it starts, and writes no timeline if it cannot.
-        os.makedirs(os.path.dirname(os.path.abspath(timeline)), exist_ok=True)
-        os.environ["HOROVOD_TIMELINE"] = os.path.abspath(timeline)
-    if autotune_log:
-        os.environ["HOROVOD_AUTOTUNE"] = "1"
-        os.environ["HOROVOD_AUTOTUNE_LOG"] = os.path.abspath(autotune_log)
-    if (timeline or autotune_log) and hvd_tf.is_initialized():
-        log.warning("Horovod has started already: the timeline and autotuning settings take no effect")
-    hvd.init()
+    global _engine
+    name = engines.resolve(engine)
+    if _engine is not None:
+        if _engine.name != name:
+            raise UsageError(f"argument --engine: {_engine.name} has started in this process already, not {name}")
+        return _plan(intra_op_threads, inter_op_threads, batch_cut)
+    if name != engines.HOROVOD and (timeline or autotune_log):
+        log.warning("--horovod-timeline and --autotune are Horovod's: ignored on the %s engine", name)
+    started = engines.create(name, timeline=timeline, autotune_log=autotune_log)
+    started.start()
+    _engine = started
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         # One GPU per local rank; memory growth so that TF does not grab all of it.
-        gpu = gpus[hvd.local_rank() % len(gpus)]
+        gpu = gpus[started.local_rank() % len(gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
-    plan = thread_plan(cores_per_rank(), hvd.local_size(), bool(gpus), intra_op_threads, inter_op_threads, batch_cut)
+    plan = _plan(intra_op_threads, inter_op_threads, batch_cut)
     try:
         if plan.intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(plan.intra_op_threads)
@@ -116,53 +124,84 @@ def init(
         # TensorFlow has already run an op (e.g. earlier in a notebook), and set other threads
         # then: they stay, which costs speed only.
         log.warning("TensorFlow has started, its threads stay as they are (wanted %s): %s", plan, exc)
+    started.connect()
     return plan
 
 
-def distributed_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
-    """`optimizer` with its gradients averaged over the ranks by one fused allreduce per step.
+def _plan(intra_op_threads: int, inter_op_threads: int, batch_cut: int) -> ThreadPlan:
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    return thread_plan(cores_per_rank(), local_size(), gpu, intra_op_threads, inter_op_threads, batch_cut)
 
-    ``groups=1``: all gradients of a step go to Horovod as one group, negotiated and
-    reduced together, instead of one request per variable; ``sparse_as_dense``: embedding
-    gradients (`tf.IndexedSlices`) are reduced as small dense tensors instead of being
-    allgathered. Our models are small (3e4 to 1e5 parameters), so per-request latency,
-    not bandwidth, is the cost: on 2 CPU ranks of 2 cores these two settings brought the
-    CPU per step back to the 1-rank figure and the weak-scaling efficiency at 256 graphs
-    per rank from 79-90% to 96% (BENCHMARKS.md, "Two ranks on 2 cores"). The price, one
-    allreduce that starts when the last gradient is ready, matters only for models whose
-    gradient exchange is long enough to overlap with the backward pass.
-    """
-    return hvd.DistributedOptimizer(optimizer, groups=1, sparse_as_dense=True)
+
+def engine() -> engines.Engine:
+    """The engine of this process (`init` starts it)."""
+    if _engine is None:
+        raise RuntimeError("mpnn.distributed.init() has not run in this process")
+    return _engine
+
+
+def engine_name() -> str:
+    return engine().name
+
+
+def distributed_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
+    """`optimizer` applying the gradients averaged over the ranks (`mpnn.engines.Engine.distributed_optimizer`)."""
+    return engine().distributed_optimizer(optimizer)
+
+
+def scope() -> ContextManager[Any]:
+    """Build models and optimizers in this context (`mpnn.engines.Engine.scope`)."""
+    return engine().scope()
+
+
+def distribute(dataset: tf.data.Dataset) -> Any:
+    """This rank's dataset as ``fit`` takes it (`mpnn.engines.Engine.distribute`)."""
+    return engine().distribute(dataset)
+
+
+def run_step(step: Callable[..., Any], *args: Any) -> Any:
+    """Run a training step the engine's way (`mpnn.engines.Engine.run_step`)."""
+    return engine().run_step(step, *args)
+
+
+def local(value: Any) -> Any:
+    """This rank's part of a distributed value (`mpnn.engines.Engine.local`)."""
+    return engine().local(value)
 
 
 def cores_per_rank() -> int:
     """This rank's share of the cores when the ranks of its node share them evenly (``cores
     / local ranks``, at least 1; cores: `mpnn.host.usable_cores`)."""
-    return max(1, host.usable_cores() // hvd.local_size())
+    return max(1, host.usable_cores() // local_size())
 
 
 def shared_node_threads() -> int:
     """Threads per rank when the ranks of a node share its cores evenly (`cores_per_rank`),
     or 0 (TensorFlow's default: every core) for a rank alone on its node."""
-    return 0 if hvd.local_size() == 1 else cores_per_rank()
+    return 0 if local_size() == 1 else cores_per_rank()
 
 
 def rank() -> int:
-    return hvd.rank()
+    return engine().rank()
 
 
 def size() -> int:
-    return hvd.size()
+    return engine().size()
+
+
+def local_size() -> int:
+    """Ranks on this rank's node."""
+    return engine().local_size()
 
 
 def is_root() -> bool:
     """True on the rank that writes files and shows progress (rank 0)."""
-    return hvd.rank() == 0
+    return rank() == 0
 
 
 def broadcast_object(value: Any, name: str) -> Any:
     """Rank 0's `value` on every rank (any picklable object)."""
-    return hvd_tf.broadcast_object(value, root_rank=0, name=name)
+    return engine().broadcast_object(value, name)
 
 
 def any_rank(flag: bool, name: str) -> bool:
@@ -172,12 +211,18 @@ def any_rank(flag: bool, name: str) -> bool:
 
 def allgather_object(value: Any, name: str) -> list[Any]:
     """Every rank's `value`, in rank order, on every rank."""
-    return hvd_tf.allgather_object(value, name=name)
+    return engine().allgather_object(value, name)
+
+
+def rank0_value(value: Any, name: str, elastic: bool) -> Any:
+    """Rank 0's `value` on every rank (a broadcast), or under elastic training this rank's
+    own `value` (no collectives outside `fit` there: see `mpnn.elastic`)."""
+    return value if elastic else broadcast_object(value, name)
 
 
 def broadcast_variables(variables: list[tf.Variable]) -> None:
     """Overwrite `variables` on every rank with rank 0's values."""
-    hvd_tf.broadcast_variables(variables, root_rank=0)
+    engine().broadcast_variables(variables)
 
 
 def average_variables(variables: list[tf.Variable]) -> None:
@@ -186,10 +231,7 @@ def average_variables(variables: list[tf.Variable]) -> None:
     For state that the optimizer does not synchronise, such as batch normalisation's
     moving statistics, which each rank estimates from its own batches.
     """
-    for variable in variables:
-        if variable.dtype.is_floating:
-            name = "average_" + variable.name.replace(":", "_").replace("/", "_")
-            variable.assign(hvd_tf.allreduce(variable, op=hvd_tf.Average, name=name))
+    engine().average_variables(variables)
 
 
 def per_rank_batch_size(batch_size: int, strategy: str, ranks: int) -> int:

@@ -36,7 +36,7 @@ training again.
 A worker that joins later runs the set-up of `mpnn.training.train` alone, while the others
 wait in `KerasState.sync`: the set-up must not run collective operations (a broadcast there
 would wait forever for partners), so under ``--elastic`` every rank keeps its own values
-(`rank0_value`) and `sync` hands out rank 0's weights, epoch and `TrainingState`.
+(`mpnn.distributed.rank0_value`) and `sync` hands out rank 0's weights, epoch and `TrainingState`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import horovod.tensorflow.keras as hvd
 import tensorflow as tf
 from horovod.common.exceptions import HorovodInternalError
 
-from mpnn import distributed
 from mpnn.checkpoint import TrainingState
 
 log = logging.getLogger(__name__)
@@ -79,12 +78,6 @@ def _as_elastic_error(error: tf.errors.UnknownError) -> Exception:
     if "Horovod" in error.message:
         return HorovodInternalError(error)
     return RuntimeError(f"training failed: {error.message}")
-
-
-def rank0_value(value: Any, name: str, elastic: bool) -> Any:
-    """Rank 0's `value` on every rank (a broadcast), or under elastic training this rank's
-    own `value` (see the module docstring: no collectives outside `fit`)."""
-    return value if elastic else distributed.broadcast_object(value, name)
 
 
 def fit(

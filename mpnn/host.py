@@ -55,9 +55,22 @@ def peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def host_info(ranks: int, local_ranks: int) -> dict[str, Any]:
-    """Host, CPU, memory, GPUs, rank counts and library versions of this run."""
-    import horovod
+def keras_version() -> str:
+    """The Keras that ``tf.keras`` is: tf-keras on TensorFlow 2.16+ (Keras 2 API,
+    ``TF_USE_LEGACY_KERAS=1``, see `mpnn`), the keras package (2.15) on TensorFlow 2.15."""
+    from importlib import metadata
+
+    for package in ("tf-keras", "keras"):
+        try:
+            return f"{package} {metadata.version(package)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def host_info(ranks: int, local_ranks: int, engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """Host, CPU, memory, GPUs, rank counts and library versions of this run
+    (`engine_versions`: the engine's own, `mpnn.engines.Engine.versions`, if one runs)."""
     import numpy
     import tensorflow as tf
 
@@ -76,7 +89,8 @@ def host_info(ranks: int, local_ranks: int) -> dict[str, Any]:
         "versions": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
-            "horovod": horovod.__version__,
+            "keras": keras_version(),
+            **(engine_versions or {}),
             "numpy": numpy.__version__,
             "mpnn": mpnn.__version__,
         },

@@ -149,6 +149,9 @@ def format_summary(metrics: dict, run_dir: str) -> str:
         f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s on {metrics['ranks']} rank(s) "
         f"({metrics['model']}, {metrics['parameters']} parameters); run directory: {run_dir}"
     )
+    if "engine" in metrics:
+        engine = metrics["engine"]
+        lines.append(f"engine {engine['name']} (TensorFlow {engine['tensorflow']}, {engine['keras']})")
     return "\n".join(lines)
 
 

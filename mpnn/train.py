@@ -2,7 +2,8 @@
 
 Parses the flags (and a ``--config`` file) into a `TrainConfig`, checks them (a bad value is
 one line naming the flag, exit 2), trains, and prints the summary of the metrics on rank 0.
-Runs unchanged as one process and under ``horovodrun -np K``, ``mpirun`` or ``srun``.
+Runs unchanged as one process, under ``horovodrun -np K``, ``mpirun`` or ``srun`` (Horovod),
+and under ``mpnn-launch`` (tf.distribute); ``--engine`` chooses (`mpnn.engines`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import sys
 from typing import Sequence
 
-from mpnn import cli_checks
+from mpnn import cli_checks, engines
 from mpnn.config import build_parser, config_from_args
 from mpnn.report import format_summary
 from mpnn.training import train
@@ -25,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(argv)
         cli_checks.check_ranges({**config.to_json(), **config.model_options})  # and --config's values
         cli_checks.check_elastic(config.elastic, config.run_dir)
+        engines.check_elastic(engines.resolve(config.engine), config.elastic)
     except (ValueError, OSError, argparse.ArgumentError) as exc:
         print(f"mpnn-train: error: {exc}", file=sys.stderr)
         return 2

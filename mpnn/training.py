@@ -1,11 +1,13 @@
-"""Training as a library: `train(config) -> RunResult`, single process or with Horovod.
+"""Training as a library: `train(config) -> RunResult`, single process or data-parallel.
 
-Runs unchanged as one process and as K data-parallel ranks (``horovodrun -np K``,
-``mpirun``, ``srun``); ``mpnn-train`` (`mpnn.train`) is its command-line shell, and the
+Runs unchanged as one process and as K data-parallel ranks on either engine
+(`mpnn.engines`: Horovod under ``horovodrun -np K``, ``mpirun``, ``srun``; tf.distribute
+under ``mpnn-launch``); ``mpnn-train`` (`mpnn.train`) is its command-line shell, and the
 notebooks, benchmarks and tests call `train` directly. The shape follows Horovod's Keras
 example: init and device pinning, learning rate scaled by the global batch with warm-up,
-`hvd.DistributedOptimizer` (one fused allreduce per step), broadcast of rank 0's initial
-weights, averaged metrics, and only rank 0 writing files and showing progress.
+an optimizer that averages the gradients over the ranks, rank 0's initial weights on every
+rank, averaged metrics, and only rank 0 writing files and showing progress; the engine
+supplies each of these (`mpnn.distributed`).
 
 `train` runs these steps in order, each a function below: `start` (threads, seed, run
 directory), `plan_run` (model family, batch, learning rate, loader, evaluated splits),
@@ -23,11 +25,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from mpnn import atomic, checkpoint, cli_checks, distributed, elastic, forces, host, models, run_lock, rundir, verify
+from mpnn import atomic, checkpoint, cli_checks, distributed, forces, host, models, run_lock, rundir, verify
 from mpnn.atomic import write_json
 from mpnn.batch_cut import cut_batch_trainer
 from mpnn.callbacks import (
@@ -40,7 +41,7 @@ from mpnn.callbacks import (
     WeightAverage,
     cosine_multiplier,
 )
-from mpnn.config import RESOLVED_THREAD_PLAN, LrDecay, TrainConfig
+from mpnn.config import RESOLVED_ENGINE, RESOLVED_THREAD_PLAN, LrDecay, TrainConfig
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.divergence import StopOnDivergence
 from mpnn.evaluate import (
@@ -128,7 +129,7 @@ def train(config: TrainConfig) -> RunResult:
     verify.check_shards(config.data, manifest.splits)
     plan = plan_run(config, manifest, threads)
     config = dataclasses.replace(
-        config, run_dir=elastic.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
+        config, run_dir=distributed.rank0_value(config.run_dir or rundir.default_run_dir(), "run_dir", config.elastic)
     )
     with run_lock.holding(config.run_dir, distributed.is_root(), share=not config.elastic) as lock:
         write_run_files(config, plan)
@@ -142,7 +143,7 @@ def train(config: TrainConfig) -> RunResult:
 
 
 def start(config: TrainConfig) -> tuple[TrainConfig, distributed.ThreadPlan]:
-    """Start Horovod and TensorFlow's threads (`mpnn.distributed.init`) and seed every
+    """Start the engine and TensorFlow's threads (`mpnn.distributed.init`) and seed every
     generator with ``config.seed``. Horovod opens its autotuning log when it starts, so
     with ``autotune`` the run directory is chosen (rank 0's choice wins later) and made
     first: the config returned has it."""
@@ -155,6 +156,7 @@ def start(config: TrainConfig) -> tuple[TrainConfig, distributed.ThreadPlan]:
         config.batch_cut,
         timeline=config.horovod_timeline,
         autotune_log=os.path.join(config.run_dir, rundir.AUTOTUNE_LOG) if config.autotune else "",
+        engine=config.engine,
     )
     tf.keras.utils.set_random_seed(config.seed)
     return config, threads
@@ -212,23 +214,32 @@ def write_run_files(config: TrainConfig, plan: RunPlan) -> None:
     with atomic.naming(checkpoint.checkpoint_directory(config.run_dir)):
         os.makedirs(checkpoint.checkpoint_directory(config.run_dir), exist_ok=True)
     settings = {**config.to_json(), "model_options": dataclasses.asdict(plan.architecture)}
-    resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(plan.threads)}
+    resolved = {RESOLVED_THREAD_PLAN: dataclasses.asdict(plan.threads), RESOLVED_ENGINE: stack()}
     write_json(os.path.join(config.run_dir, rundir.CONFIG_FILE), {**settings, **resolved})
-    write_json(os.path.join(config.run_dir, rundir.HOST_INFO_FILE), host.host_info(plan.ranks, hvd.local_size()))
+    host_info = host.host_info(plan.ranks, distributed.local_size(), distributed.engine().versions())
+    write_json(os.path.join(config.run_dir, rundir.HOST_INFO_FILE), host_info)
+
+
+def stack() -> dict[str, str]:
+    """The engine this run trains with and the TensorFlow and Keras under it (as recorded
+    in ``config.json`` and ``metrics.json``)."""
+    return {"name": distributed.engine_name(), "tensorflow": tf.__version__, "keras": host.keras_version()}
 
 
 def build_trainer(plan: RunPlan, manifest: Manifest) -> tuple[tf.keras.Model, tf.keras.Model]:
     """The model (the same on every machine: it is checkpointed, evaluated and saved) and
-    its compiled training twin, which cuts batches for this rank's threads."""
-    model = models.build_from_manifest(plan.model_name, plan.architecture, manifest)
-    optimizer = distributed.distributed_optimizer(make_optimizer(plan.learning_rate, plan.weight_decay))
-    if forces.takes_positions(model):
-        # Energies per atom and forces (`mpnn.forces`); its own metrics.
-        trainer = forces.force_trainer(model, plan.threads.batch_cut, plan.architecture.force_weight)
-        trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss]())
-        return model, trainer
-    trainer = cut_batch_trainer(model, plan.threads.batch_cut)
-    trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss](), metrics=["mae"])
+    its compiled training twin, which cuts batches for this rank's threads; both built in
+    the engine's scope (`mpnn.distributed.scope`)."""
+    with distributed.scope():
+        model = models.build_from_manifest(plan.model_name, plan.architecture, manifest)
+        optimizer = distributed.distributed_optimizer(make_optimizer(plan.learning_rate, plan.weight_decay))
+        if forces.takes_positions(model):
+            # Energies per atom and forces (`mpnn.forces`); its own metrics.
+            trainer = forces.force_trainer(model, plan.threads.batch_cut, plan.architecture.force_weight)
+            trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss]())
+            return model, trainer
+        trainer = cut_batch_trainer(model, plan.threads.batch_cut)
+        trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss](), metrics=["mae"])
     return model, trainer
 
 
@@ -240,7 +251,8 @@ def resume_or_start(
     (re)start, derived from the configured seed and the start epoch. A resumed state
     continues at `learning_rate` (this run's scaled rate) when it differs from the one it
     was trained with (`mpnn.checkpoint.take_new_learning_rate`)."""
-    state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
+    with distributed.scope():  # the optimizer's variables are created here
+        state = checkpoint.restore(run_dir, model, collective=not config.elastic) if config.resume else None
     if state is None:
         if config.resume and distributed.is_root():
             log.info("--resume: no checkpoint in %s, starting from epoch 0", run_dir)
@@ -264,17 +276,19 @@ def fit_data(
 ) -> tuple[tf.data.Dataset, int, tf.data.Dataset | None, int | None]:
     """Training data and steps, validation data and steps (None without a validation set)
     of rank `rank` of `ranks`; the training data shuffled from `seed` + `rank`. Both
-    repeat, so that Keras takes exactly `steps` batches (one pass) per epoch."""
+    repeat, so that Keras takes exactly `steps` batches (one pass) per epoch, and go to
+    ``fit`` as the engine takes them (`mpnn.distributed.distribute`: this rank's share,
+    never re-sharded)."""
     entries = models.batch_entries(model, manifest)
     common = dict(rank=rank, size=ranks, options=plan.loader, entries=entries)
     train_data, train_steps = manifest_dataset(
         manifest, "train", plan.batch, shuffle=True, seed=seed + rank, **common
     )
-    train_data = models.only_model_inputs(train_data, model).repeat()
+    train_data = distributed.distribute(models.only_model_inputs(train_data, model).repeat())
     if "valid" not in plan.splits:
         return train_data, train_steps, None, None
     valid_data, valid_steps = manifest_dataset(manifest, "valid", plan.batch, **common)
-    return train_data, train_steps, models.only_model_inputs(valid_data, model).repeat(), valid_steps
+    return train_data, train_steps, distributed.distribute(models.only_model_inputs(valid_data, model).repeat()), valid_steps
 
 
 def fit(
@@ -321,6 +335,8 @@ def fit(
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
                         callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
 
+        from mpnn import elastic  # Horovod's: imported only where it runs
+
         state = elastic.fit(trainer, state, config.epochs, fit_arguments)
     elif state.stopped or start_epoch >= config.epochs:
         log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
@@ -345,33 +361,22 @@ def make_callbacks(
     graphs_per_epoch: int,
     state: checkpoint.TrainingState,
 ) -> list[tf.keras.callbacks.Callback]:
-    """Horovod's callbacks first (broadcast, metric averaging, warm-up, schedule), then the
-    stopping rules, the weight average (``ema_momentum`` > 0), then rank 0's logging and
+    """The engine's callbacks first (broadcast and metric averaging where it needs them,
+    warm-up, schedule), then the stopping rules, the weight average (``ema_momentum`` > 0), then rank 0's logging and
     checkpoints, and last the resumable state (see `mpnn.checkpoint`), which starts from
     `state`."""
     run_dir, scaled_lr, monitor = config.run_dir, plan.learning_rate, plan.monitor
+    engine = distributed.engine()
     callbacks: list[tf.keras.callbacks.Callback] = [
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-        hvd.callbacks.MetricAverageCallback(),
+        *engine.sync_callbacks(),
         AverageNonTrainableVariables(),
         PeakMemory(),  # after the averaging: the largest rank's peak, not the mean
     ]
     if config.warmup_epochs > 0:
-        callbacks.append(
-            hvd.callbacks.LearningRateWarmupCallback(
-                initial_lr=scaled_lr, warmup_epochs=config.warmup_epochs, steps_per_epoch=steps
-            )
-        )
+        callbacks.append(engine.warmup_callback(scaled_lr, config.warmup_epochs, steps))
     if config.lr_decay == LrDecay.COSINE:
-        callbacks.append(
-            hvd.callbacks.LearningRateScheduleCallback(
-                initial_lr=scaled_lr,
-                multiplier=cosine_multiplier(config.epochs, config.warmup_epochs, config.min_lr_fraction),
-                start_epoch=config.warmup_epochs,
-                staircase=False,
-                steps_per_epoch=steps,
-            )
-        )
+        multiplier = cosine_multiplier(config.epochs, config.warmup_epochs, config.min_lr_fraction)
+        callbacks.append(engine.schedule_callback(scaled_lr, multiplier, config.warmup_epochs, steps))
     elif config.lr_decay == LrDecay.PLATEAU:
         callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=5))
     callbacks.append(StopOnDivergence(steps))  # before the checkpoints: a diverged epoch is never saved
@@ -384,24 +389,29 @@ def make_callbacks(
     average = WeightAverage(plan.ema_momentum) if plan.ema_momentum > 0 else None
     if average is not None:
         callbacks.append(average)
+    checkpoints = checkpoint.checkpoint_directory(run_dir)
+    weight_files = [
+        checkpoint.AtomicModelCheckpoint(
+            os.path.join(checkpoints, "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
+        ),
+        checkpoint.AtomicModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+    ]
     if distributed.is_root():
-        checkpoints = checkpoint.checkpoint_directory(run_dir)
         callbacks += [
             EpochLog(graphs_per_epoch),
             # A resumed run appends to the log that `checkpoint.trim_log` cut at its epoch.
             CsvLog(os.path.join(run_dir, rundir.LOG_FILE), append=state.epochs_done > 0),
-            checkpoint.AtomicModelCheckpoint(
-                os.path.join(checkpoints, "best.weights.h5"),
-                monitor=monitor,
-                save_best_only=True,
-                save_weights_only=True,
-            ),
-            checkpoint.AtomicModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"), save_weights_only=True),
+            *weight_files,
         ]
         if config.tensorboard:
             callbacks.append(
                 tf.keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD_DIRECTORY), write_graph=False)
             )
+    elif engine.saves_on_every_rank:
+        # Under tf.distribute reading the compiled metrics' variables (which the weight files
+        # hold) is a collective: every worker saves, the others into a scratch directory
+        # that Keras' ModelCheckpoint removes again.
+        callbacks += weight_files
     if average is not None:
         callbacks.append(RawWeightsBack(average))
     callbacks.append(checkpoint.SaveTrainingState(run_dir, state, callbacks, scaled_lr))
@@ -464,6 +474,7 @@ def write_results(
         "ema_momentum": plan.ema_momentum,
         "parameters": model.count_params(),
         "weights_identical_across_ranks": weights_identical,
+        "engine": stack(),
     }
     if "test" in results:
         train_targets = split_targets(manifest, "train")
@@ -494,7 +505,7 @@ def cache_fits(manifest: Manifest, rank: int, ranks: int, budget_gb: float) -> b
     """Whether this rank's share of the training records fits its cache budget: `budget_gb`
     GB, or with 0 half of the memory available now, shared by the node's ranks. Logs why
     when it does not (the loader then reads the records from disk every epoch)."""
-    budget = budget_gb * 1e9 if budget_gb > 0 else 0.5 * host.available_memory_bytes() / hvd.local_size()
+    budget = budget_gb * 1e9 if budget_gb > 0 else 0.5 * host.available_memory_bytes() / distributed.local_size()
     needed = cache_bytes_estimate(manifest, "train", rank, ranks)
     if needed <= budget:
         return True

@@ -23,8 +23,11 @@ pbs_layout() {
 }
 
 # Usage: pbs_mpiexec command [args]  -- NNODES * RANKS_PER_NODE ranks, DEPTH cores each.
+# With MPNN_ENGINE=tf-distribute each rank runs `mpnn-launch --pbs command`, which builds its
+# TF_CONFIG from $PBS_NODEFILE and its MPI rank.
 pbs_mpiexec() {
     local flavour="${MPIEXEC_FLAVOUR:-}" extra=() launcher=()
+    mpnn_task_prefix pbs
     if [[ -z "$flavour" ]]; then
         flavour=pals
         if mpiexec --version 2>&1 | grep -qiE 'open ?mpi|openrte'; then
@@ -41,7 +44,8 @@ pbs_mpiexec() {
             launcher=(mpiexec -n "$ranks" --hostfile "$PBS_NODEFILE"
                 --map-by "ppr:$RANKS_PER_NODE:node:PE=$DEPTH" --bind-to core)
             local name
-            for name in PATH LD_LIBRARY_PATH PYTHONPATH VIRTUAL_ENV OMP_NUM_THREADS CUDA_VISIBLE_DEVICES; do
+            for name in PATH LD_LIBRARY_PATH PYTHONPATH VIRTUAL_ENV OMP_NUM_THREADS CUDA_VISIBLE_DEVICES PBS_NODEFILE \
+                    PBS_JOBID; do
                 if [[ -n "${!name:-}" ]]; then
                     launcher+=(-x "$name")  # OpenMPI copies only what it is told to other nodes
                 fi
@@ -49,5 +53,5 @@ pbs_mpiexec() {
             ;;
         *) mpnn_die "MPIEXEC_FLAVOUR must be pals or openmpi, got '$flavour'" ;;
     esac
-    mpnn_run "${launcher[@]}" "${extra[@]}" "$@"
+    mpnn_run "${launcher[@]}" "${extra[@]}" "${MPNN_TASK[@]}" "$@"
 }

@@ -3,8 +3,10 @@
 #
 # Reads:
 #   LAUNCHER    srun (default): one task per rank, Horovod's MPI build wired up by srun's
-#               PMI plugin; horovodrun: `horovodrun --gloo` with the hosts of the allocation
-#               (needs no PMI, but password-less ssh between the nodes when there are several)
+#               PMI plugin (MPNN_ENGINE=tf-distribute: each task runs `mpnn-launch --slurm`,
+#               which builds its TF_CONFIG from SLURM_*, with no PMI); horovodrun: `horovodrun
+#               --gloo` with the hosts of the allocation (Horovod only; needs no PMI, but
+#               password-less ssh between the nodes when there are several)
 #   SRUN_MPI    srun's PMI plugin (default pmix; pmi2 where Slurm has no PMIx; see
 #               `srun --mpi=list`). It must match the MPI Horovod was built with. pmix is
 #               what tests/jobs uses: Debian's Slurm 22.05 (mpi/pmix_v4) starts the ranks of
@@ -32,13 +34,18 @@ slurm_launch() {
     done
     shift  # the --
     read -r -a extra <<< "${SRUN_FLAGS:-}"
+    local pmi="${SRUN_MPI:-pmix}"
+    mpnn_task_prefix slurm
+    [[ ${MPNN_ENGINE:-horovod} == tf-distribute ]] && pmi="${SRUN_MPI:-none}"  # TF_CONFIG, not PMI
     case "${LAUNCHER:-srun}" in
         srun)
             # Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: pass it on.
-            launcher=(srun --mpi="${SRUN_MPI:-pmix}" --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"
-                --cpu-bind=cores "${srun_flags[@]}" "${extra[@]}")
+            # Block distribution: the task order mpnn-launch --slurm assumes (mpnn.cluster_env).
+            launcher=(srun --mpi="$pmi" --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"
+                --cpu-bind=cores --distribution=block "${srun_flags[@]}" "${extra[@]}" "${MPNN_TASK[@]}")
             ;;
         horovodrun)
+            [[ ${MPNN_ENGINE:-horovod} == horovod ]] || mpnn_die "LAUNCHER=horovodrun needs MPNN_ENGINE=horovod"
             [[ -n "${SLURM_NTASKS_PER_NODE:-}" ]] || mpnn_die "LAUNCHER=horovodrun needs --ntasks-per-node"
             local hosts
             hosts="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\$/:$SLURM_NTASKS_PER_NODE/" | paste -sd,)"

@@ -19,8 +19,10 @@ that a machine whose load changes during the run slows all variants alike. Besid
 wall-clock rate the report gives the process's CPU seconds per step (all threads, the
 loader's included), which changes little with the load of a shared machine.
 
-Under ``horovodrun -np K`` each rank trains on its own share of the records with gradients averaged
-across ranks, as in ``mpnn-train``; rank 0 gathers every rank's rate and reports them and
+Under ``horovodrun -np K`` (``--engine horovod``) or ``mpnn-launch -np K`` (``--engine
+tf-distribute``) each rank trains on its own share of the records with gradients averaged
+across ranks, as in ``mpnn-train`` (the step runs as the engine runs it,
+`mpnn.distributed.run_step`); rank 0 gathers every rank's rate and reports them and
 their sum. With ``--baseline`` (the report of a 1-rank run of the same sweep) each result
 also gets its scaling efficiency, total graphs/s / (K x the 1-rank graphs/s): with the same
 per-rank batch, the weak-scaling efficiency (``benchmarks/weak_scaling.sh`` alternates
@@ -40,7 +42,7 @@ import os
 import time
 from typing import Any
 
-from mpnn.config import ModelName
+from mpnn.config import Engine, ModelName
 from mpnn.bench.common import BenchError, format_table, mib, non_negative_int, positive_int
 from mpnn.host import peak_rss_kib
 
@@ -71,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report of a 1-rank run of the same sweep: each result then gets its scaling "
                              "efficiency, graphs/s / (ranks x the baseline's graphs/s); for weak scaling run both "
                              "with the same per-rank batch and threads")
+    parser.add_argument("--engine", default="auto", choices=Engine.values(),
+                        help="distributed engine, as mpnn-train's --engine (default auto)")
     parser.add_argument("--data-threads", type=non_negative_int, default=0,
                         help="tf.data thread pool size per rank (0: tf.data's default, one per core)")
 
@@ -128,32 +132,33 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     for variant in args.variants:
         variant_options = parse_variant(variant)
         cut = variant_options.pop("batch_cut", models.batch_cut_for(model_name, batch_cut))
-        try:
-            config = models.model_config(model_name, {**options, **variant_options})
-            tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
-            network = models.build_from_manifest(model_name, config, manifest)
-            if takes_positions(network):
-                model = force_trainer(network, cut, config.force_weight)
-            else:
-                model = cut_batch_trainer(network, cut)
-        except (TypeError, ValueError) as exc:
-            raise BenchError(f"variant {variant!r}: {exc}") from None
-        optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3))
-        model.compile(optimizer=optimizer, loss=LOSS_CLASSES["mae"]())
+        with distributed.scope():
+            try:
+                config = models.model_config(model_name, {**options, **variant_options})
+                tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
+                network = models.build_from_manifest(model_name, config, manifest)
+                if takes_positions(network):
+                    model = force_trainer(network, cut, config.force_weight)
+                else:
+                    model = cut_batch_trainer(network, cut)
+            except (TypeError, ValueError) as exc:
+                raise BenchError(f"variant {variant!r}: {exc}") from None
+            optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3))
+            model.compile(optimizer=optimizer, loss=LOSS_CLASSES["mae"]())
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=args.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
                                                        size=size, options=loader,
                                                        entries=models.batch_entries(network, manifest))
-            dataset = models.only_model_inputs(dataset, model).repeat()
+            dataset = distributed.distribute(models.only_model_inputs(dataset, model).repeat())
             iterator = iter(dataset)
             for _ in range(steps_per_pass):  # fills the cache
                 next(iterator)
         # A tf.function around Keras's own `train_step` (what `fit` runs each step), traced once
         # for the dataset's element spec so that batches of different atom counts do not retrace;
         # `train_on_batch` would add per-call Python data handling that `fit` does not have.
-        steps[variant] = tf.function(lambda x, y, model=model: model.train_step((x, y)),
-                                     input_signature=list(dataset.element_spec))
+        steps[variant] = tf.function(lambda x, y, model=model: distributed.run_step(model.train_step, (x, y)),
+                                     input_signature=list(iterator.element_spec))
         parameters[variant] = int(model.count_params())
         for _ in range(args.warmup_steps):
             steps[variant](*next(iterator))
@@ -179,13 +184,17 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
 
 def _time_steps(train_step: Any, iterator: Any, steps: int) -> tuple[int, int, float, float]:
     """Run `steps` training steps: (graphs, atoms, wall seconds, CPU seconds of this process)."""
+    import tensorflow as tf
+
+    from mpnn import distributed
+
     graphs = atoms = 0
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         inputs, target = next(iterator)
         energy = target[0] if isinstance(target, tuple) else target  # (energy, forces) with forces
-        graphs += int(energy.shape[0])
-        atoms += int(inputs["node_graph_indices"].shape[0])
+        graphs += int(tf.shape(distributed.local(energy))[0])
+        atoms += int(tf.shape(distributed.local(inputs["node_graph_indices"]))[0])
         logs = train_step(inputs, target)
     float(logs["loss"])  # wait for the last step
     return graphs, atoms, time.perf_counter() - start, time.process_time() - cpu_start
@@ -222,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
 
     # Before the first TensorFlow op (the runtime reads the thread settings once, when it
     # starts), and the same choice as mpnn-train's.
-    threads = distributed.init(args.intra_op, args.inter_op)
+    threads = distributed.init(args.intra_op, args.inter_op, engine=args.engine)
     rank, size = distributed.rank(), distributed.size()
     baseline = baseline_rates(args.baseline, args) if args.baseline else {}
     manifest = Manifest.load(args.data)
@@ -263,7 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             "batch_cut": threads.batch_cut,
             "data_threads": args.data_threads, "ranks": size,
             "baseline": os.path.abspath(args.baseline) if args.baseline else None,
-            "optimizer": "adam", "loss": "mae",
+            "optimizer": "adam", "loss": "mae", "engine": distributed.engine_name(),
         },
         "results": results,
     }

@@ -10,8 +10,12 @@ import pytest
 
 pytestmark = pytest.mark.cluster
 
+from mpnn.engines import horovod_installed
 from tests.helpers import REPO
 from tests.jobs.conftest import SMALL_MODEL, job_env
+
+# The engine of the stack running the tests (tf-distribute: each rank runs mpnn-launch --pbs).
+ENGINE = "horovod" if horovod_installed() else "tf-distribute"
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on PATH")
@@ -26,6 +30,7 @@ def test_pbs_cpu_script_under_mpiexec(water_dataset, tmp_path):
         PBS_ENVIRONMENT="PBS_BATCH",
         DATA=str(water_dataset),
         TRAIN_ARGS=f"--epochs 1 {SMALL_MODEL}",
+        MPNN_ENGINE=ENGINE,
     )
     for name in ("RUN_DIR", "RANKS_PER_NODE", "DEPTH", "NCPUS", "MPIEXEC_FLAVOUR"):
         env.pop(name, None)
@@ -35,5 +40,5 @@ def test_pbs_cpu_script_under_mpiexec(water_dataset, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "--hostfile" in done.stderr  # the OpenMPI branch ran
     metrics = json.loads((tmp_path / "runs" / "4242" / "metrics.json").read_text())
-    assert metrics["ranks"] == 2
+    assert metrics["ranks"] == 2 and metrics["engine"]["name"] == ENGINE
     assert metrics["epochs_run"] == 1

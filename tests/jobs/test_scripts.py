@@ -39,10 +39,11 @@ def test_arguments_from_variables(tmp_path):
                   SLURM_JOB_ID="77", SLURM_SUBMIT_DIR=str(tmp_path))
     env.pop("RUN_DIR", None)
     env.pop("RESUME", None)
+    env.pop("MPNN_ENGINE", None)
     done = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, cwd="/")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:-1] == [
-        "--data", str(tmp_path / "data"), "--run-dir", str(tmp_path / "runs" / "77"),
+        "--data", str(tmp_path / "data"), "--run-dir", str(tmp_path / "runs" / "77"), "--engine", "horovod",
         "--config", str(tmp_path / "settings.yaml"), "--resume",
         "--intra-op-threads", "4", "--epochs", "2", "--intra-op-threads", "1",
     ]
@@ -56,3 +57,21 @@ def test_missing_data_is_named(script, tmp_path):
                           cwd=tmp_path)
     assert done.returncode == 1
     assert "set DATA to a prepared data set" in done.stderr
+
+
+def test_an_unknown_engine_is_named(tmp_path):
+    (tmp_path / "data").mkdir()
+    env = job_env(DATA="data", MPNN_ENGINE="mpi", SLURM_SUBMIT_DIR=str(tmp_path))
+    done = subprocess.run(["bash", "-c", f"source {REPO}/jobs/common.sh; mpnn_setup"], env=env, capture_output=True,
+                          text=True, cwd="/")
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("MPNN_ENGINE must be horovod or tf-distribute, got 'mpi'")
+
+
+def test_tf_distribute_tasks_go_through_mpnn_launch(tmp_path):
+    """Under Slurm and PBS each task of tf-distribute runs mpnn-launch in its scheduler's mode."""
+    shell = (f"source {REPO}/jobs/common.sh; for engine in horovod tf-distribute; do MPNN_ENGINE=$engine; "
+             "for mode in slurm pbs; do mpnn_task_prefix $mode; echo \"$engine $mode: ${MPNN_TASK[*]}\"; done; done")
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True)
+    assert done.stdout.splitlines() == ["horovod slurm: ", "horovod pbs: ", "tf-distribute slurm: mpnn-launch --slurm",
+                                        "tf-distribute pbs: mpnn-launch --pbs"]

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from mpnn.engines import horovod_installed
 from mpnn.graph_format.manifest import Manifest
 from tests.helpers import REPO
 from tests.jobs.conftest import SMALL_MODEL, SlurmCluster, job_env, wait_for
 
 SCRIPT = REPO / "jobs" / "slurm" / "train-cpu.sbatch"
+# The engine of the stack running the tests: Horovod's (srun --mpi=pmix) on .venv,
+# tf-distribute's (srun mpnn-launch --slurm) on .venv-current.
+ENGINE = "horovod" if horovod_installed() else "tf-distribute"
 # Two ranks on this machine (the cluster's one node has this machine's cores).
 RESOURCES = ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
 JOB_SECONDS = 900
@@ -25,7 +29,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2 * JOB_SECONDS + 300)]
 
 def sbatch(cluster: SlurmCluster, submit_dir: Path, data: Path, epochs: int, *options: str, **variables: str) -> str:
     """Submit the CPU script from `submit_dir`; its job id (after the job ends with --wait)."""
-    env = job_env(DATA=str(data), TRAIN_ARGS=f"--epochs {epochs} {SMALL_MODEL}", **variables)
+    env = job_env(DATA=str(data), TRAIN_ARGS=f"--epochs {epochs} {SMALL_MODEL}", MPNN_ENGINE=ENGINE, **variables)
     env["SLURM_CONF"] = str(cluster.conf)
     done = subprocess.run(["sbatch", "--parsable", *RESOURCES, *options, str(SCRIPT)], env=env, cwd=submit_dir,
                           capture_output=True, text=True, timeout=JOB_SECONDS)
@@ -53,7 +57,7 @@ def assert_one_run_of(run_dir: Path, epochs: int) -> dict:
     """Every epoch 0..epochs-1 logged exactly once, and the metrics count all of them."""
     assert epochs_logged(run_dir) == list(range(epochs))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["ranks"] == 2
+    assert metrics["ranks"] == 2 and metrics["engine"]["name"] == ENGINE
     assert metrics["epochs_run"] == epochs
     return metrics
 

@@ -18,11 +18,11 @@ from tests.helpers import HOROVODRUN_TWO_RANKS, prepare_coordinate_records, read
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_horovod_rank():
-    """The checkpoint functions ask Horovod which rank writes; here, a single rank."""
-    import horovod.tensorflow.keras as hvd
+def one_rank():
+    """The checkpoint functions ask the engine which rank writes; here, a single rank."""
+    from mpnn import distributed
 
-    hvd.init()
+    distributed.init()
 
 
 SMALL = ["--batch-size", "32", "--width", "16", "--message-steps", "2", "--verbose", "0"]

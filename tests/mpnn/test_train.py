@@ -186,12 +186,10 @@ def _assert_saved_model_predicts_as_the_run(run_dir, data):
     """model.keras predicts exactly what the run's best weights predict in a model built
     afresh, the run's test_predictions.csv (the in-memory model's) to its printed digits,
     and mpnn-evaluate writes the same predictions."""
-    import horovod.tensorflow.keras as hvd
-
-    from mpnn import evaluate
+    from mpnn import distributed, evaluate
     from mpnn.evaluate import predict_split
 
-    hvd.init()
+    distributed.init()
     manifest = Manifest.load(str(data))
     saved = models.load_model(str(run_dir / "model.keras"))
     options = json.loads((run_dir / "config.json").read_text())["model_options"]
