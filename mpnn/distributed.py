@@ -206,7 +206,7 @@ def broadcast_object(value: Any, name: str) -> Any:
 
 def any_rank(flag: bool, name: str) -> bool:
     """Whether `flag` is True on any rank (a one-number allreduce: every rank must call it)."""
-    return bool(hvd_tf.allreduce(tf.constant(int(flag)), op=hvd_tf.Sum, name=name).numpy() > 0)
+    return engine().any_rank(flag, name)
 
 
 def allgather_object(value: Any, name: str) -> list[Any]:

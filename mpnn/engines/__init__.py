@@ -137,6 +137,10 @@ class Engine(abc.ABC):
         return self.allgather_object(value, name)[0]
 
     @abc.abstractmethod
+    def any_rank(self, flag: bool, name: str) -> bool:
+        """Whether `flag` is True on any rank (one small collective: every rank calls it)."""
+
+    @abc.abstractmethod
     def broadcast_variables(self, variables: list[Any]) -> None:
         """Overwrite `variables` on every rank with rank 0's values."""
 

@@ -109,6 +109,9 @@ class HorovodEngine(Engine):
     def broadcast_object(self, value: Any, name: str) -> Any:
         return hvd_tf.broadcast_object(value, root_rank=0, name=name)
 
+    def any_rank(self, flag: bool, name: str) -> bool:
+        return bool(hvd_tf.allreduce(tf.constant(int(flag)), op=hvd_tf.Sum, name=name).numpy() > 0)
+
     def broadcast_variables(self, variables: list[tf.Variable]) -> None:
         hvd_tf.broadcast_variables(variables, root_rank=0)
 

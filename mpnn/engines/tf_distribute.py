@@ -126,6 +126,11 @@ class TfDistributeEngine(Engine):
 
         return self.local(self.strategy.run(gather)).numpy()
 
+    def any_rank(self, flag: bool, name: str) -> bool:
+        if self.size() == 1:
+            return flag
+        return bool(self._all_gather(tf.constant([int(flag)], tf.int64)).max() > 0)
+
     def allgather_object(self, value: Any, name: str) -> list[Any]:
         if self.size() == 1:
             return [value]
