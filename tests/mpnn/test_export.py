@@ -12,6 +12,7 @@ import ase.io
 import numpy as np
 import pytest
 
+from data_prep.geometry import DEFAULT_CUTOFF
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
 from mpnn.export import main
 from mpnn.predict import EXPORT_METADATA, ModelError, PredictOptions, load_trained, predict_files
@@ -220,7 +221,7 @@ def test_geometry_export_metadata_states_cutoff_and_units(geometry_export, geome
     metadata = json.loads((geometry_export / EXPORT_METADATA).read_text())
     manifest = json.loads((geometry_dataset / "manifest.json").read_text())
     assert metadata["inputs"] == ["atom", "node_graph_indices", "pair_connectivity", "positions"]
-    assert metadata["geometry"]["cutoff"] == manifest["geometry"]["cutoff"] == 6.0
+    assert metadata["geometry"]["cutoff"] == manifest["geometry"]["cutoff"] == DEFAULT_CUTOFF
     assert metadata["geometry"]["units"] == {"positions": "Angstrom", "forces": "kcal/mol/Angstrom"}
     assert metadata["outputs"]["forces"] == {"dtype": "float32", "shape": [None, 3], "units": "kcal/mol/Angstrom"}
     assert "bond_criterion" not in metadata  # the model reads no bonds
