@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,11 @@ def test_job_requeues_itself_and_resumes(slurm_cluster, water_dataset, tmp_path)
     slurm_cluster.run("scancel", "--batch", "--signal=USR1", job_id)
     assert wait_for(lambda: slurm_cluster.job_field(job_id, "JobState") == "PENDING", 60)
     assert len(epochs_logged(run_dir)) < epochs, "the job ended before it was requeued; nothing to resume"
-    # Slurm holds a requeued job for about two minutes before it may start again; skip that.
+    # Slurm holds a requeued job for about two minutes before it may start again; skip that,
+    # but not within the second of the requeue: slurmd compares a credential's creation time
+    # with the revocation of the job's previous one to the second, and refuses a start in the
+    # same second ("Job credential revoked": the job then fails instead of running; seen here).
+    time.sleep(2)
     slurm_cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
     assert wait_for(lambda: slurm_cluster.job_field(job_id, "JobState") == "COMPLETED", JOB_SECONDS), (
         slurm_cluster.describe(job_id) + job_output(tmp_path, job_id)
