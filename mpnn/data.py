@@ -251,8 +251,6 @@ def loaded_features(
     records."""
     optional = (*MODEL_NODE_EDGE_FEATURES, *NODE_LABELS) if entries is None else entries
     wanted = {*REQUIRED, *optional, target, *report}
-    if "pair_connectivity" in wanted:
-        wanted.add("n_pair")
     return [name for name in features if name in wanted]
 
 

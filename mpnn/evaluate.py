@@ -21,7 +21,7 @@ import tensorflow as tf
 from mpnn import cli_checks, distributed, extrapolation, verify
 from mpnn.atomic import atomic_open
 from mpnn.data import Manifest, manifest_dataset
-from mpnn.forces import energy_and_forces, takes_positions
+from mpnn.forces import energy_and_forces
 from mpnn.metrics import force_metrics, group_metrics, per_member_mae, regression_metrics
 from mpnn.models import batch_entries, model_inputs
 from mpnn.report import format_split
@@ -74,8 +74,10 @@ def predict_split(
     dataset, _ = manifest_dataset(
         manifest, split, batch_size, rank=rank, size=size, with_record_info=True, entries=entries
     )
+    # Forces only where there are forces to compare with (`batch_entries` asks for them only
+    # for a model that sees geometry): no gradient pass for records without them.
     with_forces = "forces" in entries
-    if takes_positions(model):
+    if with_forces:
         forward = tf.function(lambda inputs: energy_and_forces(model, inputs), reduce_retracing=True)
     else:
         forward = tf.function(lambda inputs: (model(inputs, training=False), None), reduce_retracing=True)
