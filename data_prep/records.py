@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from mpnn.errors import UserError
 from mpnn.graph_format import manifest as mf
 from mpnn.graph_format.features import SCHEMA_VERSION, features_to_json
 from mpnn.graph_format.shards import shard_file_name
@@ -95,11 +96,11 @@ class DatasetSpec:
     check: Callable[["PartSummary"], list[str]] | None = None
 
 
-class StrictModeError(RuntimeError):
+class StrictModeError(UserError, RuntimeError):
     """Raised in strict mode at the first skipped input."""
 
 
-class NothingConvertedError(RuntimeError):
+class NothingConvertedError(UserError, RuntimeError):
     """Raised when no input could be converted."""
 
 

@@ -17,11 +17,12 @@ import contextlib
 import json
 import os
 from typing import IO, Any, Iterator
+from mpnn.errors import UserError
 
 TMP_INFIX = ".tmp-"
 
 
-class WriteError(OSError):
+class WriteError(UserError, OSError):
     """A file that could not be written: ``"cannot write <path>: <cause>"`` (e.g. ``No space
     left on device``, ``Read-only file system``); `errno` is the cause's.
 

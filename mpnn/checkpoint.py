@@ -55,6 +55,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from mpnn.errors import InputError
 from mpnn import atomic, distributed
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ CALLBACK_STATE = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A run directory whose checkpoints cannot be resumed (the message says which and why)."""
 
 

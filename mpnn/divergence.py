@@ -23,10 +23,11 @@ import math
 
 import tensorflow as tf
 
+from mpnn.errors import UserError
 from mpnn import distributed
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """Training stopped at a non-finite loss or weight; the message names the epoch and
     step (1-based, as Keras' progress bar counts them) and what to do."""
 

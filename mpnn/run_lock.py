@@ -46,6 +46,7 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import IO, Iterator
 
+from mpnn.errors import UserError
 from mpnn import atomic, host
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ LOCK_FILE = "run.lock"
 _UNSUPPORTED = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL)
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError, RuntimeError):
     """The run directory is in use by another job (the message names it); exit 1.
 
     Attributes:

@@ -30,6 +30,7 @@ import os
 import sys
 from typing import Iterable, Iterator, Sequence
 
+from mpnn.errors import InputError
 from mpnn.graph_format.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard
 from mpnn.graph_format.example import nonfinite_features
 from mpnn.graph_format.tfrecord import TFRecordError, read_records, sha256_of
@@ -39,7 +40,7 @@ __all__ = ["MANIFEST_NAME", "ShardError", "check_shards", "problems", "shard_pro
 log = logging.getLogger(__name__)
 
 
-class ShardError(RuntimeError):
+class ShardError(InputError):
     """Shards that do not match their manifest (the message names each file and problem)."""
 
 

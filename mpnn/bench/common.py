@@ -8,10 +8,11 @@ import statistics
 import sys
 from typing import Any, Sequence
 
+from mpnn.errors import UserError
 from mpnn import atomic, host
 
 
-class BenchError(RuntimeError):
+class BenchError(UserError, RuntimeError):
     """A benchmark that cannot run (the message says which input and why)."""
 
 

@@ -49,6 +49,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mpnn.errors import InputError
 from mpnn.atomic import atomic_open
 from mpnn.graph_format.features import SCHEMA_VERSION
 
@@ -57,7 +58,7 @@ SPLITS = ("train", "valid", "test")
 _REQUIRED = ("schema_version", "kind", "target", "features", "vocab", "splits")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError, ValueError):
     """A manifest that cannot be used (the message names the file and the problem)."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from mpnn.errors import UserError
 from mpnn import atomic
 from mpnn.config import BatchStrategy, ModelName, build_parser
 
@@ -34,7 +35,7 @@ CONTROLLED_FLAGS = ("--data", "--config", "--run-dir", "--epochs", "--batch-size
                     "--seed", "--model")
 
 
-class StudyError(ValueError):
+class StudyError(UserError, ValueError):
     """A study that cannot be planned or read (the message names the file and the problem)."""
 
 

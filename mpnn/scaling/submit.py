@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mpnn
+from mpnn.errors import UserError
 from mpnn import atomic
 from mpnn.scaling.local import is_finished
 from mpnn.scaling.plan import Run, Study, read_json
@@ -40,7 +41,7 @@ SCRIPTS = {
 JOBS_FILE = "jobs.json"
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError, RuntimeError):
     """A run that cannot be submitted (the message says which and why)."""
 
 
