@@ -33,7 +33,7 @@ What each side does:
   trained by a Lightning ``Trainer`` on the CPU with ``torch.set_num_threads(threads)``.
 - **Ours**: ``mpnn-prep-water TRAIN --test-inputs TEST --cutoff C`` (the test file is the
   test split, the train file is split into train and valid by the seeded hash of each
-  record's id), then ``horovodrun -np 2 mpnn-train --model schnet`` with a global batch
+  record's id), then ``horovodrun -np 2 mpnn-train --family schnet`` with a global batch
   (``--batch-strategy gbs``, so both sides take the same number of structures per step).
 
 The same loss on both sides: ``MSE(E_pred / n, E_true / n) + force_weight * MSE(F_pred,
@@ -520,7 +520,7 @@ def run_ours(options: SideBySideOptions) -> dict[str, Any]:
     ]
     train = [
         os.path.join(tools, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
-        os.path.join(tools, "mpnn-train"), "--data", records, "--run-dir", run_dir, "--model", "schnet",
+        os.path.join(tools, "mpnn-train"), "--data", records, "--run-dir", run_dir, "--family", "schnet",
         "--width", str(options.width), "--message-steps", str(options.interactions), "--rbf-bins", str(options.rbf),
         "--readout-hidden", str(options.readout_hidden), "--force-weight", str(options.force_weight),
         "--batch-size", str(options.batch_size), "--batch-strategy", "gbs", "--learning-rate",

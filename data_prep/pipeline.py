@@ -20,7 +20,6 @@ which imports no TensorFlow.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -36,7 +35,9 @@ from tqdm import tqdm
 
 from data_prep import records
 from mpnn.graph_format.manifest import Manifest
-from mpnn import cli_checks, host
+from mpnn import host, settings
+from mpnn.errors import UsageError
+from mpnn.settings import AT_LEAST_1, Allowed, setting
 from mpnn.graph_format.tfrecord import COMPRESSIONS
 
 log = logging.getLogger(__name__)
@@ -46,50 +47,46 @@ Converter = Callable[[Any], Iterable["records.Converted | records.Skipped"]]
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """Where and how to write, and how to split: see ``mpnn-prep-water --help``.
+    """Where and how to write, and how to split: see ``mpnn-prep-water --help``. Each
+    setting declares its help and allowed values (`mpnn.settings`); checked when made.
 
     Attributes:
         workers: conversion processes per MPI rank (this one and workers - 1 spawned).
         mpi: spread the work over the ranks of mpirun / srun.
     """
 
-    output: str
-    shards: int = 4
-    compression: str = "GZIP"
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
-    test_every: int | None = None
-    test_groups: tuple[int, int] | None = None
-    workers: int = 1
-    strict: bool = False
-    show_progress: bool = True
-    mpi: bool = False
+    output: str = setting(help="output directory (shards + manifest.json)", flag=False)
+    shards: int = setting(4, "shards per split (default 4), shared by the parts", AT_LEAST_1)
+    compression: str = setting("GZIP", "compression of the shards", choices=COMPRESSIONS)
+    fractions: tuple[float, float, float] = setting(
+        (0.8, 0.1, 0.1), "TRAIN VALID TEST fractions of a seeded split (sum 1)", flag=False
+    )
+    seed: int = setting(0, "seed of the split (default 0)")
+    test_every: int | None = setting(
+        None,
+        "structures 0, K, 2K, ... (input order, skipped ones counted) form the test set; the rest is split into "
+        "train and valid by the first two --fractions",
+        Allowed(lambda v: v >= 2, "a whole number >= 2 (structures 0, K, 2K, ... are test)"),
+    )
+    test_groups: tuple[int, int] | None = setting(None, "groups (LO, HI) that form the test set", flag=False)
+    workers: int = setting(1, "conversion processes (per MPI rank with --mpi; default 1)", AT_LEAST_1)
+    strict: bool = setting(False, "stop at the first input that cannot be converted")
+    show_progress: bool = setting(True, "a progress bar on stderr", flag=False)
+    mpi: bool = setting(
+        False,
+        "spread the work over the ranks of mpirun/srun; each of the ranks x workers parts writes "
+        "max(1, SHARDS // parts) shards per split and rank 0 the manifest",
+    )
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> "OutputOptions":
-        """From the options of `add_output_arguments` (for the commands' ``main``); exits
-        with a usage error from `parser` (status 2, one line naming the flag) when a value
-        is out of range (`mpnn.cli_checks.PREP_RANGES`, `check_fractions`)."""
+    def __post_init__(self) -> None:
+        """Raise `UsageError` naming the flag of a setting out of range (`check_fractions`
+        for the fractions), or a split rule that cannot be made."""
+        settings.check(self)
+        check_fractions(self.fractions, self.test_every)
         try:
-            cli_checks.check_ranges(vars(args), cli_checks.PREP_RANGES)
-            cli_checks.check_fractions(args.fractions, args.test_every)
-            test_groups = getattr(args, "test_groups", None)
-            records.SplitRule(tuple(args.fractions), args.seed, args.test_every, test_groups=test_groups)
+            records.SplitRule(tuple(self.fractions), self.seed, self.test_every, test_groups=self.test_groups)
         except ValueError as exc:
-            parser.error(str(exc))
-        return cls(
-            output=args.output,
-            shards=args.shards,
-            compression=args.compression,
-            fractions=tuple(args.fractions),
-            seed=args.seed,
-            test_every=args.test_every,
-            test_groups=test_groups,
-            workers=args.workers,
-            strict=args.strict,
-            show_progress=not args.quiet,
-            mpi=args.mpi,
-        )
+            raise UsageError(str(exc)) from None
 
     def as_options(self) -> dict[str, Any]:
         """The manifest's record of these options (the command-line names)."""
@@ -101,33 +98,25 @@ class OutputOptions:
         }
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """The output, split and execution options every ``mpnn-prep-*`` command shares."""
-    parser.add_argument("-o", "--output", required=True, help="output directory (shards + manifest.json)")
-    parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4), shared by the parts")
-    parser.add_argument("--compression", choices=list(COMPRESSIONS), default="GZIP")
-    parser.add_argument(
-        "--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST")
-    )
-    parser.add_argument(
-        "--test-every",
-        type=int,
-        metavar="K",
-        help="structures 0, K, 2K, ... (input order, skipped ones counted) form the test set; the rest "
-        "is split into train and valid by the first two --fractions",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    parser.add_argument(
-        "--workers", type=int, default=1, help="conversion processes (per MPI rank with --mpi; default 1)"
-    )
-    parser.add_argument("--strict", action="store_true", help="stop at the first input that cannot be converted")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--mpi",
-        action="store_true",
-        help="spread the work over the ranks of mpirun/srun; each of the ranks x workers parts writes "
-        "max(1, SHARDS // parts) shards per split and rank 0 the manifest",
-    )
+# Fractions may miss 1 by this much (the decimal numbers users type are not exact in binary).
+FRACTION_SUM_TOLERANCE = 1e-6
+
+
+def check_fractions(fractions: Sequence[float], test_every: int | None = None) -> None:
+    """``--fractions TRAIN VALID TEST``: three numbers >= 0 that sum to 1 (within
+    `FRACTION_SUM_TOLERANCE`). Not renormalised: ``0.5 0.5 0.5`` is more likely a typo
+    than a wish for thirds, so it is an error rather than a silent change. With
+    ``--test-every`` the rest is split by TRAIN : VALID, so they must not both be 0."""
+    values = " ".join(f"{f:g}" for f in fractions)
+    if len(fractions) != 3 or any(not f >= 0 for f in fractions) or abs(sum(fractions) - 1) > FRACTION_SUM_TOLERANCE:
+        raise UsageError(
+            f"argument --fractions: must be three numbers >= 0 (TRAIN VALID TEST) that sum to 1, got {values}"
+        )
+    if test_every is not None and fractions[0] + fractions[1] <= 0:
+        raise UsageError(
+            f"argument --fractions: TRAIN and VALID must not both be 0 with --test-every (the rest of the "
+            f"structures is split by them), got {values}"
+        )
 
 
 @dataclass(frozen=True)
@@ -365,26 +354,6 @@ class _Timer:
         report = {f"{phase}_seconds": round(wall - self._wall, 3), f"{phase}_cpu_seconds": round(cpu - self._cpu, 3)}
         self._wall, self._cpu = wall, cpu
         return report
-
-
-def run_command(
-    prepare: Callable[[Any], Manifest | None],
-    summary: Callable[[Manifest], str],
-    mpi: bool,
-    command_log: logging.Logger,
-) -> int:
-    """The body of every ``mpnn-prep-*`` command: ``prepare(comm)`` (over MPI with
-    ``--mpi``); print `summary` of the manifest on rank 0; exit status 1 with the error
-    logged when nothing converts, on a strict-mode skip, or on an unreadable input."""
-    comm = mpi_communicator() if mpi else None
-    try:
-        manifest = prepare(comm)
-    except (records.StrictModeError, records.NothingConvertedError, OSError) as exc:
-        command_log.error("%s", exc)
-        return 1
-    if manifest is not None:  # None on MPI ranks other than 0
-        print(summary(manifest))
-    return 0
 
 
 def split_counts(manifest: Manifest) -> str:

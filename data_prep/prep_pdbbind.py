@@ -16,12 +16,10 @@ manifest's ``skipped`` with its file and reason.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -41,6 +39,9 @@ from data_prep.pipeline import OutputOptions
 from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import RWPE_ORDER, feature_dtypes
 from mpnn.graph_format.manifest import Manifest
+from mpnn import settings
+from mpnn.errors import UsageError
+from mpnn.settings import POSITIVE, setting
 
 log = logging.getLogger("mpnn-prep-pdbbind")
 
@@ -206,28 +207,32 @@ class PdbbindOptions:
     """
 
     output: OutputOptions
-    index: tuple[str, ...]
-    cutoff: float = DEFAULT_CUTOFF
-    hydrogens: bool = False
-    drop_ic50: bool = False
-    drop_inequalities: bool = False
-    split: str = "random"
-    core_index: str | None = None
-    test_from_year: int | None = None
+    index: tuple[str, ...] = setting(help="PDBbind index file (repeatable)", flag=False)
+    cutoff: float = setting(DEFAULT_CUTOFF, f"edge cutoff in Angstrom (default {DEFAULT_CUTOFF})", POSITIVE)
+    hydrogens: bool = setting(False, "keep hydrogen atoms as nodes (element 'other')")
+    drop_ic50: bool = setting(False, "skip complexes whose affinity is an IC50")
+    drop_inequalities: bool = setting(False, "skip affinities given as <, >, <=, >= or ~ (keep only '=')")
+    split: str = setting(
+        "random",
+        "random: by --fractions/--test-every; core: --core-index complexes are the test set; year: complexes "
+        "released in --test-from-year or later are; in both, the rest is split into train and valid by the first "
+        "two --fractions",
+        choices=("random", "core", "year"),
+    )
+    core_index: str | None = setting(None, "index of the test set for --split core")
+    test_from_year: int | None = setting(None, "first test year for --split year")
 
     def __post_init__(self) -> None:
-        if not self.cutoff > 0:
-            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
-        if self.split not in ("random", "core", "year"):
-            raise ValueError(f"split must be random, core or year, got {self.split!r}")
+        """Raise `UsageError` naming the flag of a setting out of range or in conflict."""
+        settings.check(self)
         if self.split == "core" and not self.core_index:
-            raise ValueError("--split core needs --core-index")
+            raise UsageError("argument --core-index: required with --split core")
         if self.split == "year" and self.test_from_year is None:
-            raise ValueError("--split year needs --test-from-year")
+            raise UsageError("argument --test-from-year: required with --split year")
         if self.split != "random" and self.output.test_every:
-            raise ValueError("--test-every applies to --split random only")
+            raise UsageError("argument --test-every: applies to --split random only")
         if self.split != "random" and not self.output.fractions[0] + self.output.fractions[1] > 0:
-            raise ValueError("--split core|year needs a positive TRAIN or VALID fraction")
+            raise UsageError("argument --fractions: --split core|year needs a positive TRAIN or VALID fraction")
 
 
 def test_codes(options: PdbbindOptions, entries: dict[str, IndexEntry]) -> frozenset[str] | None:
@@ -240,51 +245,6 @@ def test_codes(options: PdbbindOptions, entries: dict[str, IndexEntry]) -> froze
     if options.split == "year":
         return frozenset(code for code, e in entries.items() if e.year >= options.test_from_year)
     return None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mpnn-prep-pdbbind", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("roots", nargs="+", help="directories holding <pdbid>/ complex directories")
-    parser.add_argument(
-        "--index", action="append", required=True, metavar="FILE", help="PDBbind index file (repeatable)"
-    )
-    pipeline.add_output_arguments(parser)
-    parser.add_argument(
-        "--cutoff", type=float, default=DEFAULT_CUTOFF, help=f"edge cutoff in Angstrom (default {DEFAULT_CUTOFF})"
-    )
-    parser.add_argument("--hydrogens", action="store_true", help="keep hydrogen atoms as nodes (element 'other')")
-    parser.add_argument("--drop-ic50", action="store_true", help="skip complexes whose affinity is an IC50")
-    parser.add_argument(
-        "--drop-inequalities", action="store_true", help="skip affinities given as <, >, <=, >= or ~ (keep only '=')"
-    )
-    parser.add_argument(
-        "--split",
-        choices=("random", "core", "year"),
-        default="random",
-        help="random: by --fractions/--test-every; core: --core-index complexes are the test set; "
-        "year: complexes released in --test-from-year or later are; in both, the rest is split "
-        "into train and valid by the first two --fractions",
-    )
-    parser.add_argument("--core-index", metavar="FILE", help="index of the test set for --split core")
-    parser.add_argument("--test-from-year", type=int, metavar="YYYY", help="first test year for --split year")
-    return parser
-
-
-def options_from_args(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None
-) -> tuple[list[str], PdbbindOptions]:
-    """The roots and options of `argv` (exits with a usage error when they conflict)."""
-    args = parser.parse_args(argv)
-    try:
-        options = PdbbindOptions(
-            OutputOptions.from_args(args, parser), tuple(args.index), args.cutoff, args.hydrogens, args.drop_ic50,
-            args.drop_inequalities, args.split, args.core_index, args.test_from_year,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    return args.roots, options
 
 
 def prepare_pdbbind(roots: Sequence[str], options: PdbbindOptions, comm: Any = None) -> Manifest | None:
@@ -337,23 +297,3 @@ def prepare_pdbbind(roots: Sequence[str], options: PdbbindOptions, comm: Any = N
         return pipeline.Plan(tasks, sources, spec, passed_over(roots))
 
     return pipeline.prepare_dataset(plan, convert_complex_task, out, rule, run_options, comm)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    roots, options = options_from_args(build_parser(), argv)
-
-    def summary(manifest: Manifest) -> str:
-        totals = manifest.totals
-        reasons = ", ".join(f"{reason} {n}" for reason, n in totals.skipped_by_reason.items())
-        return (
-            f"converted {manifest.summary.converted}, skipped {manifest.summary.skipped}"
-            f"{f' ({reasons})' if reasons else ''}; {pipeline.split_counts(manifest)}; {totals.atoms} atoms, "
-            f"{totals.edges} edges -> {manifest.path}"
-        )
-
-    return pipeline.run_command(lambda comm: prepare_pdbbind(roots, options, comm), summary, options.output.mpi, log)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,13 +15,11 @@ planned, spread over processes and MPI ranks, and written.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import lzma
 import math
 import os
-import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -52,8 +50,13 @@ from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import GEOMETRY, feature_dtypes
 from mpnn.graph_format.manifest import Manifest
 from mpnn.graph_format.tfrecord import count_records, read_records
+from mpnn import settings
+from mpnn.settings import Allowed, setting
 
 log = logging.getLogger("mpnn-prep-water")
+# The largest pair cutoff (Angstrom): beyond it every pair of a 30-water cluster is within
+# reach and the records grow as the square of the atoms for no gain (RESULTS.md, "The pair cutoff").
+MAX_CUTOFF = 20.0
 
 # Structures per task of an XYZ file or database: enough that a task's set-up (seek, ASE
 # reader, one call of the converter) is amortised, few enough to balance the parts.
@@ -82,11 +85,25 @@ class WaterOptions:
     """
 
     output: OutputOptions
-    energy_unit: str = "kcal/mol"
-    with_distance: bool = True
-    cutoff: float = DEFAULT_CUTOFF
-    forces: str = "auto"
-    test_inputs: tuple[str, ...] = ()
+    energy_unit: str = setting("kcal/mol", "unit of energies in the inputs", choices=tuple(KCAL_PER_MOL_PER))
+    with_distance: bool = setting(True, "write the edge distance feature (--no-distance leaves it out)", flag=False)
+    cutoff: float = setting(
+        DEFAULT_CUTOFF,
+        f"write the geometry: positions and every atom pair closer than this many Angstrom (default "
+        f"{DEFAULT_CUTOFF}), what the geometry model (--family schnet) learns from; 0 leaves it out",
+        Allowed(lambda v: 0 <= v <= MAX_CUTOFF, f"between 0 (no geometry) and {MAX_CUTOFF:g} Angstrom"),
+    )
+    forces: str = setting(
+        "auto",
+        "write forces (converted with --energy-unit, per Angstrom); auto: when the first structure has them. With "
+        "forces, a structure without them is skipped",
+        choices=("auto", "yes", "no"),
+    )
+    test_inputs: tuple[str, ...] = setting((), "inputs that form the test split", flag=False)
+
+    def __post_init__(self) -> None:
+        """Raise `UsageError` naming the flag of a setting out of range."""
+        settings.check(self)
 
 
 @dataclass(frozen=True)
@@ -367,82 +384,3 @@ def inputs_have_forces(files: Sequence[str]) -> bool:
         if first is not None and first.atoms is not None:
             return first.forces is not None
     return False
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mpnn-prep-water", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("inputs", nargs="+", help="structure files, directories, globs or tutorial TFRecords")
-    pipeline.add_output_arguments(parser)
-    parser.add_argument(
-        "--energy-unit", choices=list(KCAL_PER_MOL_PER), default="kcal/mol", help="unit of energies in the inputs"
-    )
-    parser.add_argument("--no-distance", action="store_true", help="leave out the edge distance feature")
-    parser.add_argument(
-        "--cutoff",
-        type=float,
-        default=DEFAULT_CUTOFF,
-        metavar="ANGSTROM",
-        help=f"write the geometry: positions and every atom pair closer than this (default {DEFAULT_CUTOFF}), "
-        "what the geometry model (--model schnet) learns from; 0 leaves it out",
-    )
-    parser.add_argument(
-        "--forces",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="write forces (converted with --energy-unit, per Angstrom); auto: when the first structure has them. "
-        "With forces, a structure without them is skipped",
-    )
-    parser.add_argument(
-        "--test-inputs",
-        nargs="+",
-        default=[],
-        metavar="INPUT",
-        help="structure files, directories or globs that form the test split (e.g. a set made with another seed); "
-        "the inputs are then split into train and valid by --fractions",
-    )
-    parser.add_argument(
-        "--test-groups",
-        type=group_range,
-        metavar="LO-HI",
-        help="clusters of LO to HI waters (inclusive; or one number) form the test set, e.g. 10-11 to test "
-        "extrapolation to sizes not trained on; the rest is split by --test-every / --fractions",
-    )
-    return parser
-
-
-def group_range(text: str) -> tuple[int, int]:
-    """``--test-groups``: ``"LO-HI"`` or ``"N"`` -> (LO, HI), argparse's type."""
-    parts = text.split("-")
-    try:
-        low, high = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, -1)
-    except ValueError:
-        low, high = 0, -1
-    if not 0 <= low <= high:
-        raise argparse.ArgumentTypeError(f"expected LO-HI with 0 <= LO <= HI (e.g. 10-11), got {text!r}")
-    return low, high
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not 0 <= args.cutoff <= 20:
-        parser.error(f"--cutoff must be between 0 (no geometry) and 20 Angstrom, got {args.cutoff}")
-    options = WaterOptions(
-        OutputOptions.from_args(args, parser), args.energy_unit, not args.no_distance, args.cutoff, args.forces,
-        tuple(args.test_inputs),
-    )
-
-    def summary(manifest: Manifest) -> str:
-        return (
-            f"converted {manifest.summary.converted}, skipped {manifest.summary.skipped} "
-            f"({pipeline.split_counts(manifest)}) -> {manifest.path}"
-        )
-
-    return pipeline.run_command(lambda comm: prepare_water(args.inputs, options, comm), summary, args.mpi, log)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -95,7 +95,7 @@ class CutBatchTrainer(tf.keras.Model):
         """The metrics a step reports: under a multi-worker strategy this worker's own, read
         without the all-reduce of every metric variable that Keras runs at every step (four
         collectives per step for the loss and MAE, each a round trip between the workers);
-        the engine's `mpnn.callbacks.MetricAverage` averages them over the workers at the
+        the engine's `mpnn.engines.tf_distribute.MetricAverage` averages them over the workers at the
         epoch's end, as Horovod's `MetricAverageCallback` does."""
         if tf.distribute.in_cross_replica_context() or tf.distribute.get_strategy().num_replicas_in_sync == 1:
             return super().get_metrics_result()

@@ -71,22 +71,6 @@ class PeakMemory(tf.keras.callbacks.Callback):
             logs["peak_rss_mib"] = max(peaks)
 
 
-class MetricAverage(tf.keras.callbacks.Callback):
-    """At each epoch end, replace every number in the epoch's logs (training and validation
-    metrics) by its mean over the ranks: Horovod's `MetricAverageCallback`, for the
-    tf.distribute engine, whose trainer reports each worker's own metrics
-    (`mpnn.batch_cut.CutBatchTrainer.get_metrics_result`). Every rank must run it first
-    among the callbacks that read the logs."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not logs:
-            return
-        names = sorted(logs)
-        gathered = distributed.allgather_object([float(logs[name]) for name in names], f"metrics_{epoch}")
-        for index, name in enumerate(names):
-            logs[name] = sum(values[index] for values in gathered) / len(gathered)
-
-
 class TimeBudget(tf.keras.callbacks.Callback):
     """Stop training after the epoch in which `seconds` of training have passed, counting
     `spent_before` seconds of earlier runs that this one resumes.
@@ -216,53 +200,3 @@ class RawWeightsBack(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.average.swap_back()
-
-
-def warmup_multiplier(warmup_epochs: int, steps_per_epoch: int, ranks: int) -> Callable[[float], float]:
-    """Horovod's warm-up (`hvd.callbacks.LearningRateWarmupCallback`): the multiplier at
-    fractional epoch `e` grows linearly from ``1 / ranks`` to 1 over `warmup_epochs`, the
-    epoch shifted by one step so that it reaches round values at the epochs' ends."""
-
-    def multiplier(epoch: float) -> float:
-        epoch += 1.0 / steps_per_epoch
-        return 1.0 / ranks * (epoch * (ranks - 1) / warmup_epochs + 1)
-
-    return multiplier
-
-
-class LearningRateSchedule(tf.keras.callbacks.Callback):
-    """Set ``lr = initial_lr * multiplier(epoch + batch / steps_per_epoch)`` before every
-    batch of the epochs in [`start_epoch`, `end_epoch`): Horovod's
-    `LearningRateScheduleCallback` with ``staircase=False`` (same formula, same moments),
-    for engines without Horovod. Horovod's momentum correction is left out: it applies to
-    optimizers with a ``momentum`` attribute, and ours (Adam, AdamW) have none.
-
-    Args:
-        initial_lr: the learning rate the multiplier scales (the scaled rate of the run).
-        multiplier: fractional epoch -> factor (`warmup_multiplier`, `cosine_multiplier`).
-        start_epoch, end_epoch: the epochs adjusted (end None: to the last).
-        steps_per_epoch: training steps of one epoch.
-    """
-
-    def __init__(self, initial_lr: float, multiplier: Callable[[float], float], start_epoch: int = 0,
-                 end_epoch: int | None = None, steps_per_epoch: int = 1):
-        super().__init__()
-        self.initial_lr = initial_lr
-        self.multiplier = multiplier
-        self.start_epoch = start_epoch
-        self.end_epoch = end_epoch
-        self.steps_per_epoch = steps_per_epoch
-        self.current_epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current_epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.current_epoch < self.start_epoch or (self.end_epoch is not None and self.current_epoch >= self.end_epoch):
-            return
-        epoch = self.current_epoch + float(batch) / self.steps_per_epoch
-        tf.keras.backend.set_value(self.model.optimizer.learning_rate, self.initial_lr * self.multiplier(epoch))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["lr"] = tf.keras.backend.get_value(self.model.optimizer.learning_rate)

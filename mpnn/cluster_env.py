@@ -29,7 +29,7 @@ import socket
 from dataclasses import dataclass
 from typing import Mapping
 
-from mpnn.cli_checks import UsageError
+from mpnn.errors import UsageError
 
 # Ports of a job's workers: PORT_BASE_LOW + (job id mod PORT_JOB_SLOTS) * PORTS_PER_JOB + task
 # on its node (below 65,536 and above the usual ephemeral-free range start).

@@ -17,7 +17,7 @@ from typing import Any, Callable, ContextManager
 import tensorflow as tf
 
 from mpnn import engines, host
-from mpnn.cli_checks import UsageError
+from mpnn.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -269,3 +269,13 @@ def scaled_learning_rate(base_lr: float, global_batch: int, reference_batch: int
     if rule == "none":
         return base_lr
     raise ValueError(f"unknown learning-rate scaling rule {rule!r} (linear, sqrt or none)")
+
+
+def check_batch_split(batch_size: int, strategy: str, ranks: int) -> None:
+    """``--batch-strategy gbs`` splits ``--batch-size`` across the ranks: it must divide."""
+    if strategy == "gbs" and batch_size % ranks:
+        multiples = ", ".join(str(ranks * k) for k in range(1, 4))
+        raise UsageError(
+            f"argument --batch-size: with --batch-strategy gbs on {ranks} ranks it must be a multiple of "
+            f"{ranks} ({multiples}, ...), got {batch_size}"
+        )

@@ -8,23 +8,19 @@ sets with a group (the manifest's ``group``, water: ``n_waters``) also get the m
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import sys
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from mpnn import cli_checks, distributed, extrapolation, verify
+from mpnn import distributed
 from mpnn.atomic import atomic_open
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.forces import energy_and_forces
 from mpnn.metrics import force_metrics, group_metrics, per_member_mae, regression_metrics
 from mpnn.models import batch_entries, model_inputs
-from mpnn.report import format_split
+from mpnn.settings import AT_LEAST_1, setting
 
 
 @dataclass
@@ -61,6 +57,14 @@ class Predictions:
         arrays = (np.concatenate([getattr(p, name) for p in parts]) for name in ("record_id", "group", "y_true", "y_pred"))
         with_forces = [p.forces for p in parts if p.forces is not None]
         return cls(*arrays, forces=ForcePredictions.concatenate(with_forces) if with_forces else None)
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What ``mpnn-evaluate`` predicts: which split, how many records per model call."""
+
+    split: str = setting("test", "split to evaluate (default test)")
+    batch_size: int = setting(256, "records per model call (default 256)", AT_LEAST_1)
 
 
 def predict_split(
@@ -149,72 +153,3 @@ def write_predictions_csv(path: str, predictions: Predictions, group_name: str) 
             predictions.record_id, predictions.group, predictions.y_true, predictions.y_pred
         ):
             writer.writerow([rid, int(group), f"{true:.6g}", f"{pred:.6g}", f"{pred - true:.6g}"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``mpnn-evaluate``: metrics of a saved model on one split of a prepared data set."""
-    parser = argparse.ArgumentParser(prog="mpnn-evaluate", description=main.__doc__)
-    parser.add_argument("--model", required=True, help="saved model (model.keras in a run directory)")
-    parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
-    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--output", help="write the predictions to this CSV file")
-    parser.add_argument("--json", help="write the metrics (and the size report) to this JSON file")
-    parser.add_argument(
-        "--linear-baseline",
-        metavar="TRAIN_DATA",
-        help="water clusters: also report the MAE per range of sizes (--size-ranges) beside the linear fit "
-        "energy ~ waters + hydrogen bonds on the training split of TRAIN_DATA (the model's training data set)",
-    )
-    parser.add_argument(
-        "--size-ranges",
-        nargs="+",
-        default=[f"{low}-{high}" for low, high in extrapolation.DEFAULT_RANGES],
-        help="inclusive ranges of cluster sizes for --linear-baseline (default 3-11 12-30)",
-    )
-    args = parser.parse_args(argv)
-    return cli_checks.run("mpnn-evaluate", lambda: run_evaluation(args, parser), args.data)
-
-
-def run_evaluation(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """The body of `main`: check the inputs, predict, print the metrics (rank 0)."""
-    cli_checks.check_ranges({"batch_size": args.batch_size})
-    cli_checks.check_data_path(args.data)
-    try:
-        ranges = extrapolation.parse_ranges(args.size_ranges)
-    except ValueError as exc:
-        parser.error(str(exc))
-    manifest = Manifest.load(args.data)
-    if args.linear_baseline:
-        cli_checks.check_data_path(args.linear_baseline)
-    train_manifest = Manifest.load(args.linear_baseline) if args.linear_baseline else None
-    cli_checks.check_choice("--split", args.split, manifest.splits)
-    verify.check_shards(args.data, [args.split])
-    distributed.init()
-    model = cli_checks.load_model_file(args.model)
-    predictions = predict_split(model, manifest, args.split, args.batch_size)
-    if not distributed.is_root():
-        return 0
-    units = manifest.target.units
-    metrics = split_metrics(predictions, manifest.group_name)
-    print(format_split(args.split, metrics, units))
-    if train_manifest is not None:
-        try:
-            baseline = extrapolation.LinearBaseline.fit(extrapolation.hydrogen_bond_counts(train_manifest, "train"))
-            counts = extrapolation.hydrogen_bond_counts(manifest, args.split)
-        except ValueError as exc:
-            print(f"mpnn-evaluate: error: {exc}", file=sys.stderr)
-            return 2
-        metrics["size_ranges"] = extrapolation.range_metrics(predictions, counts, baseline, ranges)
-        print(extrapolation.format_ranges(metrics["size_ranges"], units))
-    if args.output:
-        write_predictions_csv(args.output, predictions, manifest.group_name or "group")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(metrics, handle, indent=1)
-            handle.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 The export directory holds the SavedModel (``saved_model.pb``, ``variables/``) with one
 serving signature, ``serving_default``, on the merged graph tensors of `mpnn.data`, and
-`mpnn.predict.EXPORT_METADATA`, a JSON file with everything needed to build those tensors
+`mpnn.rundir.EXPORT_METADATA`, a JSON file with everything needed to build those tensors
 and read the output: schema version, vocabularies, units (and eV per unit), target
 statistics of the training data, the bond criterion of `data_prep.water` (topology models)
 or the pair cutoff (geometry models) and the input signature. Plain TensorFlow loads it::
@@ -34,27 +34,20 @@ sender), numbered in the batch like the atoms; with NumPy, for one structure::
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import logging
 import os
-import sys
 from typing import Any, Sequence
 
 import tensorflow as tf
 
 from data_prep.geometry import MAX_NEIGHBOURS, MIN_DISTANCE
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
-from mpnn import atomic, cli_checks
+from mpnn import atomic
+from mpnn.errors import InputError, ModelError
 from mpnn.forces import energy_and_forces, takes_positions
-from mpnn.predict import (
-    EV_PER_UNIT,
-    EXPORT_METADATA,
-    ModelError,
-    check_force_units,
-    check_water_metadata,
-    run_metadata,
-)
+from mpnn.predict import EV_PER_UNIT, check_force_units, check_water_metadata, run_metadata
+from mpnn.rundir import EXPORT_METADATA, RunDir, locate_model
 from mpnn.graph_format.features import FEATURES, SCHEMA_VERSION
 
 log = logging.getLogger("mpnn-export")
@@ -95,7 +88,7 @@ class _Serving(tf.Module):
         self.serve = serve
 
 
-def export_metadata(run_dir: str, input_names: Sequence[str], cutoff: float | None = None) -> dict[str, Any]:
+def export_metadata(run: RunDir, input_names: Sequence[str], cutoff: float | None = None) -> dict[str, Any]:
     """The JSON written beside the SavedModel (see the module docstring); `cutoff` is a
     geometry model's pair cutoff (Angstrom), None for other models.
 
@@ -103,7 +96,8 @@ def export_metadata(run_dir: str, input_names: Sequence[str], cutoff: float | No
         ModelError: when the run's data manifest (vocabularies, statistics) cannot be read,
             or states forces in another unit than the energies' per Angstrom.
     """
-    metadata = run_metadata(run_dir)
+    run_dir = run.path
+    metadata = run_metadata(run)
     check_water_metadata(run_dir, metadata)
     if not metadata.get("vocab") or not metadata.get("target"):
         raise ModelError(
@@ -159,21 +153,22 @@ def export_metadata(run_dir: str, input_names: Sequence[str], cutoff: float | No
     }
 
 
-def export_run(run_dir: str, output: str) -> str:
-    """Export the model of `run_dir` (``model.keras``) to the directory `output`; returns
-    the path of its metadata JSON.
+def export_run(model_path: str, output: str) -> str:
+    """Export the model of a run (`model_path`: its directory or its ``model.keras``) to
+    the directory `output`; returns the path of its metadata JSON.
 
     Raises:
-        ModelError: no model in `run_dir`, or its data manifest cannot be read.
+        InputError: no run's model at `model_path` (or an export, which is exported already).
+        ModelError: the run's data manifest cannot be read.
     """
     from mpnn.models import load_model
     from mpnn.models.schnet import model_cutoff
 
-    path = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(path):
-        raise ModelError(f"{run_dir}: no model.keras (is it a finished mpnn-train run directory?)")
-    model = load_model(path)
-    metadata = export_metadata(run_dir, model.input_names, model_cutoff(model))
+    location = locate_model(model_path)
+    if location.kind == "export":
+        raise InputError(f"{model_path}: an mpnn-export already; export the run directory it came from")
+    model = load_model(location.model_file)
+    metadata = export_metadata(location.run, model.input_names, model_cutoff(model))
     serving = _Serving(model)
     # Inference only: the custom gradients of mpnn.layers are not saved (and not needed: a
     # geometry model's forces are taken inside the serving function, so saved as its ops).
@@ -182,24 +177,3 @@ def export_run(run_dir: str, output: str) -> str:
     metadata_path = os.path.join(output, EXPORT_METADATA)
     atomic.write_json(metadata_path, metadata)
     return metadata_path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``mpnn-export RUN_DIR -o DIR``: write a SavedModel and its metadata JSON."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="mpnn-export", description=main.__doc__)
-    parser.add_argument("run_dir", help="run directory of mpnn-train")
-    parser.add_argument("-o", "--output", required=True, help="export directory to write")
-    args = parser.parse_args(argv)
-    try:
-        cli_checks.check_input_path(args.run_dir, "RUN_DIR", "the run directory of a finished mpnn-train")
-        metadata_path = export_run(args.run_dir, args.output)
-    except (ModelError, cli_checks.InputError, OSError) as exc:
-        print(f"mpnn-export: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"exported {args.run_dir} -> {args.output} (metadata {metadata_path})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

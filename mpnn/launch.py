@@ -20,7 +20,6 @@ is never imported here.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -30,26 +29,10 @@ import threading
 from typing import IO, Sequence
 
 from mpnn import cluster_env
-from mpnn.cli_checks import UsageError
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 # Seconds the other workers get to stop after one has failed, before they are killed.
 STOP_GRACE_SECONDS = 20
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mpnn-launch",
-        description="Start tf.distribute workers (MultiWorkerMirroredStrategy): K on this machine, "
-        "or this process as one Slurm task or PBS rank.",
-    )
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("-np", "--num-proc", dest="np", type=int, help="workers on this machine")
-    mode.add_argument("--slurm", action="store_true", help="this process is a Slurm task (srun): TF_CONFIG from SLURM_*")
-    mode.add_argument("--pbs", action="store_true", help="this process is a PBS rank (mpiexec): TF_CONFIG from "
-                      "$PBS_NODEFILE and the MPI rank")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command each worker runs (e.g. mpnn-train ...)")
-    return parser
 
 
 def free_ports(count: int) -> list[int]:
@@ -135,29 +118,3 @@ def exec_as_task(cluster: cluster_env.Cluster, command: Sequence[str]) -> None:
     """Become `command` with this task's ``TF_CONFIG`` (does not return)."""
     os.environ["TF_CONFIG"] = cluster.tf_config()
     os.execvp(command[0], list(command))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    try:
-        if not command:
-            raise UsageError("no command to launch (e.g. mpnn-launch -np 2 mpnn-train --data ...)")
-        if args.np is not None:
-            if args.np < 1:
-                raise UsageError(f"argument -np: must be a whole number >= 1, got {args.np}")
-            return launch_local(args.np, command)
-        cluster = cluster_env.slurm_cluster(os.environ) if args.slurm else cluster_env.pbs_cluster(os.environ)
-        exec_as_task(cluster, command)
-    except UsageError as exc:
-        print(f"mpnn-launch: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"mpnn-launch: error: {command[0]}: command not found ({exc.strerror})", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

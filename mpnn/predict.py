@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import functools
@@ -49,23 +48,18 @@ from data_prep.prep_water import plan_tasks, task_graphs
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs
 from data_prep.tutorial_records import is_tutorial_file
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB
-from mpnn import cli_checks
 from mpnn.data import merge_batch, parse_spec
 from mpnn.graph_format.example import serialize_graph
 from mpnn.graph_format.features import GEOMETRY, REQUIRED, feature_dtypes
-from mpnn.graph_format.manifest import Manifest, ManifestError
+from mpnn.errors import ModelError
+from mpnn.rundir import EXPORT_METADATA, RunDir, locate_model
+from mpnn.settings import AT_LEAST_1, setting
 
 log = logging.getLogger("mpnn-predict")
 
-# The JSON file beside an exported SavedModel (written by `mpnn.export`).
-EXPORT_METADATA = "mpnn_export.json"
 # eV per unit of the model's energies, for ASE (which works in eV).
 EV_PER_UNIT = {"kcal/mol": 1.0 / KCAL_PER_MOL_PER["eV"], "eV": 1.0}
 CSV_COLUMNS = ("file", "index", "n_waters", "predicted_energy", "file_energy", "skipped")
-
-
-class ModelError(ValueError):
-    """A model that cannot be used for the request (the message names the model and why)."""
 
 
 @dataclass(frozen=True)
@@ -202,33 +196,27 @@ class TrainedModel:
 
 def load_trained(path: str) -> TrainedModel:
     """The model of a run directory (or its ``model.keras``) or of an ``mpnn-export``
-    directory.
+    directory (`mpnn.rundir.locate_model`).
 
     Raises:
-        ModelError: nothing loadable at `path`, or a model not trained on water clusters.
+        InputError: nothing at `path`, or nothing loadable there (the message names it).
+        ModelError: a model not trained on water clusters.
     """
-    if os.path.isfile(os.path.join(path, EXPORT_METADATA)):
-        return _load_export(path)
-    run_dir = os.path.dirname(path) if path.endswith(".keras") else path
-    if not os.path.isfile(os.path.join(run_dir, "model.keras")):
-        raise ModelError(f"{path}: neither a run directory with model.keras nor an export with {EXPORT_METADATA}")
-    return _load_run(run_dir)
+    location = locate_model(path)
+    if location.kind == "export":
+        return _load_export(location.path)
+    return _load_run(location.run, location.model_file)
 
 
-def run_metadata(run_dir: str) -> dict[str, Any]:
+def run_metadata(run: RunDir) -> dict[str, Any]:
     """What a run directory records of its training data: ``target`` (name, units) from
     ``metrics.json``, and ``vocab``, ``target_stats``, ``kind`` and ``features`` from the
     data set's manifest (``manifest.json`` in the run directory, else the one that
     ``config.json`` names) when it can be read; ``model`` and ``architecture``; ``geometry``
     (cutoff, units of positions and forces) of data sets with geometry."""
-    metadata: dict[str, Any] = {}
-    for name in ("config.json", "metrics.json"):
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            with open(path) as handle:
-                metadata[name] = json.load(handle)
-    config, metrics = metadata.pop("config.json", {}), metadata.pop("metrics.json", {})
-    manifest = _run_manifest(run_dir, config)
+    config = run.config() if os.path.isfile(run.config_path) else {}
+    metrics = run.metrics() if run.has_metrics() else {}
+    manifest = run.manifest()
     stats = manifest.target_stats if manifest else None
     return {
         "kind": manifest.kind if manifest else None,
@@ -237,24 +225,10 @@ def run_metadata(run_dir: str) -> dict[str, Any]:
         "target_stats": dataclasses.asdict(stats) if stats else None,
         "data_features": manifest.feature_names if manifest else [],
         "manifest": manifest.path if manifest else None,
-        "model": metrics.get("model") or config.get("model"),
+        "model": run.family(),
         "architecture": metrics.get("architecture") or config.get("model_options"),
         "geometry": manifest.extra.get("geometry") if manifest else None,
     }
-
-
-def _run_manifest(run_dir: str, config: Mapping[str, Any]) -> Manifest | None:
-    """The manifest in `run_dir`, else the one of the data set ``config.json`` names, or
-    None when neither can be read."""
-    candidates = [run_dir]
-    if config.get("data"):
-        candidates.append(config["data"])
-    for path in candidates:
-        try:
-            return Manifest.load(path)
-        except (OSError, ManifestError):
-            continue
-    return None
 
 
 def check_water_metadata(source: str, metadata: Mapping[str, Any]) -> None:
@@ -267,15 +241,15 @@ def check_water_metadata(source: str, metadata: Mapping[str, Any]) -> None:
         raise ModelError(f"{source}: vocabularies {vocab} differ from the water graphs' {ATOM_VOCAB}, {BOND_VOCAB}")
 
 
-def _load_run(run_dir: str) -> TrainedModel:
+def _load_run(run: RunDir, model_file: str) -> TrainedModel:
     from mpnn.models import load_model  # imports nfp; exports load without it
 
-    metadata = run_metadata(run_dir)
-    check_water_metadata(run_dir, metadata)
+    metadata = run_metadata(run)
+    check_water_metadata(run.path, metadata)
     target = metadata.get("target")
     if not target:
-        raise ModelError(f"{run_dir}: no metrics.json and no readable data manifest, so the energy unit is unknown")
-    return keras_trained_model(load_model(os.path.join(run_dir, "model.keras")), run_dir, target["units"], metadata)
+        raise ModelError(f"{run.path}: no metrics.json and no readable data manifest, so the energy unit is unknown")
+    return keras_trained_model(load_model(model_file), run.path, target["units"], metadata)
 
 
 def keras_trained_model(model: tf.keras.Model, source: str, units: str, metadata: dict[str, Any]) -> TrainedModel:
@@ -426,9 +400,9 @@ def predict_items(model: TrainedModel, items: Iterable[Item], batch_size: int = 
 class PredictOptions:
     """Options of `predict_files` (see ``mpnn-predict --help``)."""
 
-    batch_size: int = 256
-    energy_unit: str = "kcal/mol"
-    show_progress: bool = True
+    batch_size: int = setting(256, "structures per model call (default 256)", AT_LEAST_1)
+    energy_unit: str = setting("kcal/mol", "unit of energies in the inputs", flag=False)
+    show_progress: bool = setting(True, "a progress bar on stderr", flag=False)
 
 
 @dataclass(frozen=True)
@@ -530,46 +504,3 @@ class ExtxyzWriter:
             atoms, energy=prediction.energy * self._ev, forces=prediction.forces * self._ev
         )
         ase.io.write(self._handle, atoms, format="extxyz")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mpnn-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files, directories, globs or tutorial TFRecords")
-    parser.add_argument("--model", required=True, help="run directory of mpnn-train (or its model.keras), or an mpnn-export directory")
-    parser.add_argument(
-        "-o",
-        "--output",
-        default="predictions.csv",
-        help="file to write: CSV of energies (default predictions.csv), or NAME.extxyz: each structure with its "
-        "energy (eV) and forces (eV/Angstrom), for a model that sees geometry",
-    )
-    parser.add_argument("--batch-size", type=int, default=256, help="structures per model call (default 256)")
-    parser.add_argument(
-        "--energy-unit", choices=list(KCAL_PER_MOL_PER), default="kcal/mol", help="unit of energies in the inputs"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    cli_checks.check_arguments(parser, args, cli_checks.PREDICT_RANGES)
-    options = PredictOptions(args.batch_size, args.energy_unit, not args.quiet)
-    try:
-        cli_checks.check_input_path(args.model, "--model", "a run directory of mpnn-train or an mpnn-export directory")
-        model = load_trained(args.model)
-        summary = predict_files(model, args.inputs, args.output, options)
-    except (ModelError, cli_checks.InputError, OSError, ValueError) as exc:
-        print(f"mpnn-predict: error: {exc}", file=sys.stderr)
-        return 1
-    units = "eV, eV/Angstrom" if summary.output.lower().endswith(EXTXYZ_SUFFIX) else model.units
-    print(f"predicted {summary.predicted}, skipped {summary.skipped} ({units}) -> {summary.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

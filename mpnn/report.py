@@ -1,5 +1,5 @@
 """Human-readable reports of metrics: the terminal summary of `mpnn-train` and
-`mpnn-evaluate`, and the Markdown tables of ``python -m mpnn.report RUN_DIR``.
+`mpnn-evaluate`, and the Markdown tables of ``mpnn-report --model RUN``.
 
 Splits of a data set with a group (water: ``n_waters``) get a table per group: MAE,
 within-group Spearman rank correlation, and MAE and bias (mean of prediction - truth) on the
@@ -9,11 +9,7 @@ by their size and the worst group (see `mpnn.metrics.group_metrics`).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from typing import Sequence
+
 
 # Columns of the group tables: (header, key in the flat row, format).
 _GROUP_COLUMNS = (
@@ -193,24 +189,3 @@ def markdown(metrics: dict) -> str:
               for group, row in sorted(forces["by_group"].items(), key=lambda item: int(item[0]))),
         ]
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpnn.report", description="Tables of a run's metrics.json.")
-    parser.add_argument("run_dir", help="run directory written by mpnn-train")
-    args = parser.parse_args(argv)
-    path = os.path.join(args.run_dir, "metrics.json")
-    try:
-        with open(path) as handle:
-            metrics = json.load(handle)
-    except (OSError, ValueError) as exc:
-        print(f"mpnn.report: error: {path}: cannot read ({exc})", file=sys.stderr)
-        return 2
-    print(format_summary(metrics, args.run_dir))
-    print()
-    print(markdown(metrics))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

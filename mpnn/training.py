@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from mpnn import atomic, checkpoint, cli_checks, distributed, forces, host, models, run_lock, rundir, verify
+from mpnn import atomic, checkpoint, distributed, forces, host, models, run_lock, rundir, verify
 from mpnn.atomic import write_json
 from mpnn.batch_cut import cut_batch_trainer
 from mpnn.callbacks import (
@@ -166,13 +166,13 @@ def plan_run(config: TrainConfig, manifest: Manifest, threads: distributed.Threa
     """Resolve the settings left to the data, the model family and the ranks (see `RunPlan`).
 
     Raises:
-        mpnn.cli_checks.UsageError: a global batch that does not split across the ranks.
+        mpnn.errors.UsageError: a global batch that does not split across the ranks.
     """
-    model_name = models.choose_model(config.model, manifest)
+    model_name = models.choose_model(config.family, manifest)
     models.check_data(model_name, manifest)  # before the run directory is written
     family = models.family(model_name)
     ranks, rank = distributed.size(), distributed.rank()
-    cli_checks.check_batch_split(config.batch_size, config.batch_strategy, ranks)
+    distributed.check_batch_split(config.batch_size, config.batch_strategy, ranks)
     batch = distributed.per_rank_batch_size(config.batch_size, config.batch_strategy, ranks)
     loader = LoaderOptions(
         parallel_reads=config.parallel_reads,

@@ -24,20 +24,15 @@ name the shard behind a TensorFlow data error. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import sys
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
-from mpnn.errors import InputError
+from mpnn.errors import InputError, UsageError
 from mpnn.graph_format.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard
 from mpnn.graph_format.example import nonfinite_features
 from mpnn.graph_format.tfrecord import TFRecordError, read_records, sha256_of
 
-__all__ = ["MANIFEST_NAME", "ShardError", "check_shards", "problems", "shard_problems", "main"]
-
-log = logging.getLogger(__name__)
+__all__ = ["MANIFEST_NAME", "ShardError", "check_shards", "problems", "shard_problems", "check_data_path"]
 
 
 class ShardError(InputError):
@@ -160,20 +155,14 @@ def problems(data: str, splits: Iterable[str] | None = None) -> list[str]:
     return found
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``mpnn-verify``: check every shard of a prepared data set against its manifest."""
-    parser = argparse.ArgumentParser(prog="mpnn-verify", description=main.__doc__)
-    parser.add_argument("data", help="prepared data set (its directory or manifest.json)")
-    parser.add_argument("--split", action="append", help="check only this split (repeatable; default: all)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    found = problems(args.data, args.split)
-    for line in found:
-        print(line)
-    if not found:
-        log.info("%s: every shard matches the manifest", args.data)
-    return 1 if found else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def check_data_path(path: str) -> None:
+    """`path` is a ``manifest.json`` or a directory holding one; `InputError` otherwise."""
+    if not path:
+        raise UsageError("argument --data: required (a prepared data set: its directory or manifest.json)")
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory (--data takes a prepared data set)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, MANIFEST_NAME)):
+        raise InputError(
+            f"{path}: no {MANIFEST_NAME}, not a prepared data set (make one with mpnn-prep-water "
+            "or mpnn-prep-pdbbind)"
+        )

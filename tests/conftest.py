@@ -41,7 +41,7 @@ def tutorial_subset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def water_dataset(tutorial_subset, tmp_path_factory) -> Path:
     """`tutorial_subset` prepared by mpnn-prep-water: 4 shards per split."""
-    from data_prep.prep_water import main
+    from mpnn.cli.prep_water import main
 
     out = tmp_path_factory.mktemp("water_dataset")
     assert main([str(tutorial_subset), "-o", str(out), "--shards", "4", "--quiet"]) == 0
@@ -53,7 +53,7 @@ def water_dataset(tutorial_subset, tmp_path_factory) -> Path:
 def pdbbind_dataset(tmp_path_factory) -> Path:
     """The six sample complexes prepared by mpnn-prep-pdbbind: the core index's two in
     test, the other four split 2/2 into train and valid (4.5 Angstrom cutoff)."""
-    from data_prep.prep_pdbbind import main
+    from mpnn.cli.prep_pdbbind import main
 
     out = tmp_path_factory.mktemp("pdbbind_dataset")
     index = PDBBIND / "index"

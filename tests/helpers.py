@@ -119,7 +119,7 @@ def write_perturbed_minima(path: Path, copies: int, seed: int = 0) -> int:
 def prepare_coordinate_records(out_dir: Path, copies: int, shards: int, seed: int = 0) -> Path:
     """`write_perturbed_minima` converted by mpnn-prep-water into `out_dir` (`shards`
     shards per split); returns `out_dir`."""
-    from data_prep.prep_water import main
+    from mpnn.cli.prep_water import main
 
     out_dir.mkdir(parents=True, exist_ok=True)
     source = out_dir.parent / f"{out_dir.name}-structures.extxyz"

@@ -5,7 +5,8 @@ exit status, and leaves the traceback of anything else (a bug) in place.
   argparse's own errors (an unknown flag, a bad choice) exit 2 the same way before.
 - `mpnn.errors.UserError` (a file, model or run that cannot be used; a failed write; a run
   directory in use; a diverged training; nothing converted): exit 1, one line.
-- An ``OSError`` naming a file (an input that cannot be opened): exit 1, one line naming it.
+- An ``OSError`` naming a file (an input that cannot be opened), or a ``FileNotFoundError``
+  (an input that names nothing): exit 1, one line naming it.
 - A TensorFlow error of a failed op while reading a data set: the problems ``mpnn-verify``
   finds in it, exit 1; if it finds none, the error is a bug and keeps its traceback.
 """
@@ -13,21 +14,22 @@ exit status, and leaves the traceback of anything else (a bug) in place.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 
 from mpnn import verify
-from mpnn.errors import UsageError, UserError
+from mpnn.errors import InputError, UsageError, UserError
 
 USAGE_STATUS = 2
 INPUT_STATUS = 1
 
 
-def run(prog: str, work: Callable[[], int], data: str | None = None) -> int:
+def run(prog: str, work: Callable[[], int], data: Callable[[], str | None] | None = None) -> int:
     """``work()`` (a command's body, returning its exit status), with the user's errors as
-    one line on stderr and `USAGE_STATUS` / `INPUT_STATUS`; `data` is the data set the
-    command reads, if any, checked by `mpnn.verify.problems` when TensorFlow fails to read
-    it."""
+    one line on stderr and `USAGE_STATUS` / `INPUT_STATUS`. `data()` gives the data set
+    the command reads (None: none, or not known yet), checked by `mpnn.verify.problems`
+    when TensorFlow fails to read it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return work()
@@ -36,16 +38,25 @@ def run(prog: str, work: Callable[[], int], data: str | None = None) -> int:
     except UserError as exc:
         return fail(prog, exc, INPUT_STATUS)
     except OSError as exc:
-        if exc.filename is None:
-            raise
-        return fail(prog, f"{exc.filename}: {exc.strerror or exc}", INPUT_STATUS)
+        if exc.filename is not None:
+            return fail(prog, f"{exc.filename}: {exc.strerror or exc}", INPUT_STATUS)
+        if isinstance(exc, FileNotFoundError):  # raised by our input resolution with the path in its message
+            return fail(prog, exc, INPUT_STATUS)
+        raise
     except Exception as exc:
-        if not (data and _is_tf_op_error(exc)):
+        path = data() if data is not None and _is_tf_op_error(exc) else None
+        if not path:
             raise
-        found = verify.problems(data)
+        found = verify.problems(path)
         if not found:
             raise
         return fail(prog, "damaged data set: " + "; ".join(found), INPUT_STATUS)
+
+
+def require_path(path: str, flag: str, what: str) -> None:
+    """`path` exists; `InputError` naming it and `flag` (which takes `what`) otherwise."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory ({flag} takes {what})")
 
 
 def fail(prog: str, message: object, status: int) -> int:

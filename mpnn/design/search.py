@@ -22,24 +22,23 @@ The search stops when the queue is empty or after `max_steps` steps, and returns
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import itertools
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from data_prep.structures import read_structures
 from data_prep.water import WaterGraphError, water_graph
-from mpnn import atomic, cli_checks
+from mpnn import atomic, settings
 from mpnn.design.edits import one_step_edits
 from mpnn.design.graph import NetworkBatch, WaterNetwork
 from mpnn.design.reward import PenaltyWeights, Reward, check_surrogate, score
-from mpnn.predict import ModelError, TrainedModel, load_trained
+from mpnn.errors import InputError, UsageError
+from mpnn.predict import TrainedModel
+from mpnn.settings import AT_LEAST_1, setting
 
 log = logging.getLogger("mpnn-design")
 
@@ -48,20 +47,23 @@ log = logging.getLogger("mpnn-design")
 class SearchOptions:
     """Settings of `search` (see the module docstring and ``mpnn-design --help``)."""
 
-    target_waters: int
-    branching: int = 4
-    beam: int = 32
-    top: int = 5
-    max_steps: int = 100
-    new_water_bonds: int = 2
+    target_waters: int = setting(help="size of the networks to find", allowed=AT_LEAST_1)
+    branching: int = setting(4, "b: edits kept per step (default 4)", AT_LEAST_1)
+    beam: int = setting(32, "B: pathways kept open (default 32)", AT_LEAST_1)
+    top: int = setting(5, "K: best networks to write (default 5)", AT_LEAST_1)
+    max_steps: int = setting(100, "steps before stopping (default 100)", AT_LEAST_1)
+    new_water_bonds: int = setting(2, "hydrogen bonds an added water may make at once (default 2)", AT_LEAST_1)
     weights: PenaltyWeights = field(default_factory=PenaltyWeights)
 
     def validate(self, start: WaterNetwork) -> None:
+        """Raise `UsageError` naming the flag of a setting out of range, or a target
+        smaller than the start."""
+        settings.check(self)
         if self.target_waters < start.n_waters:
-            raise ValueError(f"the start has {start.n_waters} waters, more than the target {self.target_waters}")
-        for name in ("branching", "beam", "top", "max_steps", "new_water_bonds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            raise UsageError(
+                f"argument --target-waters: the start has {start.n_waters} waters, more than the target "
+                f"{self.target_waters}"
+            )
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def search(start: WaterNetwork, model: TrainedModel, options: SearchOptions) -> 
     """Run Algorithm 1 from `start` with the surrogate `model` (see the module docstring).
 
     Raises:
-        ModelError: a surrogate that needs coordinates.
+        mpnn.errors.ModelError: a surrogate that needs coordinates.
         ValueError: invalid options.
     """
     options.validate(start)
@@ -173,24 +175,24 @@ def read_start(path: str) -> WaterNetwork:
     a structure file, its graph built as ``mpnn-prep-water`` builds it.
 
     Raises:
-        ValueError: a file that gives no usable network (the message names it).
+        InputError: a file that gives no usable network (the message names it).
     """
     if path.endswith(".json"):
         with open(path) as handle:
             try:
                 return WaterNetwork.from_json(json.load(handle))
             except (json.JSONDecodeError, ValueError) as exc:
-                raise ValueError(f"{path}: {exc}") from exc
+                raise InputError(f"{path}: {exc}") from exc
     for structure in read_structures(path):
         if structure.atoms is None:
-            raise ValueError(f"{path}: {structure.error}")
+            raise InputError(f"{path}: {structure.error}")
         try:
             # The graph needs an energy; a placeholder when the file has none (never used).
             energy = structure.energy if structure.energy is not None else 0.0
             return WaterNetwork.from_graph(water_graph(structure.atoms, energy, structure.record_id))
         except WaterGraphError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-    raise ValueError(f"{path}: no structure in the file")
+            raise InputError(f"{path}: {exc}") from exc
+    raise InputError(f"{path}: no structure in the file")
 
 
 def write_results(
@@ -228,85 +230,3 @@ def _scored(found: Found, model: TrainedModel) -> dict:
 
 def found_to_json(found: Found, model: TrainedModel) -> dict:
     return {**found.network.to_json(), "n_waters": found.network.n_waters, **_scored(found, model)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mpnn-design", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True, help="run directory or mpnn-export of a model trained without distances")
-    parser.add_argument("--start", required=True, help="start structure (xyz, extxyz, ASE db: the first) or network JSON")
-    parser.add_argument("--target-waters", type=int, required=True, help="size of the networks to find")
-    parser.add_argument("--branching", type=int, default=4, help="b: edits kept per step (default 4)")
-    parser.add_argument("--beam", type=int, default=32, help="B: pathways kept open (default 32)")
-    parser.add_argument("--top", type=int, default=5, help="K: best networks to write (default 5)")
-    parser.add_argument("--max-steps", type=int, default=100, help="steps before stopping (default 100)")
-    parser.add_argument(
-        "--new-water-bonds", type=int, default=2, help="hydrogen bonds an added water may make at once (default 2)"
-    )
-    parser.add_argument(
-        "--weight", action="append", default=[], metavar="NAME=VALUE",
-        help=f"penalty weight, repeatable; names: {', '.join(PenaltyWeights.names())} (default 20 each)",
-    )
-    parser.add_argument(
-        "--reference", help="a structure or network JSON to score with the same reward, for comparison "
-        "(e.g. the known minimum of the target size)"
-    )
-    parser.add_argument("-o", "--output", required=True, help="directory for best-NN.json and search.json")
-    return parser
-
-
-def parse_weights(items: Sequence[str]) -> PenaltyWeights:
-    values = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        if name not in PenaltyWeights.names():
-            raise ValueError(f"unknown penalty {name!r}; known: {', '.join(PenaltyWeights.names())}")
-        try:
-            values[name] = float(value)
-        except ValueError:
-            raise ValueError(f"--weight {item}: not a number") from None
-    return PenaltyWeights(**values)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    cli_checks.check_arguments(parser, args, cli_checks.DESIGN_RANGES)
-    try:
-        cli_checks.check_input_path(args.model, "--model", "a run directory of mpnn-train or an mpnn-export directory")
-        cli_checks.check_input_path(args.start, "--start", "a structure file or a network JSON")
-        if args.reference:
-            cli_checks.check_input_path(args.reference, "--reference", "a structure file or a network JSON")
-        options = SearchOptions(
-            args.target_waters, args.branching, args.beam, args.top, args.max_steps, args.new_water_bonds,
-            parse_weights(args.weight),
-        )
-        start = read_start(args.start)
-        reference_network = read_start(args.reference) if args.reference else None
-        model = load_trained(args.model)
-        result = search(start, model, options)
-    except (ModelError, cli_checks.InputError, OSError, ValueError) as exc:
-        print(f"mpnn-design: error: {exc}", file=sys.stderr)
-        return 1
-    reference = None
-    if reference_network is not None:
-        reference = Found(reference_network, score([reference_network], model, options.weights)[0], ())
-    paths = write_results(result, options, args.output, model, reference)
-    print(f"{len(result.steps)} steps, {result.candidates} candidates in {result.seconds:.1f} s; "
-          f"start reward {result.start.reward.reward:.3f} ({model.units})")
-    for path, found in zip(paths, result.results):
-        flag = "" if found.reward.penalty_free else "  penalties: " + ", ".join(
-            f"{k} {v:g}" for k, v in found.reward.penalties.items() if v)
-        print(f"  {os.path.basename(path)}: reward {found.reward.reward:.3f}, energy {found.reward.energy:.3f}{flag}")
-    if reference is not None:
-        print(f"  reference {args.reference} ({reference_network.n_waters} waters): reward "
-              f"{reference.reward.reward:.3f}, penalty-free {reference.reward.penalty_free}")
-    if not result.results:
-        print(f"  no network with {options.target_waters} waters found; try more --max-steps")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ import importlib.util
 import os
 from typing import Any, Callable, ContextManager
 
-from mpnn.cli_checks import UsageError
+from mpnn.errors import UsageError
 
 HOROVOD = "horovod"
 TF_DISTRIBUTE = "tf-distribute"

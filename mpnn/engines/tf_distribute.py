@@ -22,7 +22,7 @@ How it keeps the Horovod engine's contract:
   ``apply_gradients``.
 - Logged metrics: each worker's own during the epoch (our trainer reads them without Keras'
   per-step all-reduce of every metric variable), averaged over the workers at the epoch's
-  end (`mpnn.callbacks.MetricAverage`), as Horovod does; warm-up and cosine schedule are
+  end (`MetricAverage`), as Horovod does; warm-up and cosine schedule are
   `mpnn.callbacks`' copies of Horovod's formulas.
 - Small objects (the resumed state, predictions, peak memory) travel pickled through the
   strategy's all-gather.
@@ -38,7 +38,6 @@ import numpy as np
 import tensorflow as tf
 
 from mpnn import cluster_env
-from mpnn.callbacks import LearningRateSchedule, MetricAverage, warmup_multiplier
 from mpnn.engines import TF_DISTRIBUTE, Engine
 
 
@@ -160,7 +159,7 @@ class TfDistributeEngine(Engine):
 
     def sync_callbacks(self) -> list[tf.keras.callbacks.Callback]:
         # Initial weights: broadcast when the strategy creates them.
-        return [MetricAverage()] if self.size() > 1 else []
+        return [MetricAverage(self.allgather_object)] if self.size() > 1 else []
 
     def warmup_callback(self, initial_lr: float, warmup_epochs: int, steps_per_epoch: int) -> tf.keras.callbacks.Callback:
         return LearningRateSchedule(
@@ -175,3 +174,81 @@ class TfDistributeEngine(Engine):
 
     def versions(self) -> dict[str, str]:
         return {}  # TensorFlow's own (host_info records TensorFlow and Keras for every engine)
+
+
+# Horovod's callbacks, for the engine without Horovod (same formulas, same moments).
+
+
+class MetricAverage(tf.keras.callbacks.Callback):
+    """At each epoch end, replace every number in the epoch's logs (training and validation
+    metrics) by its mean over the ranks: Horovod's `MetricAverageCallback`, for the
+    tf.distribute engine, whose trainer reports each worker's own metrics
+    (`mpnn.batch_cut.CutBatchTrainer.get_metrics_result`). Every rank must run it first
+    among the callbacks that read the logs.
+
+    Args:
+        allgather: ``allgather(value, name)`` -> every rank's value (the engine's
+            `Engine.allgather_object`).
+    """
+
+    def __init__(self, allgather: Callable[[Any, str], list[Any]]):
+        super().__init__()
+        self.allgather = allgather
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs:
+            return
+        names = sorted(logs)
+        gathered = self.allgather([float(logs[name]) for name in names], f"metrics_{epoch}")
+        for index, name in enumerate(names):
+            logs[name] = sum(values[index] for values in gathered) / len(gathered)
+
+
+def warmup_multiplier(warmup_epochs: int, steps_per_epoch: int, ranks: int) -> Callable[[float], float]:
+    """Horovod's warm-up (`hvd.callbacks.LearningRateWarmupCallback`): the multiplier at
+    fractional epoch `e` grows linearly from ``1 / ranks`` to 1 over `warmup_epochs`, the
+    epoch shifted by one step so that it reaches round values at the epochs' ends."""
+
+    def multiplier(epoch: float) -> float:
+        epoch += 1.0 / steps_per_epoch
+        return 1.0 / ranks * (epoch * (ranks - 1) / warmup_epochs + 1)
+
+    return multiplier
+
+
+class LearningRateSchedule(tf.keras.callbacks.Callback):
+    """Set ``lr = initial_lr * multiplier(epoch + batch / steps_per_epoch)`` before every
+    batch of the epochs in [`start_epoch`, `end_epoch`): Horovod's
+    `LearningRateScheduleCallback` with ``staircase=False`` (same formula, same moments),
+    for engines without Horovod. Horovod's momentum correction is left out: it applies to
+    optimizers with a ``momentum`` attribute, and ours (Adam, AdamW) have none.
+
+    Args:
+        initial_lr: the learning rate the multiplier scales (the scaled rate of the run).
+        multiplier: fractional epoch -> factor (`warmup_multiplier`, `cosine_multiplier`).
+        start_epoch, end_epoch: the epochs adjusted (end None: to the last).
+        steps_per_epoch: training steps of one epoch.
+    """
+
+    def __init__(self, initial_lr: float, multiplier: Callable[[float], float], start_epoch: int = 0,
+                 end_epoch: int | None = None, steps_per_epoch: int = 1):
+        super().__init__()
+        self.initial_lr = initial_lr
+        self.multiplier = multiplier
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.steps_per_epoch = steps_per_epoch
+        self.current_epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current_epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.current_epoch < self.start_epoch or (self.end_epoch is not None and self.current_epoch >= self.end_epoch):
+            return
+        epoch = self.current_epoch + float(batch) / self.steps_per_epoch
+        tf.keras.backend.set_value(self.model.optimizer.learning_rate, self.initial_lr * self.multiplier(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = tf.keras.backend.get_value(self.model.optimizer.learning_rate)

@@ -10,13 +10,14 @@ gat-lspe   `mpnn.models.gat_lspe`       `GATLSPEConfig`            mse, 1e-4    
 schnet     `mpnn.models.schnet`         `SchNetConfig`             mse, 0       no
 =========  ===========================  =========================  ===========  =====
 
-The flag values (``--model``) are `mpnn.config.ModelName`; this module checks at import
+The flag values (``--family``) are `mpnn.config.ModelName`; this module checks at import
 that both name the same families.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -27,7 +28,8 @@ from nfp.layers import RBFExpansion
 import mpnn.attention  # noqa: F401  (registers the attention layers with Keras)
 import mpnn.continuous_filter  # noqa: F401  (registers the geometry layers with Keras)
 import mpnn.layers  # noqa: F401  (registers our layers with Keras)
-from mpnn.cli_checks import UsageError
+from mpnn import settings
+from mpnn.errors import InputError, UsageError
 from mpnn.config import ModelName
 from mpnn.graph_format.manifest import Manifest
 from mpnn.models import gat_lspe, gilmer, schnet
@@ -45,7 +47,7 @@ class ModelFamily:
     """One model family.
 
     Attributes:
-        name: the ``--model`` value.
+        name: the ``--family`` value.
         options: the frozen architecture dataclass (``--width``, ... and ``model_options``).
         build: ``build(options, manifest) -> tf.keras.Model``, sized (and initialised) from
             the manifest.
@@ -113,7 +115,7 @@ def choose_model(requested: str, manifest: Manifest) -> str:
     for candidate in FAMILIES.values():
         if manifest.kind in candidate.default_for:
             return candidate.name
-    raise ValueError(f"no default model for data of kind {manifest.kind!r}; pass --model")
+    raise UsageError(f"argument --family: no default family for data of kind {manifest.kind!r}; pass one")
 
 
 def check_data(name: str, manifest: Manifest) -> None:
@@ -140,7 +142,33 @@ def model_config(name: str, options: dict[str, Any]) -> Any:
         if not _is_of_type(value, types[option]):
             kind = getattr(types[option], "__name__", str(types[option]))
             raise UsageError(f"model {name!r} option {option} must be a {kind}, got {value!r}")
-    return chosen.options(**options)
+    values = chosen.options(**options)
+    settings.check(values)
+    return values
+
+
+def option_settings() -> dict[str, settings.Setting]:
+    """The architecture options that have flags (``--width``, ...), over all families: each
+    name's `Setting` with the help texts of the families that have it joined (``"mpnn:
+    ...; schnet: ..."``). A value is checked by each family that has the option."""
+    declared: dict[str, list[settings.Setting]] = {}
+    for chosen in FAMILIES.values():
+        for name, setting in settings.settings_of(chosen.options).items():
+            if setting.flag:
+                declared.setdefault(name, []).append(setting)
+    return {
+        name: dataclasses.replace(found[0], help="; ".join(s.help for s in found)) for name, found in declared.items()
+    }
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise `UsageError` (naming the flag) for the first of `options` (architecture
+    options by name) that family `name` (``"auto"``: any family that has it) does not allow."""
+    for chosen in FAMILIES.values() if name == ModelName.AUTO.value else (family(name),):
+        declared = settings.settings_of(chosen.options)
+        for option, value in options.items():
+            if option in declared:
+                settings.check_value(option, value, declared[option])
 
 
 def _is_of_type(value: Any, kind: Any) -> bool:
@@ -208,5 +236,47 @@ def save_for_inference(model: tf.keras.Model, path: str) -> None:
 
 
 def load_model(path: str) -> tf.keras.Model:
-    """Load a model saved by `mpnn-train` (``model.keras``) for prediction."""
-    return tf.keras.models.load_model(path, compile=False)
+    """Load a model saved by `mpnn-train` (``model.keras``) for prediction.
+
+    Raises:
+        InputError: a missing, damaged or foreign file, or one saved by a newer Keras
+            (naming the file and the stack it loads on).
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such model file")
+    try:
+        return tf.keras.models.load_model(path, compile=False)
+    # What a damaged or foreign file raises while Keras unzips and rebuilds it.
+    except (OSError, ValueError, KeyError, TypeError, EOFError, tf.errors.OpError) as exc:
+        saved, running = saved_keras_version(path), keras_version()
+        if saved is not None and _minor(saved) > _minor(running):
+            raise InputError(
+                f"{path}: saved by Keras {saved}, this environment has Keras {running}: a model.keras of the "
+                "current stack (TensorFlow 2.21, tf-keras) loads there only; use that stack's .venv-current "
+                "(scripts/setup.sh, MPNN_STACK=current)"
+            ) from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable saved model ({reason[:200]})") from exc
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+def saved_keras_version(path: str) -> str | None:
+    """The Keras version a ``.keras`` file records (its ``metadata.json``), None if unreadable."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json"))["keras_version"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def keras_version() -> str:
+    """The version of the Keras that ``tf.keras`` is (tf-keras or the keras package)."""
+    from mpnn.host import keras_version as described
+
+    return described().split()[-1]

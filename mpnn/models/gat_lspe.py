@@ -41,6 +41,7 @@ from mpnn.attention import GATLSPEUpdate
 from mpnn.layers import GraphMean
 from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
 from mpnn.graph_format.manifest import Manifest
+from mpnn.settings import AT_LEAST_1, BELOW_1, setting
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class GATLSPEConfig:
         negative_slope: slope of the LeakyReLU in the attention scores.
     """
 
-    width: int = 64
-    layers: int = 8
-    dropout: float = 0.25
+    width: int = setting(64, "gat-lspe: features per atom, for both h and p", AT_LEAST_1)
+    layers: int = setting(8, "gat-lspe: GAT-LSPE layers", AT_LEAST_1)
+    dropout: float = setting(0.25, "gat-lspe: dropout rate on h after every layer", BELOW_1)
     readout_units: tuple[int, ...] = (32, 16)
     negative_slope: float = 0.2
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from nfp.layers import RBFExpansion
 
 from mpnn.graph_format.manifest import Manifest
+from mpnn.settings import AT_LEAST_0, AT_LEAST_1, BELOW_1, setting
 from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, per_type_energy
 
 
@@ -53,15 +54,19 @@ class MPNNConfig:
     part of the architecture: a model built from this config is the same everywhere.
     """
 
-    width: int = 32
-    message_steps: int = 16
-    activation: str = "swish"
-    dropout: float = 0.0
+    width: int = setting(32, "mpnn: features per atom and bond", AT_LEAST_1)
+    message_steps: int = setting(16, "mpnn: message-passing steps", AT_LEAST_1)
+    activation: str = setting("swish", "mpnn: activation of the update MLPs (a Keras name)")
+    dropout: float = setting(0.0, "mpnn: dropout rate of every update", BELOW_1)
     global_readout: bool = True
-    rbf_bins: int = 32
+    rbf_bins: int = setting(32, "mpnn: Gaussians of the distance expansion", AT_LEAST_1)
     rbf_max_distance: float = 4.0
-    readout_hidden: int = 0
-    edge_updates: bool = False
+    readout_hidden: int = setting(0, "mpnn: hidden units of the per-atom energy readout MLP (0: a linear readout)", AT_LEAST_0)
+    edge_updates: bool = setting(
+        False,
+        "mpnn: update the bond states at every message step (--no-edge-updates: bond states stay their type (and "
+        "distance) embedding, about half the cost per step)",
+    )
 
     def to_json(self) -> dict:
         return asdict(self)

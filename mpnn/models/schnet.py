@@ -28,6 +28,7 @@ from mpnn.continuous_filter import (
 )
 from mpnn.graph_format.features import GEOMETRY
 from mpnn.graph_format.manifest import Manifest, ManifestError
+from mpnn.settings import AT_LEAST_0, AT_LEAST_1, Allowed, setting
 from mpnn.layers import GraphSum, per_type_energy
 
 # What the model takes from a merged batch (`mpnn.data`).
@@ -51,11 +52,16 @@ class SchNetConfig:
     the records were found with it.
     """
 
-    width: int = 64
-    message_steps: int = 3
-    rbf_bins: int = 32
-    readout_hidden: int = 32
-    force_weight: float = 0.1
+    width: int = setting(64, "schnet: features per atom, also the filter width", AT_LEAST_1)
+    message_steps: int = setting(3, "schnet: interactions", AT_LEAST_1)
+    rbf_bins: int = setting(32, "schnet: Gaussians of the radial basis up to the cutoff", AT_LEAST_1)
+    readout_hidden: int = setting(32, "schnet: hidden units of the per-atom energy MLP", AT_LEAST_0)
+    force_weight: float = setting(
+        0.1,
+        "schnet: weight of the force term of the loss (per force component) against the energy term (per atom), "
+        "for records with forces",
+        Allowed(lambda v: v >= 0, "a number >= 0 (0: energies only)"),
+    )
 
     def to_json(self) -> dict:
         return asdict(self)

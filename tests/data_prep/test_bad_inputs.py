@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import prep_pdbbind, prep_water
+from mpnn.cli import prep_pdbbind, prep_water
 from mpnn import verify
 from tests.helpers import SAMPLES, TUTORIAL_FILE, WATER
 
@@ -132,9 +132,9 @@ def test_only_unreadable_inputs_is_an_error_without_a_manifest(work):
     assert _convert("in/gone.xyz") == (1, None)
 
 
-def test_a_missing_input_is_one_line_naming_it(work, caplog):
+def test_a_missing_input_is_one_line_naming_it(work, capsys):
     assert _convert("in/nope.xyz") == (1, None)
-    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+    assert _errors(capsys) == [
         "in/nope.xyz: no such file or directory, and no file matches it as a pattern"
     ]
 
@@ -297,10 +297,8 @@ def test_an_ase_database_is_converted_and_left_unchanged(work):
 @pytest.mark.parametrize("command", [prep_water, prep_pdbbind], ids=["water", "pdbbind"])
 def test_flag_misuse_is_one_line_and_exit_2(work, capsys, command, flags, message):
     prog = "mpnn-prep-water" if command is prep_water else "mpnn-prep-pdbbind"
-    with pytest.raises(SystemExit) as exit_:
-        inputs = [str(W5)] if command is prep_water else [str(PDBBIND), "--index", str(GENERAL)]
-        command.main([*inputs, "-o", "out", *flags])
-    assert exit_.value.code == 2
+    inputs = [str(W5)] if command is prep_water else [str(PDBBIND), "--index", str(GENERAL)]
+    assert command.main([*inputs, "-o", "out", *flags]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"{prog}: error: {message}"
     assert not Path("out").exists()
 
@@ -369,13 +367,13 @@ def test_pdbbind_the_same_complex_in_two_cases_is_read_once(work):
     "args, message",
     [
         (["nope", "--index", str(GENERAL)], "PDBbind root nope is not a directory"),
-        ([str(PDBBIND), "--index", "nope.dat"], "[Errno 2] No such file or directory: 'nope.dat'"),
+        ([str(PDBBIND), "--index", "nope.dat"], "nope.dat: No such file or directory"),
     ],
     ids=["missing root", "missing index"],
 )
-def test_pdbbind_missing_inputs_are_one_line_and_exit_1(work, caplog, args, message):
+def test_pdbbind_missing_inputs_are_one_line_and_exit_1(work, capsys, args, message):
     assert prep_pdbbind.main([*args, "-o", "out", "--quiet"]) == 1
-    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [message]
+    assert _errors(capsys) == [message]
     assert not Path("out/manifest.json").exists()
 
 
@@ -387,8 +385,11 @@ def _one_water(comment: str) -> str:
     return f"3\n{comment}\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
 
 
-def _errors(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+def _errors(capsys) -> list[str]:
+    """The one-line errors a converter command printed (``mpnn-prep-*: error: MESSAGE``)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    return [line.split(": error: ", 1)[1] for line in err.splitlines() if line.startswith("mpnn-prep-") and ": error: " in line]
 
 
 @pytest.mark.parametrize("comment", ["inf", "nan", "-inf"])
@@ -404,11 +405,11 @@ def test_a_frame_whose_energy_is_not_finite_is_a_skip_never_a_record(work, comme
     assert manifest["warnings"] == []
 
 
-def test_strict_mode_stops_at_a_non_finite_energy_with_one_line_and_writes_nothing(work, caplog):
+def test_strict_mode_stops_at_a_non_finite_energy_with_one_line_and_writes_nothing(work, capsys):
     shutil.copy(W5, "in/")
     Path("in/bad.xyz").write_text(_one_water("inf"))
     assert _convert("in", extra=("--strict",)) == (1, None)
-    assert _errors(caplog) == ["in/bad.xyz [0]: energy is not finite (inf)"]
+    assert _errors(capsys) == ["in/bad.xyz [0]: energy is not finite (inf)"]
     assert list(Path("out").iterdir()) == []
 
 
@@ -455,20 +456,20 @@ def test_kcal_per_mol_energies_converted_as_ev_warn_naming_kcal_per_mol(work):
 # -- a full disk or a read-only output directory --------------------------------------------
 
 
-def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_file(work, small_filesystem, caplog):
+def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_file(work, small_filesystem, capsys):
     out = small_filesystem / "out"  # the tutorial file's shards take about 2.4 MB, the file system 1 MiB
     assert prep_water.main([str(TUTORIAL_FILE), "-o", str(out), "--shards", "1", "--quiet"]) == 1
-    [error] = _errors(caplog)
+    [error] = _errors(capsys)
     assert re.fullmatch(rf"cannot write {out}/(train|valid|test)-00000-of-00001.tfrecord.gz: No space left on device",
                         error), error
     assert list(out.iterdir()) == []  # no shard, no temporary file, no manifest
 
 
-def test_a_read_only_output_directory_is_one_line_naming_the_shard(work, read_only_view, caplog):
+def test_a_read_only_output_directory_is_one_line_naming_the_shard(work, read_only_view, capsys):
     (work / "ro").mkdir()
     out = read_only_view(work / "ro")
     assert prep_water.main([str(W5), "-o", str(out), "--shards", "1", "--quiet"]) == 1
-    assert _errors(caplog) == [f"cannot write {out}/valid-00000-of-00001.tfrecord.gz: Read-only file system"]
+    assert _errors(capsys) == [f"cannot write {out}/valid-00000-of-00001.tfrecord.gz: Read-only file system"]
     assert list(out.iterdir()) == []
 
 

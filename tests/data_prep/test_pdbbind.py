@@ -23,7 +23,8 @@ from data_prep.pdbbind import (
     read_pocket,
 )
 from data_prep.pdbbind_index import read_index
-from data_prep.prep_pdbbind import load_indexes, main, plan_tasks
+from data_prep.prep_pdbbind import load_indexes, plan_tasks
+from mpnn.cli.prep_pdbbind import main
 from mpnn.data import parse_spec
 from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
 from tests.helpers import SAMPLES

@@ -13,7 +13,7 @@ import tensorflow as tf
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from data_prep import records
-from data_prep.prep_water import main
+from mpnn.cli.prep_water import main
 from data_prep.structures import KCAL_PER_MOL_PER, read_structures
 from tests.helpers import MINIMA
 

@@ -13,14 +13,14 @@ from tests.helpers import MINIMA, write_tip4p_clusters
 SMALL_MODEL = {"width": 16, "message_steps": 2}
 
 
-def _train(data: Path, run_dir: Path, epochs: int, batch_size: int, model: str = "auto", **model_options) -> Path:
+def _train(data: Path, run_dir: Path, epochs: int, batch_size: int, family: str = "auto", **model_options) -> Path:
     from mpnn import distributed
     from mpnn.config import TrainConfig
     from mpnn.training import train
 
     distributed.init()
     config = TrainConfig(
-        data=str(data), run_dir=str(run_dir), epochs=epochs, batch_size=batch_size, verbose=0, model=model,
+        data=str(data), run_dir=str(run_dir), epochs=epochs, batch_size=batch_size, verbose=0, family=family,
         model_options={**SMALL_MODEL, **model_options},
     )
     assert train(config).metrics is not None  # rank 0 wrote metrics.json
@@ -37,7 +37,7 @@ def topology_run(water_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def minima_dataset(tmp_path_factory) -> Path:
     """The 28 global minima (3 to 30 waters, with coordinates) prepared with distances."""
-    from data_prep.prep_water import main
+    from mpnn.cli.prep_water import main
 
     out = tmp_path_factory.mktemp("minima_dataset")
     args = [*map(str, MINIMA), "-o", str(out), "--fractions", "0.5", "0.25", "0.25", "--shards", "1", "--quiet"]
@@ -55,7 +55,7 @@ def distance_run(minima_dataset, tmp_path_factory) -> Path:
 def geometry_dataset(tmp_path_factory) -> Path:
     """240 TIP4P clusters of 3 to 6 waters with forces (`write_tip4p_clusters`), prepared
     with the default cutoff: positions, pairs and forces in the records."""
-    from data_prep.prep_water import main
+    from mpnn.cli.prep_water import main
 
     out = tmp_path_factory.mktemp("geometry_dataset")
     source = write_tip4p_clusters(out / "tip4p.extxyz", 240)
@@ -69,4 +69,4 @@ def geometry_run(geometry_dataset, tmp_path_factory) -> Path:
     """A run directory of the geometry model (schnet) trained on energies and forces of
     `geometry_dataset`: 30 epochs of 12 steps (about 15 s of tracing, then 0.2 s each; with
     fewer steps the forces stay near zero and a relaxation has nothing to do)."""
-    return _train(geometry_dataset, tmp_path_factory.mktemp("geometry_run"), epochs=30, batch_size=16, model="schnet")
+    return _train(geometry_dataset, tmp_path_factory.mktemp("geometry_run"), epochs=30, batch_size=16, family="schnet")

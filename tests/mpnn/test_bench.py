@@ -27,7 +27,7 @@ from tests.helpers import MINIMA, PDBBIND, REPO, load_benchmark_script
 def prepared_minima(tmp_path_factory) -> Path:
     """The 28 shipped minima prepared by mpnn-prep-water with its defaults (22 training
     graphs; several shards per split, which the loader settings interleave)."""
-    from data_prep.prep_water import main as prep_main
+    from mpnn.cli.prep_water import main as prep_main
 
     out = tmp_path_factory.mktemp("minima")
     assert prep_main([str(MINIMA[0].parent), "-o", str(out), "--quiet"]) == 0
@@ -211,7 +211,7 @@ def test_made_tree_converts_and_moves_each_complex_rigidly(pdbbind_tree, tmp_pat
     from rdkit import Chem
     from scipy.spatial.distance import cdist, pdist
 
-    from data_prep.prep_pdbbind import main as prep_main
+    from mpnn.cli.prep_pdbbind import main as prep_main
     from data_prep.pdbbind_index import read_index
 
     entries, errors = read_index(str(pdbbind_tree / "index" / "INDEX_general_PL_data.2020"))

@@ -231,7 +231,7 @@ def _latest_epochs_done(run_dir) -> int:
 @pytest.mark.integration  # mpnn-train processes, killed and resumed
 def test_a_killed_run_resumes_without_repeating_or_skipping_epochs(water_dataset, tmp_path):
     epochs = 4  # two of warm-up, two of the cosine: both parts of the schedule
-    command = [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--epochs", str(epochs), *SMALL]
+    command = [sys.executable, "-m", "mpnn.cli.train", "--data", str(water_dataset), "--epochs", str(epochs), *SMALL]
     run_dir = tmp_path / "killed"
     job = subprocess.Popen([*command, "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
@@ -276,7 +276,7 @@ def test_a_checkpoint_resumes_under_another_batch_cut_and_rank_count(tmp_path):
     # optimizer is found in the checkpoint.
     data = prepare_coordinate_records(tmp_path / "data", copies=4, shards=2)
     run_dir = tmp_path / "run"
-    train = [sys.executable, "-m", "mpnn.train", "--data", str(data), "--run-dir", str(run_dir), *SMALL]
+    train = [sys.executable, "-m", "mpnn.cli.train", "--data", str(data), "--run-dir", str(run_dir), *SMALL]
     legs = [
         [*train, "--epochs", "1", "--batch-cut", "1"],
         [*train, "--epochs", "2", "--batch-cut", "2", "--resume"],

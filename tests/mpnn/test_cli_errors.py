@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mpnn import checkpoint, cli_checks, evaluate, train
+from mpnn import checkpoint, distributed
+from mpnn.cli import evaluate, train
+from mpnn.cli.runner import run
+from mpnn.errors import UsageError
 from mpnn.atomic import WriteError
 from mpnn.divergence import TrainingDiverged
 from mpnn.run_lock import RunLockedError
@@ -94,13 +97,13 @@ def test_a_config_file_value_out_of_range_is_exit_2(tmp_path, capsys):
 
 
 def test_a_global_batch_that_does_not_split_across_ranks_is_exit_2_naming_the_flag():
-    with pytest.raises(cli_checks.UsageError) as error:
-        cli_checks.check_batch_split(3, "gbs", 2)
+    with pytest.raises(UsageError) as error:
+        distributed.check_batch_split(3, "gbs", 2)
     assert str(error.value) == (
         "argument --batch-size: with --batch-strategy gbs on 2 ranks it must be a multiple of 2 (2, 4, 6, ...), got 3"
     )
-    cli_checks.check_batch_split(3, "dbs", 2)
-    cli_checks.check_batch_split(4, "gbs", 2)
+    distributed.check_batch_split(3, "dbs", 2)
+    distributed.check_batch_split(4, "gbs", 2)
 
 
 def _garbage_manifest(d: Path) -> None:
@@ -155,7 +158,7 @@ def test_train_on_a_broken_data_set_is_exit_1_naming_the_file(case, data, tmp_pa
 def test_the_geometry_model_on_records_without_coordinates_is_exit_1_naming_the_data_set(
     water_dataset, tmp_path, capsys
 ):
-    argv = ["--data", str(water_dataset), "--run-dir", str(tmp_path / "run"), "--model", "schnet", "--epochs", "1"]
+    argv = ["--data", str(water_dataset), "--run-dir", str(tmp_path / "run"), "--family", "schnet", "--epochs", "1"]
     assert train.main(argv) == 1
     line = _one_error_line(capsys, "mpnn-train")
     assert line.startswith(f"{water_dataset / 'manifest.json'}: the records have no geometry")
@@ -199,8 +202,12 @@ def test_resume_of_the_earlier_checkpoint_layout_is_exit_1(water_dataset, tmp_pa
 
 # mpnn-evaluate: (flags besides --data, exit status, message fragment; {model}: the model).
 EVALUATE_CASES = {
-    "missing model": (["--model", "{tmp}/none.keras"], 1, "{tmp}/none.keras: no such model file"),
-    "model is a directory": (["--model", "{tmp}"], 1, "{tmp}: no such model file"),
+    "missing model": (["--model", "{tmp}/none.keras"], 1, "{tmp}/none.keras: no such file or directory (--model takes"),
+    "a directory without a model": (
+        ["--model", "{tmp}"], 1, "{tmp}: neither a run directory with model.keras nor an export with mpnn_export.json"
+    ),
+    "an export": (["--model", "{tmp}/export"], 1, "{tmp}/export: an mpnn-export serves plain TensorFlow; "
+                  "mpnn-evaluate needs the Keras model: pass the run directory it was exported from"),
     "garbage model": (["--model", "{tmp}/garbage.keras"], 1, "{tmp}/garbage.keras: not a readable saved model"),
     "truncated model": (["--model", "{tmp}/cut.keras"], 1, "{tmp}/cut.keras: not a readable saved model"),
     "unknown split": (["--model", "{model}", "--split", "nope"], 2,
@@ -215,6 +222,8 @@ def test_evaluate_misuse_and_broken_models(case, water_dataset, model_file, tmp_
     flags, status, fragment = EVALUATE_CASES[case]
     (tmp_path / "garbage.keras").write_text("not a model\n")
     (tmp_path / "cut.keras").write_bytes(model_file.read_bytes()[:2000])
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "mpnn_export.json").write_text("{}")
     fill = dict(tmp=tmp_path, model=model_file)
     argv = ["--data", str(water_dataset), *[f.format(**fill) for f in flags]]
     assert evaluate.main(argv) == status
@@ -235,8 +244,10 @@ def test_evaluate_with_a_missing_data_set_is_exit_1(model_file, tmp_path, capsys
     )
 
 
-def test_evaluate_still_reports_on_good_inputs(water_dataset, model_file, capsys):
-    assert evaluate.main(["--data", str(water_dataset), "--model", str(model_file)]) == 0
+@pytest.mark.parametrize("given", ["model file", "run directory"])
+def test_evaluate_still_reports_on_good_inputs(water_dataset, model_file, capsys, given):
+    model = model_file if given == "model file" else model_file.parent  # --model takes either
+    assert evaluate.main(["--data", str(water_dataset), "--model", str(model)]) == 0
     manifest = json.loads((water_dataset / "manifest.json").read_text())
     assert capsys.readouterr().out.startswith(f"test: n {manifest['splits']['test']['records']} ")
 
@@ -245,7 +256,7 @@ def test_evaluate_still_reports_on_good_inputs(water_dataset, model_file, capsys
 def test_the_console_script_prints_one_line_and_no_traceback(tmp_path):
     """As a user runs it: a separate process, the real exit status and stderr."""
     done = subprocess.run(
-        [sys.executable, "-m", "mpnn.train", "--data", str(tmp_path / "none"), "--epochs", "1"],
+        [sys.executable, "-m", "mpnn.cli.train", "--data", str(tmp_path / "none"), "--epochs", "1"],
         capture_output=True, text=True,
     )
     assert done.returncode == 1
@@ -258,7 +269,7 @@ def test_the_console_script_prints_one_line_and_no_traceback(tmp_path):
 @pytest.mark.integration
 def test_a_global_batch_that_does_not_split_across_two_ranks_stops_each_rank_with_exit_2(water_dataset, tmp_path):
     done = subprocess.run(
-        [*HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.train",
+        [*HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.cli.train",
          "--data", str(water_dataset), "--run-dir", str(tmp_path / "run"), "--batch-strategy", "gbs",
          "--batch-size", "3", "--epochs", "1"],
         capture_output=True, text=True,
@@ -280,7 +291,8 @@ def test_a_global_batch_that_does_not_split_across_two_ranks_stops_each_rank_wit
 USE_CASES = {
     "predict: missing model": (
         "predict", ["--model", "nope", "{xyz}", "-o", "{tmp}/x.csv"], 1,
-        "nope: no such file or directory (--model takes a run directory of mpnn-train or an mpnn-export directory)",
+        "nope: no such file or directory (--model takes a run directory of mpnn-train, its model.keras, or an "
+        "mpnn-export directory)",
     ),
     "predict: a directory without a model": (
         "predict", ["--model", "{tmp}", "{xyz}", "-o", "{tmp}/x.csv"], 1,
@@ -291,16 +303,22 @@ USE_CASES = {
         "argument --batch-size: must be a whole number >= 1, got 0",
     ),
     "export: missing run directory": (
-        "export", ["nope", "-o", "{tmp}/export"], 1,
-        "nope: no such file or directory (RUN_DIR takes the run directory of a finished mpnn-train)",
+        "export", ["--model", "nope", "-o", "{tmp}/export"], 1,
+        "nope: no such file or directory (--model takes a run directory of mpnn-train, its model.keras, or an "
+        "mpnn-export directory)",
     ),
     "export: a directory without a model": (
+        "export", ["--model", "{tmp}", "-o", "{tmp}/export"], 1,
+        "{tmp}: neither a run directory with model.keras nor an export with mpnn_export.json",
+    ),
+    "export: the run directory given the old way": (
         "export", ["{tmp}", "-o", "{tmp}/export"], 1,
-        "{tmp}: no model.keras (is it a finished mpnn-train run directory?)",
+        "{tmp}: neither a run directory with model.keras nor an export with mpnn_export.json",
     ),
     "design: missing model": (
         "design", ["--model", "nope", "--start", "{xyz}", "--target-waters", "6", "-o", "{tmp}/out"], 1,
-        "nope: no such file or directory (--model takes a run directory of mpnn-train or an mpnn-export directory)",
+        "nope: no such file or directory (--model takes a run directory of mpnn-train, its model.keras, or an "
+        "mpnn-export directory)",
     ),
     "design: missing start": (
         "design", ["--model", "{tmp}", "--start", "nope.xyz", "--target-waters", "6", "-o", "{tmp}/out"], 1,
@@ -319,12 +337,11 @@ USE_CASES = {
 
 @pytest.mark.parametrize("case", sorted(USE_CASES))
 def test_predict_export_design_misuse_is_one_line(case, tmp_path, capsys):
-    from mpnn import export, predict
-    from mpnn.design import search
+    from mpnn.cli import design, export, predict
     from tests.helpers import MINIMA
 
     name, args, status, message = USE_CASES[case]
-    command = {"predict": predict.main, "export": export.main, "design": search.main}[name]
+    command = {"predict": predict.main, "export": export.main, "design": design.main}[name]
     args = [a.format(tmp=tmp_path, xyz=MINIMA[0]) for a in args]
     try:
         code = command(args)
@@ -354,5 +371,5 @@ def _raise(error: Exception):
     ids=["failed write", "run directory in use", "divergence"],
 )
 def test_run_failures_the_user_can_act_on_are_one_line_and_exit_1(error, line, capsys):
-    assert cli_checks.run("mpnn-train", _raise(error)) == 1
+    assert run("mpnn-train", _raise(error)) == 1
     assert _one_error_line(capsys, "mpnn-train") == line

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mpnn import cluster_env
-from mpnn.cli_checks import UsageError
+from mpnn.errors import UsageError
 
 
 def test_slurm_host_lists_and_task_counts_expand_as_scontrol_does():

@@ -79,7 +79,7 @@ def _start(water_dataset: Path, tmp_path: Path, epochs: int) -> tuple[subprocess
     command = [
         horovodrun, "-np", "2", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discover),
         "--network-interface", "lo", "--blacklist-cooldown-range", "1", "2",
-        sys.executable, "-m", "mpnn.train", "--elastic", "--data", str(water_dataset), "--epochs", str(epochs),
+        sys.executable, "-m", "mpnn.cli.train", "--elastic", "--data", str(water_dataset), "--epochs", str(epochs),
         "--run-dir", str(run_dir), "--lr-decay", "none", "--warmup-epochs", "0", *SMALL,
     ]  # fmt: skip
     log_path = tmp_path / "horovodrun.log"

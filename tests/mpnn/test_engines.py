@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from mpnn import engines
-from mpnn.callbacks import LearningRateSchedule, cosine_multiplier, warmup_multiplier
-from mpnn.cli_checks import UsageError
+from mpnn.callbacks import cosine_multiplier
+from mpnn.engines.tf_distribute import LearningRateSchedule, warmup_multiplier
+from mpnn.errors import UsageError
 from tests.helpers import HOROVODRUN_TWO_RANKS
 
 HOROVOD = pytest.mark.skipif(not engines.horovod_installed(), reason="Horovod is not installed (the current stack)")
@@ -35,7 +36,7 @@ def test_elastic_is_horovod_only(capsys):
     engines.check_elastic("tf-distribute", False)
     with pytest.raises(UsageError, match="elastic training needs --engine horovod, not tf-distribute"):
         engines.check_elastic("tf-distribute", True)
-    from mpnn.train import main
+    from mpnn.cli.train import main
 
     assert main(["--data", "x", "--run-dir", "r", "--elastic", "--engine", "tf-distribute"]) == 2
     assert capsys.readouterr().err == (
@@ -45,7 +46,7 @@ def test_elastic_is_horovod_only(capsys):
 
 @NO_HOROVOD
 def test_horovod_where_it_is_not_installed_is_one_line_and_exit_2(capsys):
-    from mpnn.train import main
+    from mpnn.cli.train import main
 
     assert main(["--data", "x", "--engine", "horovod"]) == 2
     error = capsys.readouterr().err
@@ -68,7 +69,7 @@ def _two_ranks(engine: str, path: str) -> list[str]:
     if engine == "horovod":
         command = [*HOROVODRUN_TWO_RANKS, sys.executable, str(WORKER), engine, path]
     else:
-        command = [sys.executable, "-m", "mpnn.launch", "-np", "2", sys.executable, str(WORKER), engine, path]
+        command = [sys.executable, "-m", "mpnn.cli.launch", "-np", "2", sys.executable, str(WORKER), engine, path]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return sorted(line.split(":", 1)[1] for line in done.stdout.splitlines() if " w " in line)
@@ -128,9 +129,9 @@ def test_the_tf_distribute_schedule_sets_horovods_rates():
 def test_tf_distribute_resumes_a_run_on_another_worker_count(water_dataset, tmp_path):
     """One worker trains 1 epoch, two workers resume it to 2, one worker again to 3."""
     run_dir = tmp_path / "run"
-    common = [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir),
+    common = [sys.executable, "-m", "mpnn.cli.train", "--data", str(water_dataset), "--run-dir", str(run_dir),
               "--batch-size", "64", "--width", "8", "--message-steps", "1", "--verbose", "0", "--engine", "tf-distribute"]
-    launch = [sys.executable, "-m", "mpnn.launch", "-np", "2"]
+    launch = [sys.executable, "-m", "mpnn.cli.launch", "-np", "2"]
     for prefix, epochs in (([], 1), (launch, 2), ([], 3)):
         done = subprocess.run([*prefix, *common, "--epochs", str(epochs), "--resume"], capture_output=True, text=True,
                               timeout=600)

@@ -16,7 +16,7 @@ from tests.helpers import MINIMA
 @pytest.fixture(scope="module")
 def minima_test_set(tmp_path_factory):
     """The 28 shipped minima, all in the test split (as the demo prepares them)."""
-    from data_prep.prep_water import main as prep_main
+    from mpnn.cli.prep_water import main as prep_main
 
     out = tmp_path_factory.mktemp("minima_test")
     assert prep_main([str(MINIMA[0].parent), "-o", str(out), "--fractions", "0", "0", "1", "--quiet"]) == 0

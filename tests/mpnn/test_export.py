@@ -14,7 +14,7 @@ import pytest
 
 from data_prep.geometry import DEFAULT_CUTOFF
 from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
-from mpnn.export import main
+from mpnn.cli.export import main
 from mpnn.predict import EXPORT_METADATA, ModelError, PredictOptions, load_trained, predict_files
 from tests.helpers import WATER
 
@@ -105,7 +105,7 @@ def exports(distance_run, topology_run, tmp_path_factory) -> dict:
     made = {}
     for name, run_dir in (("distance", distance_run), ("topology", topology_run)):
         export = tmp_path_factory.mktemp("exports") / name
-        assert main([str(run_dir), "-o", str(export)]) == 0
+        assert main(["--model", str(run_dir), "-o", str(export)]) == 0
         made[name] = (run_dir, export)
     return made
 
@@ -174,14 +174,14 @@ def test_a_run_without_its_manifest_cannot_be_exported(topology_run, tmp_path, c
     config = json.loads((run_dir / "config.json").read_text())
     config["data"] = str(tmp_path / "gone")
     (run_dir / "config.json").write_text(json.dumps(config))
-    assert main([str(run_dir), "-o", str(tmp_path / "export")]) == 1
+    assert main(["--model", str(run_dir), "-o", str(tmp_path / "export")]) == 1
     assert "manifest.json" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
 def geometry_export(geometry_run, tmp_path_factory):
     export = tmp_path_factory.mktemp("exports") / "geometry"
-    assert main([str(geometry_run), "-o", str(export)]) == 0
+    assert main(["--model", str(geometry_run), "-o", str(export)]) == 0
     return export
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from mpnn.launch import worst_status
 
-LAUNCH = [sys.executable, "-m", "mpnn.launch"]
+LAUNCH = [sys.executable, "-m", "mpnn.cli.launch"]
 
 
 def _launch(*arguments: str, **kwargs) -> subprocess.CompletedProcess:
@@ -74,7 +74,7 @@ def test_signals_reach_every_worker():
     ("--pbs", "mpnn-launch: error: --pbs: PBS_NODEFILE='' is not a readable file"),
 ])
 def test_a_mode_without_its_environment_is_one_line_and_exit_2(mode, message, monkeypatch, capsys):
-    from mpnn.launch import main
+    from mpnn.cli.launch import main
 
     for name in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_STEP_NODELIST",
                  "SLURM_TASKS_PER_NODE", "SLURM_STEP_TASKS_PER_NODE", "PBS_NODEFILE"):
@@ -85,7 +85,7 @@ def test_a_mode_without_its_environment_is_one_line_and_exit_2(mode, message, mo
 
 
 def test_no_command_and_unknown_commands_are_one_line(capsys):
-    from mpnn.launch import main
+    from mpnn.cli.launch import main
 
     assert main(["-np", "2"]) == 2
     assert main(["-np", "1", "no-such-command-mpnn"]) == 2

@@ -11,7 +11,9 @@ import ase.io
 import numpy as np
 import pytest
 
-from mpnn.predict import ModelError, PredictOptions, load_trained, main, predict_files
+from mpnn.cli.predict import main
+from mpnn.errors import ModelError
+from mpnn.predict import PredictOptions, load_trained, predict_files
 from tests.helpers import MINIMA, WATER, write_tip4p_clusters
 
 QUIET = PredictOptions(show_progress=False)

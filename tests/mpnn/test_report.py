@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from mpnn.evaluate import Predictions, split_metrics
-from mpnn.report import format_summary, main, markdown
+from mpnn.cli.report import main
+from mpnn.report import format_summary, markdown
 
 
 def _metrics() -> dict:
@@ -40,10 +41,17 @@ def test_markdown_and_command_line(tmp_path, capsys):
     table = markdown(metrics)
     assert "| 9 | 20 | 2.500 | 0.2778 | 1.000 | 4.750 | +4.750 | 4.750 | -4.750 |" in table
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    assert main([str(tmp_path)]) == 0
+    assert main(["--model", str(tmp_path)]) == 0
     assert "| weighted | 20 |" in capsys.readouterr().out
-    assert main([str(tmp_path / "missing")]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "missing")]) == 1  # an input that cannot be used
+    assert capsys.readouterr().err.splitlines() == [
+        f"mpnn-report: error: {tmp_path / 'missing' / 'metrics.json'}: no such file (has the run finished?)"
+    ]
+    (tmp_path / "metrics.json").write_text("{ not json")
+    assert main([str(tmp_path)]) == 1  # the run directory given the old way still works
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("mpnn-report: warning: the positional RUN_DIR is deprecated for the run, use --model")
+    assert err[1].startswith(f"mpnn-report: error: {tmp_path / 'metrics.json'}: cannot read (")
 
 
 def test_runs_without_groups_keep_the_plain_tables():

@@ -180,7 +180,7 @@ def test_where_flock_is_unsupported_a_dead_holder_is_taken_over_and_a_live_one_r
 
 
 def test_mpnn_train_on_a_run_directory_in_use_is_exit_1_and_writes_nothing(minima_dataset, tmp_path, capsys, no_job):
-    from mpnn import train
+    from mpnn.cli import train
 
     run_dir = tmp_path / "run"
     holder = _holder_process(run_dir, SLURM_JOB_ID="4242")
@@ -204,7 +204,7 @@ def _one_error_line(capsys) -> str:
 
 
 def _train(data: Path, run_dir: Path, *flags: str) -> int:
-    from mpnn import train
+    from mpnn.cli import train
 
     return train.main(["--data", str(data), "--run-dir", str(run_dir), *SMALL, *flags])
 
@@ -287,7 +287,7 @@ def test_two_ranks_stop_together_at_the_step_of_a_poisoned_record(minima_dataset
     entry.update(bytes=shard.stat().st_size, sha256=hashlib.sha256(shard.read_bytes()).hexdigest())
     (data / "manifest.json").write_text(json.dumps(manifest))
     command = [
-        *HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.train", "--data", str(data),
+        *HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.cli.train", "--data", str(data),
         "--run-dir", str(tmp_path / "run"), *SMALL, "--epochs", "2",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -41,7 +41,7 @@ def one_shard_per_rank(tutorial_subset, tmp_path_factory) -> Path:
     """`tutorial_subset` in 2 shards per split: with 2 ranks each reads one file, in order.
     (With more files per rank the loader interleaves them in no fixed order, and a seeded
     2-rank run varies from run to run by about 1e-3 in its losses, on either engine.)"""
-    from data_prep.prep_water import main
+    from mpnn.cli.prep_water import main
 
     out = tmp_path_factory.mktemp("two_shards")
     assert main([str(tutorial_subset), "-o", str(out), "--shards", "2", "--quiet"]) == 0
@@ -64,9 +64,9 @@ def _metrics(run_dir: Path) -> dict:
 
 @pytest.mark.skipif(not (HOROVOD_VENV / "bin" / "horovodrun").exists(), reason="no Horovod stack (.venv) here")
 def test_two_tf_distribute_workers_train_as_two_horovod_ranks(one_shard_per_rank, tmp_path):
-    train = ["-m", "mpnn.train", "--data", str(one_shard_per_rank), *SEEDED]
+    train = ["-m", "mpnn.cli.train", "--data", str(one_shard_per_rank), *SEEDED]
     mwms, horovod = tmp_path / "tf-distribute", tmp_path / "horovod"
-    run_checked([sys.executable, "-m", "mpnn.launch", "-np", "2", sys.executable, *train, "--run-dir", str(mwms),
+    run_checked([sys.executable, "-m", "mpnn.cli.launch", "-np", "2", sys.executable, *train, "--run-dir", str(mwms),
                  "--engine", "tf-distribute"])
     run_checked([str(HOROVOD_VENV / "bin" / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
                  _python(HOROVOD_VENV), *train, "--run-dir", str(horovod), "--engine", "horovod"], cwd=REPO, env=_clean_env())
@@ -86,9 +86,9 @@ def test_a_run_of_the_other_stack_resumes_here_and_its_model_loads_or_says_why(w
     run_dir = tmp_path / "run"
     small = ["--data", str(water_dataset), "--run-dir", str(run_dir), "--batch-size", "64", "--width", "8",
              "--message-steps", "1", "--verbose", "0"]
-    run_checked([_python(OTHER_VENV), "-m", "mpnn.train", *small, "--epochs", "1"], cwd=REPO, env=_clean_env())
+    run_checked([_python(OTHER_VENV), "-m", "mpnn.cli.train", *small, "--epochs", "1"], cwd=REPO, env=_clean_env())
     other = _metrics(run_dir)["engine"]
-    run_checked([sys.executable, "-m", "mpnn.train", *small, "--epochs", "2", "--resume"])
+    run_checked([sys.executable, "-m", "mpnn.cli.train", *small, "--epochs", "2", "--resume"])
     resumed = _metrics(run_dir)
     assert resumed["resumed_from_epoch"] == [1] and resumed["epochs_run"] == 2
     assert resumed["engine"]["tensorflow"] != other["tensorflow"]
@@ -96,9 +96,9 @@ def test_a_run_of_the_other_stack_resumes_here_and_its_model_loads_or_says_why(w
 
     # model.keras of the other stack (rewritten by the resumed run: make one there again).
     model = tmp_path / "other-model" / "model.keras"
-    run_checked([_python(OTHER_VENV), "-m", "mpnn.train", *small[:2], "--run-dir", str(model.parent), *small[4:],
+    run_checked([_python(OTHER_VENV), "-m", "mpnn.cli.train", *small[:2], "--run-dir", str(model.parent), *small[4:],
                  "--epochs", "1"], cwd=REPO, env=_clean_env())
-    done = subprocess.run([sys.executable, "-m", "mpnn.evaluate", "--model", str(model), "--data", str(water_dataset)],
+    done = subprocess.run([sys.executable, "-m", "mpnn.cli.evaluate", "--model", str(model), "--data", str(water_dataset)],
                           capture_output=True, text=True, timeout=600)
     if HERE_IS_HOROVOD:  # a tf-keras 2.21 model on Keras 2.15: refused in one line
         assert done.returncode == 1

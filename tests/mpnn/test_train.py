@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from mpnn import models
-from mpnn.config import config_from_args
+from mpnn.cli.train import parse_config
 from mpnn.data import Manifest, manifest_dataset
 from mpnn.distributed import per_rank_batch_size, scaled_learning_rate
+from mpnn.errors import UsageError
 from mpnn.host import usable_cores
 from mpnn.models.gilmer import MPNNConfig
 from tests.helpers import HOROVODRUN_TWO_RANKS, REPO, prepare_coordinate_records, read_log, run_checked
@@ -33,7 +34,7 @@ def test_single_process_training_lowers_the_loss_writes_the_run_directory_and_ev
     # small model, and the first three epochs against the last three.
     epochs = ["--epochs", "24"]
     result = run_checked(
-        [sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir), *SMALL, *epochs]
+        [sys.executable, "-m", "mpnn.cli.train", "--data", str(water_dataset), "--run-dir", str(run_dir), *SMALL, *epochs]
     )
     assert "test" in result.stdout and str(run_dir) in result.stdout
 
@@ -57,7 +58,7 @@ def test_single_process_training_lowers_the_loss_writes_the_run_directory_and_ev
 
     # The saved model, evaluated by mpnn-evaluate, gives the run's test metrics.
     result = run_checked(
-        [sys.executable, "-m", "mpnn.evaluate", "--model", str(run_dir / "model.keras"), "--data", str(water_dataset)]
+        [sys.executable, "-m", "mpnn.cli.evaluate", "--model", str(run_dir / "model.keras"), "--data", str(water_dataset)]
     )
     assert f"MAE {metrics['test']['mae']:.4f}" in result.stdout
 
@@ -67,7 +68,7 @@ def test_horovodrun_two_ranks(water_dataset, tmp_path):
     run_dir = tmp_path / "run"
     command = [
         *HOROVODRUN_TWO_RANKS,
-        sys.executable, "-m", "mpnn.train", "--data", str(water_dataset), "--run-dir", str(run_dir),
+        sys.executable, "-m", "mpnn.cli.train", "--data", str(water_dataset), "--run-dir", str(run_dir),
         "--batch-strategy", "gbs", *SMALL,
     ]
     run_checked(command)
@@ -84,26 +85,26 @@ def test_horovodrun_two_ranks(water_dataset, tmp_path):
 def test_config_file_is_overridden_by_flags(tmp_path):
     config_file = tmp_path / "config.yaml"
     config_file.write_text("data: a\nepochs: 7\nmodel_options:\n  width: 12\n  message_steps: 3\n")
-    config = config_from_args(["--config", str(config_file), "--epochs", "9", "--width", "20"])
+    config = parse_config(["--config", str(config_file), "--epochs", "9", "--width", "20"])
     assert (config.data, config.epochs, config.model_options) == ("a", 9, {"width": 20, "message_steps": 3})
-    assert config_from_args(["--data", "a", "--no-edge-updates"]).model_options == {"edge_updates": False}
-    assert config_from_args(["--data", "a", "--edge-updates"]).model_options == {"edge_updates": True}
+    assert parse_config(["--data", "a", "--no-edge-updates"]).model_options == {"edge_updates": False}
+    assert parse_config(["--data", "a", "--edge-updates"]).model_options == {"edge_updates": True}
     with pytest.raises(ValueError, match="unknown configuration keys"):
         bad = tmp_path / "bad.json"
         bad.write_text('{"data": "a", "epoch": 3}')
-        config_from_args(["--config", str(bad)])
+        parse_config(["--config", str(bad)])
 
 
 def test_shipped_configurations_are_valid_settings():
     shipped = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
     assert shipped
     for path in shipped:
-        config = config_from_args(["--data", "a", "--config", str(path)])
-        models.model_config("mpnn" if config.model == "auto" else config.model, config.model_options)
+        config = parse_config(["--data", "a", "--config", str(path)])
+        models.model_config("mpnn" if config.family == "auto" else config.family, config.model_options)
 
 
 def test_model_options_of_the_wrong_type_are_usage_errors():
-    from mpnn.cli_checks import UsageError
+
 
     with pytest.raises(UsageError, match="model 'mpnn' option edge_updates must be a bool, got 'maybe'"):
         models.model_config("mpnn", {"edge_updates": "maybe"})  # a YAML string: truthy
@@ -128,7 +129,7 @@ def test_horovodrun_trains_gat_lspe_on_pdbbind_records(pdbbind_dataset, tmp_path
     run_dir = tmp_path / "run"
     command = [
         *HOROVODRUN_TWO_RANKS,
-        sys.executable, "-m", "mpnn.train", "--data", str(pdbbind_dataset), "--run-dir", str(run_dir),
+        sys.executable, "-m", "mpnn.cli.train", "--data", str(pdbbind_dataset), "--run-dir", str(run_dir),
         "--epochs", "2", "--batch-size", "1", "--verbose", "0",
     ]
     run_checked(command)
@@ -145,11 +146,11 @@ def test_a_saved_config_with_the_old_model_cut_resumes_with_the_cut_as_a_trainin
     saved = {"data": "a", "model_options": {"width": 8, "parallel_shards": 2, "fused_updates": True},
              "thread_plan": {"intra_op_threads": 1, "inter_op_threads": 2, "batch_cut": 2}}
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    config = config_from_args(["--run-dir", str(tmp_path), "--resume"])
+    config = parse_config(["--run-dir", str(tmp_path), "--resume"])
     assert (config.model_options, config.batch_cut) == ({"width": 8}, 2)
-    assert config_from_args(["--data", "a", "--batch-cut", "1"]).batch_cut == 1
-    with pytest.raises(ValueError, match="batch_cut must not be negative"):
-        config_from_args(["--data", "a", "--batch-cut", "-1"])
+    assert parse_config(["--data", "a", "--batch-cut", "1"]).batch_cut == 1
+    with pytest.raises(UsageError, match=r"argument --batch-cut: must be a whole number >= 0, got -1"):
+        parse_config(["--data", "a", "--batch-cut", "-1"])
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,8 @@ def _assert_saved_model_predicts_as_the_run(run_dir, data):
     """model.keras predicts exactly what the run's best weights predict in a model built
     afresh, the run's test_predictions.csv (the in-memory model's) to its printed digits,
     and mpnn-evaluate writes the same predictions."""
-    from mpnn import distributed, evaluate
+    from mpnn import distributed
+    from mpnn.cli import evaluate
     from mpnn.evaluate import predict_split
 
     distributed.init()
@@ -220,7 +222,7 @@ def test_coordinate_records_train_save_reload_and_evaluate_in_each_thread_plan(c
     # Issue 12: the default plan on 2+ cores (batches cut in two) crashed after training
     # on records with distances, when the model was saved.
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir)]
+    command = [sys.executable, "-m", "mpnn.cli.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir)]
     run_checked([*command, *COORDINATE_RUN, *plan])
     config = json.loads((run_dir / "config.json").read_text())
     expected_cut = 1 if plan or usable_cores() < 2 else 2
@@ -242,7 +244,7 @@ def test_coordinate_records_train_save_reload_and_evaluate_with_two_ranks_and_wr
     run_dir, timeline = tmp_path / "run", tmp_path / "timeline.json"
     command = [
         *HOROVODRUN_TWO_RANKS,
-        sys.executable, "-m", "mpnn.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
+        sys.executable, "-m", "mpnn.cli.train", "--data", str(coordinate_dataset), "--run-dir", str(run_dir),
         *COORDINATE_RUN, "--tensorboard", "--horovod-timeline", str(timeline), "--autotune",
     ]
     run_checked(command)
@@ -259,7 +261,7 @@ def test_coordinate_records_train_save_reload_and_evaluate_with_two_ranks_and_wr
 def tip4p_records(tmp_path_factory) -> Path:
     """240 TIP4P clusters of 3-6 waters with energies and forces, the geometry model's data
     (4 shards per split, so the two ranks read whole shards)."""
-    from data_prep.prep_water import main
+    from mpnn.cli.prep_water import main
     from data_prep.water_set import WaterSetOptions, write_water_set
 
     root = tmp_path_factory.mktemp("tip4p")
@@ -272,9 +274,9 @@ def tip4p_records(tmp_path_factory) -> Path:
 @pytest.mark.integration  # horovodrun, a geometry model trained on forces
 def test_horovodrun_two_ranks_trains_the_geometry_model_on_energies_and_forces(tip4p_records, tmp_path):
     run_dir = tmp_path / "run"
-    common = ["--data", str(tip4p_records), "--run-dir", str(run_dir), "--model", "schnet", "--width", "16",
+    common = ["--data", str(tip4p_records), "--run-dir", str(run_dir), "--family", "schnet", "--width", "16",
               "--message-steps", "2", "--batch-size", "4", "--verbose", "0"]
-    run_checked([*HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.train", *common, "--epochs", "3"])
+    run_checked([*HOROVODRUN_TWO_RANKS, sys.executable, "-m", "mpnn.cli.train", *common, "--epochs", "3"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["ranks"] == 2 and metrics["weights_identical_across_ranks"] is True
     test = metrics["test"]
@@ -289,7 +291,7 @@ def test_horovodrun_two_ranks_trains_the_geometry_model_on_energies_and_forces(t
     assert config["model"] == "schnet" and config["model_options"]["force_weight"] > 0
 
     # Resumed on one rank, it continues from epoch 3 with its own architecture.
-    run_checked([sys.executable, "-m", "mpnn.train", *common, "--epochs", "4", "--resume"])
+    run_checked([sys.executable, "-m", "mpnn.cli.train", *common, "--epochs", "4", "--resume"])
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed["epochs_run"] == 4 and resumed["resumed_from_epoch"] == [3]
     assert resumed["architecture"] == metrics["architecture"]

@@ -12,6 +12,7 @@ from typing import Callable
 import pytest
 
 from mpnn import verify
+from mpnn.cli import verify as verify_cli
 from mpnn.graph_format.tfrecord import check_records, sha256_of
 from tests.helpers import WATER, poison_energies
 
@@ -21,7 +22,7 @@ SHARD = "train-00001-of-00002.tfrecord.gz"
 @pytest.fixture(scope="module")
 def minima_dataset(tmp_path_factory) -> Path:
     """The 28 water minima, 2 shards per split (train 14 records, 7 per shard)."""
-    from data_prep.prep_water import main
+    from mpnn.cli.prep_water import main
 
     out = tmp_path_factory.mktemp("minima")
     assert main([str(WATER / "minima"), "-o", str(out), "--shards", "2", "--fractions", "0.5", "0.25", "0.25",
@@ -159,12 +160,12 @@ def test_each_damaged_shard_is_reported_once_by_name(dataset, case):
     damage(dataset)
     shard = os.path.abspath(dataset / SHARD)
     assert verify.problems(str(dataset)) == [expected.format(shard=shard)]
-    assert verify.main([str(dataset)]) == 1
+    assert verify_cli.main([str(dataset)]) == 1
 
 
 def test_an_intact_data_set_has_no_problems(dataset, capsys):
     assert verify.problems(str(dataset)) == []
-    assert verify.main([str(dataset / "manifest.json")]) == 0
+    assert verify_cli.main([str(dataset / "manifest.json")]) == 0
     assert capsys.readouterr().out == ""
 
 
@@ -220,7 +221,7 @@ def test_an_unreadable_manifest_is_one_line_naming_it(tmp_path, manifest_text, e
         (tmp_path / "manifest.json").write_text(manifest_text)
     [line] = verify.problems(str(tmp_path))
     assert line.startswith(f"{tmp_path / 'manifest.json'}: {expected}")
-    assert verify.main([str(tmp_path)]) == 1
+    assert verify_cli.main([str(tmp_path)]) == 1
 
 
 def test_only_the_named_splits_are_checked(dataset):
@@ -260,7 +261,7 @@ def test_records_with_non_finite_values_are_named_by_shard_and_record(dataset, c
     _edit_manifest(dataset, lambda m: _shard_entry(m).update(bytes=shard.stat().st_size, sha256=sha256_of(str(shard))))
     line = f"{os.path.abspath(shard)}: non-finite float values in 2 record(s): record 2 ('energy'), record 5 ('energy')"
     assert verify.problems(str(dataset)) == [line]
-    assert verify.main([str(dataset)]) == 1
+    assert verify_cli.main([str(dataset)]) == 1
     assert capsys.readouterr().out.splitlines() == [line]
 
 

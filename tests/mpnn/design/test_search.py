@@ -7,7 +7,8 @@ import json
 import pytest
 
 from mpnn.design.reward import score
-from mpnn.design.search import SearchOptions, main, read_start, search
+from mpnn.cli.design import main
+from mpnn.design.search import SearchOptions, read_start, search
 from mpnn.predict import TrainedModel, load_trained
 from tests.helpers import WATER
 
@@ -70,5 +71,5 @@ def test_bad_requests_are_one_line_errors(distance_run, topology_run, tmp_path, 
     common = ["--start", str(W5), "-o", str(tmp_path / "out")]
     assert main(["--model", str(distance_run), "--target-waters", "6", *common]) == 1
     assert "without coordinates" in capsys.readouterr().err
-    assert main(["--model", str(topology_run), "--target-waters", "4", *common]) == 1
-    assert "more than the target" in capsys.readouterr().err
+    assert main(["--model", str(topology_run), "--target-waters", "4", *common]) == 2  # a flag's value
+    assert "argument --target-waters: the start has 5 waters, more than the target 4" in capsys.readouterr().err
