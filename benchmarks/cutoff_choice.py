@@ -10,8 +10,8 @@ TIP4P energies):
 - the mean number of atom pairs within the cutoff per atom (the model's cost per atom is
   about proportional to it) and per structure.
 
-The default cutoff of `data_prep.geometry` is the one chosen from this table (BENCHMARKS.md,
-"Geometry: the pair cutoff"). Example::
+The default cutoff of `data_prep.geometry` is the one chosen from this table (RESULTS.md,
+"Geometry model against SchNetPack"). Example::
 
     python benchmarks/make_water_set.py --count 3000 --seed 1 -o /tmp/tip4p-3k
     python benchmarks/cutoff_choice.py /tmp/tip4p-3k/water_0000.extxyz --cutoffs 4 5 6 7 8

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two stacks and the two engines on this machine, alternated so that a shared machine's
-# changing load falls on both sides alike (BENCHMARKS.md, "Engines and stacks"):
+# changing load falls on both sides alike (RESULTS.md, "Engines and stacks"):
 #   single process: TensorFlow 2.21 + tf-keras (.venv-current) against 2.15 (.venv)
 #   2 workers:      tf-distribute (mpnn-launch, .venv-current) against Horovod (horovodrun --mpi, .venv)
 # Each pair runs ROUNDS times; the ratios printed are the medians of the per-round ratios.

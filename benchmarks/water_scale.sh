@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# How the cost of water clusters with coordinates grows with their number (BENCHMARKS.md,
-# "Water clusters with coordinates at scale"): for each size N, one generated set of 3-30
+# How the cost of water clusters with coordinates grows with their number (RESULTS.md,
+# "Data preparation"): for each size N, one generated set of 3-30
 # waters (benchmarks/make_water_set.py: TIP4P energies up to 300,000 structures, the 0.0
 # placeholder beyond, where generating the labels would dominate), then
 #   - the read floor: ASE's extxyz reader over the same files (benchmarks/ase_read_floor.py);

@@ -7,7 +7,7 @@
 #   bash benchmarks/weak_scaling.sh work/water benchmarks/results/weak 2 3
 #
 # Efficiency = N-rank total graphs/s / (N x 1-rank graphs/s), per batch size, in the N-rank
-# report's "scaling_efficiency" (BENCHMARKS.md, "Two ranks on 2 cores"). Batch sizes: BATCHES (default "64 256 1024").
+# report's "scaling_efficiency" (RESULTS.md, "Weak scaling on 2 ranks"). Batch sizes: BATCHES (default "64 256 1024").
 set -euo pipefail
 data=${1:-work/water}
 out=${2:-bench-weak}

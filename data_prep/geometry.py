@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms
 
 # Default pair cutoff, Angstrom, chosen by measurement (benchmarks/cutoff_choice.py on
-# 3,000 TIP4P clusters of 3-30 waters; BENCHMARKS.md, "Geometry: the pair cutoff"): the
+# 3,000 TIP4P clusters of 3-30 waters; RESULTS.md, "Geometry model against SchNetPack"): the
 # TIP4P energy between waters farther apart than the cutoff, which an interaction does not
 # see directly, varies across structures by 0.22 / 0.098 / 0.035 / 0.015 kcal/mol per water
 # (standard deviation) at 5 / 6 / 7 / 8 Angstrom, for 29 / 39 / 48 / 55 pairs per atom. 7 is

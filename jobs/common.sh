@@ -92,7 +92,7 @@ mpnn_train_args() {
 
 # CPU ranks: Open MPI's progress loop yields the core while a rank waits (in Horovod's
 # background thread), instead of spinning on the core that the rank's compute thread is
-# bound to. Measured on 2 cores (BENCHMARKS.md, weak scaling): 2 ranks x 1 thread went from
+# bound to. Measured on 2 cores (RESULTS.md, "Weak scaling on 2 ranks"): 2 ranks x 1 thread went from
 # 56% to about 90% of twice the 1-rank rate at batch 256. Other MPIs ignore the variable.
 mpnn_cpu_rank_defaults() {
     export OMPI_MCA_mpi_yield_when_idle="${OMPI_MCA_mpi_yield_when_idle:-1}"

@@ -3,7 +3,7 @@
 On a CPU rank with two or more cores, training runs faster when each merged batch (see
 `mpnn.data`) is cut into groups of whole graphs that go through the same model one
 group at a time in the graph, so that TensorFlow's inter-op threads run the groups at once
-(`mpnn.distributed.thread_plan` chooses the number of groups; BENCHMARKS.md, "Training
+(`mpnn.distributed.thread_plan` chooses the number of groups; RESULTS.md, "Training
 throughput"). The cut belongs to the machine, not to the model: `cut_batch_trainer` gives
 the model a training twin that shares its layers and weights and cuts each batch, so the
 model that is saved, checkpointed and evaluated is the same on 1 core and on 16, and a

@@ -53,7 +53,7 @@ FILE_SHARDING_IMBALANCE = 0.05
 # Records each reader of the parallel interleave hands over at a time. tf.data's parallel
 # interleave pays a fixed cost per element it moves between threads; in blocks the readers
 # run about 3x faster (water records, 2 cores: 160,000 single records/s against 500,000 in
-# blocks of 256; BENCHMARKS.md "Loader"). The blocks are split into records again before
+# blocks of 256; RESULTS.md, "Loader throughput"). The blocks are split into records again before
 # sharding, caching and shuffling.
 READ_BLOCK = 256
 # Memory of one record in tf.data's in-memory cache besides its serialised bytes: the

@@ -62,7 +62,7 @@ def thread_plan(
       that two inter-op threads run at once, each op on half of the cores. The update MLPs
       of a message-passing model are many small ops that one op's threads share poorly: on
       2 cores this runs the tutorial-size MPNN (32 features, 8 steps, batch 256) 1.37x
-      faster than TensorFlow's defaults, with 20% less CPU per step (BENCHMARKS.md,
+      faster than TensorFlow's defaults, with 20% less CPU per step (RESULTS.md,
       "Training throughput").
     """
     if gpu:

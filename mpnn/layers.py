@@ -29,8 +29,8 @@ def gather_receivers(states: tf.Tensor, receivers: tf.Tensor) -> tf.Tensor:
 
     The same values as `tf.gather`; only the gradient differs in how it is computed. The
     gradient of `tf.gather` sums onto the gathered rows with `unsorted_segment_sum`, which
-    on CPU is about 3.5x slower than the sorted `segment_sum` used here (BENCHMARKS.md,
-    "Training speed: candidates").
+    on CPU is about 3.5x slower than the sorted `segment_sum` used here (measured:
+    benchmarks/log/2026-11-23-training-throughput.md, "On the AMD machine").
     """
 
     @tf.custom_gradient

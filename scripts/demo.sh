@@ -20,7 +20,7 @@ mpnn-prep-water "$samples/water_clusters.proto.gz" -o "$work/water" \
 mpnn-prep-water "$samples/minima" -o "$work/minima" --fractions 0 0 1 --shards 1 --quiet
 
 # The default model for 20 epochs: about 4.5 minutes of training on 2 cores, test MAE 0.61
-# kcal/mol (BENCHMARKS.md, "Issue 14"; longer training: jobs/configs/water-accurate.yaml).
+# kcal/mol (RESULTS.md, "Water accuracy of the default MPNN"; longer training: jobs/configs/water-accurate.yaml).
 NP="${NP:-2}" DATA="$work/water" RUN_DIR="$run_dir" bash jobs/local/train.sh --epochs 20
 
 echo

@@ -8,7 +8,7 @@
 #   CONFIG      JSON/YAML settings file for mpnn-train
 #   RUN_DIR     run directory (default runs/local-<time>)
 #   CONTROLLER  mpi (default: with Open MPI yielding idle cores, 2 CPU ranks scale best,
-#               see BENCHMARKS.md) or gloo (needs no MPI); Horovod only
+#               see RESULTS.md) or gloo (needs no MPI); Horovod only
 #   MPNN_ENGINE horovod (default) or tf-distribute (see jobs/common.sh)
 #   RESUME, TRAIN_ARGS, MPNN_HOME, MPNN_VENV: see jobs/common.sh
 # Extra arguments are passed to mpnn-train, e.g.  bash jobs/local/train.sh --epochs 5

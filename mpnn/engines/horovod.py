@@ -73,7 +73,7 @@ class HorovodEngine(Engine):
         of being allgathered. Our models are small (3e4 to 1e5 parameters), so per-request
         latency, not bandwidth, is the cost: on 2 CPU ranks of 2 cores these two settings
         brought the CPU per step back to the 1-rank figure and the weak-scaling efficiency at
-        256 graphs per rank from 79-90% to 96% (BENCHMARKS.md, "Two ranks on 2 cores").
+        256 graphs per rank from 79-90% to 96% (RESULTS.md, "Weak scaling on 2 ranks").
 
         Horovod 0.28.1 allreduces in ``compute_gradients`` only, so a ``train_step`` that
         calls ``apply_gradients`` with its own tape's gradients would step each rank on its

@@ -79,7 +79,7 @@ class ModelFamily:
 
 # The MPNN fits energies with a Huber loss (delta 1 kcal/mol: quadratic for the typical
 # residual, linear for outliers), which on the water tutorial split beat the MAE loss it had
-# before (BENCHMARKS.md, issue 14, with the 4-step model of the time: test MAE 0.748
+# before (benchmarks/log/2026-12-02-accuracy-session-2.md, "Issue 14"; 4-step model: test MAE 0.748
 # against 0.77-0.80 after 32 epochs; 0.815 against 0.839 after 12) at no cost; GAT-LSPE
 # follows the PDBbind study (MSE, weight decay 1e-4). Neither averages its weights by
 # default (no gain measured on the water split).

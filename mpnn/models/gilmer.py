@@ -47,8 +47,8 @@ class MPNNConfig:
     steps with edge updates, the default until 2026-12): in the atom graph a water-to-water
     hop takes two steps (O-H covalent, then H...O hydrogen bond), so 4 steps see only a
     cluster's second neighbours, and the deeper model learns the energy's dependence on
-    the whole hydrogen-bond network (BENCHMARKS.md, issue 14: test MAE 0.68 against 0.83
-    after 12 epochs, at about 1.4x the time per epoch).
+    the whole hydrogen-bond network (test MAE 0.68 against 0.83 after 12 epochs, at about
+    1.4x the time per epoch; benchmarks/log/2026-12-02-accuracy-session-3.md, "Issue 14").
 
     How a batch is run on a machine (threads, the batch cut of `mpnn.batch_cut`) is not
     part of the architecture: a model built from this config is the same everywhere.

@@ -36,5 +36,5 @@ def test_only_the_mpnn_takes_the_cut():
     # change its results.
     assert models.batch_cut_for("mpnn", 2) == 2
     assert models.batch_cut_for("gat-lspe", 2) == 1
-    # The geometry model runs faster uncut on 2 cores (BENCHMARKS.md, "Geometry model").
+    # The geometry model runs faster uncut on 2 cores (RESULTS.md, "Geometry model against SchNetPack").
     assert models.batch_cut_for("schnet", 2) == 1
