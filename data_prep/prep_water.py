@@ -54,8 +54,8 @@ from mpnn import settings
 from mpnn.settings import Allowed, setting
 
 log = logging.getLogger("mpnn-prep-water")
-# The largest pair cutoff (Angstrom): beyond it every pair of a 30-water cluster is within
-# reach and the records grow as the square of the atoms for no gain (RESULTS.md, "The pair cutoff").
+# The largest pair cutoff accepted (Angstrom): a cluster of 30 waters (about 900 cubic
+# Angstrom) is about 12 Angstrom across, so 20 already pairs every atom with every other.
 MAX_CUTOFF = 20.0
 
 # Structures per task of an XYZ file or database: enough that a task's set-up (seek, ASE
