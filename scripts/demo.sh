@@ -26,5 +26,5 @@ NP="${NP:-2}" DATA="$work/water" RUN_DIR="$run_dir" bash jobs/local/train.sh --e
 echo
 echo "The trained model on the 28 global minima (3-30 waters; trained on 3-11), per range of sizes"
 echo "beside a linear fit of energy on waters and hydrogen bonds over the training split:"
-mpnn-evaluate --model "$run_dir/model.keras" --data "$work/minima" --split test \
+mpnn-evaluate --model "$run_dir" --data "$work/minima" --split test \
     --linear-baseline "$work/water" --output "$run_dir/minima_predictions.csv" --json "$run_dir/minima_metrics.json"
