@@ -38,15 +38,15 @@ for n in $sizes; do
     # The last conversion's data set is kept for the size, loader and training rows.
     records="$sets/water-$n-records"
     # shellcheck disable=SC2086  # prep_workers is a list
-    python -m mpnn.bench prep --inputs "$set_dir" --workers $prep_workers --repeats 1 \
+    python -m mpnn.cli.bench prep --inputs "$set_dir" --workers $prep_workers --repeats 1 \
         --keep-output "$records" --output "$out/n$n-prep.json"
     if ((mpi)); then
-        python -m mpnn.bench prep --inputs "$set_dir" --workers 2 --mpi --repeats 1 --output "$out/n$n-prep-mpi.json"
+        python -m mpnn.cli.bench prep --inputs "$set_dir" --workers 2 --mpi --repeats 1 --output "$out/n$n-prep-mpi.json"
     fi
     du -sb "$records" | awk -v n="$n" '{printf "{\"structures\": %d, \"output_bytes\": %d}\n", n, $1}' \
         >"$out/n$n-size.json"
-    python -m mpnn.bench loader --data "$records" --batch-sizes 256 --settings autotune --repeats 1 \
+    python -m mpnn.cli.bench loader --data "$records" --batch-sizes 256 --settings autotune --repeats 1 \
         --output "$out/n$n-loader.json"
-    python -m mpnn.bench train --data "$records" --widths 32 --batch-sizes 256 --steps 50 --repeats 1 \
+    python -m mpnn.cli.bench train --data "$records" --widths 32 --batch-sizes 256 --steps 50 --repeats 1 \
         --output "$out/n$n-train.json"
 done

@@ -24,7 +24,7 @@ for round in $(seq 1 "$rounds"); do
         [[ $n == 1 ]] || baseline=(--baseline "$out/r$round-n1.json")
         # shellcheck disable=SC2086  # batches is a list
         mpirun -np "$n" --bind-to core --map-by core -x OMPI_MCA_mpi_yield_when_idle \
-            python -m mpnn.bench train --data "$data" --widths 32 --batch-sizes $batches --steps 50 \
+            python -m mpnn.cli.bench train --data "$data" --widths 32 --batch-sizes $batches --steps 50 \
             --repeats 3 --intra-op 1 --inter-op 1 --data-threads 1 --output "$out/r$round-n$n.json" "${baseline[@]}"
     done
 done

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
@@ -188,3 +189,22 @@ def poison_energies(path: Path, records: set[int]) -> None:
         framed.append(frame(record))
     with gzip.open(path, "wb") as handle:
         handle.write(b"".join(framed))
+
+
+# ---- benchmark reports (mpnn-bench) --------------------------------------------------------
+
+# Peak RSS of a Python process with NumPy (and TensorFlow in the training benchmark), in
+# KiB: a value outside these bounds is in the wrong unit (bytes, MiB) or not a peak RSS.
+PEAK_RSS_KIB = (20 * 1024, 8 * 1024**2)
+WITH_TENSORFLOW_KIB = 100 * 1024
+
+
+def check_bench_environment(report: dict) -> None:
+    """The machine, versions, date and command line of a benchmark report are this run's."""
+    assert 1 <= report["machine"]["cores"] <= os.cpu_count()
+    assert report["machine"]["cpu"]
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    assert report["machine"]["memory_gib"] == pytest.approx(memory_gib, rel=0.01)
+    assert report["versions"]["tensorflow"] and report["versions"]["python"]
+    assert report["date"].endswith("+00:00")  # UTC
+    assert isinstance(report["command"], list)

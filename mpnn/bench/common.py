@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -27,24 +26,10 @@ def environment() -> dict[str, Any]:
     return {"date": date, "command": list(sys.argv), "machine": info, "versions": versions}
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    return _bounded_int(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer of at least 0."""
-    return _bounded_int(text, 0)
-
-
-def _bounded_int(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
+def make_report(benchmark: str, results: dict[str, Any]) -> dict[str, Any]:
+    """The complete report of one benchmark run: its name (``loader``, ``prep``, ``train``),
+    the `environment` and `results`, the benchmark-specific part its ``run`` returned."""
+    return {"benchmark": benchmark, **environment(), **results}
 
 
 def median(values: Sequence[float]) -> float:

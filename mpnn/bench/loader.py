@@ -21,27 +21,48 @@ training loop would; the iteration overhead is part of the figure.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mpnn import host
-from mpnn.bench.common import (
-    format_table,
-    median,
-    mib,
-    non_negative_int,
-    positive_int,
-)
+from mpnn.bench.common import format_table, median, mib
 
 log = logging.getLogger("mpnn-bench.loader")
 
 DEFAULT_BATCH_SIZES = (64, 256, 1024, 2048)
 SETTING_NAMES = ("none", "prefetch", "threads", "autotune", "cache")
+
+
+@dataclass(frozen=True)
+class LoaderBenchOptions:
+    """What ``mpnn-bench loader`` measures (`run`).
+
+    Attributes:
+        data: the prepared data set (``manifest.json`` or its directory).
+        split: the split read (``train``, ``valid``, ``test``).
+        batch_sizes: graphs per batch, one measurement per setting and batch size.
+        repeats: timed passes (one pass: every record of the split once) per setting and
+            batch size; the median rate is reported.
+        warmup_batches: untimed batches before the first timed pass (``cache`` also takes
+            the pass that fills its cache untimed).
+        threads: parallel reads and parse calls (and batches prefetched) of the ``threads``
+            setting; default: the cores this process may use.
+        settings: the settings measured (of `SETTING_NAMES`), in the sweep's order.
+        shuffle: shuffle the records as training does.
+    """
+
+    data: str
+    split: str = "train"
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    repeats: int = 3
+    warmup_batches: int = 5
+    threads: int = field(default_factory=host.usable_cores)
+    settings: tuple[str, ...] = SETTING_NAMES
+    shuffle: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,41 +151,20 @@ def measure(
     }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
-    parser.add_argument("--split", default="train", help="split to read (default train)")
-    parser.add_argument(
-        "--batch-sizes", type=positive_int, nargs="+", default=list(DEFAULT_BATCH_SIZES), metavar="B",
-        help="graphs per batch (default %(default)s)",
-    )
-    parser.add_argument(
-        "--repeats", type=positive_int, default=3, help="timed passes (default 3); the median is reported"
-    )
-    parser.add_argument(
-        "--warmup-batches", type=non_negative_int, default=5, help="untimed batches before the first pass (default 5)"
-    )
-    parser.add_argument(
-        "--threads", type=positive_int, default=host.usable_cores(),
-        help="parallel reads and parse calls of the 'threads' setting (default: usable cores, %(default)s)",
-    )
-    parser.add_argument(
-        "--settings", nargs="+", choices=SETTING_NAMES, default=list(SETTING_NAMES), help="settings to measure"
-    )
-    parser.add_argument("--shuffle", action="store_true", help="shuffle the records as training does")
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the sweep; returns the report's benchmark-specific part."""
+def run(options: LoaderBenchOptions) -> dict[str, Any]:
+    """Run the sweep; returns the report's benchmark-specific part (rates in graphs/s and
+    batches/s, times in seconds, peak memory in KiB; `mpnn.bench.common.make_report`
+    completes it)."""
     from mpnn.data import Manifest
 
-    manifest = Manifest.load(args.data)
-    files, counts = manifest.split(args.split)
-    settings = [s for s in sweep_settings(args.threads) if s.name in args.settings]
+    manifest = Manifest.load(options.data)
+    files, counts = manifest.split(options.split)
+    settings = [s for s in sweep_settings(options.threads) if s.name in options.settings]
     results = []
     for setting in settings:
-        for batch_size in args.batch_sizes:
+        for batch_size in options.batch_sizes:
             result = measure(
-                manifest, args.split, batch_size, setting, args.repeats, args.warmup_batches, args.shuffle
+                manifest, options.split, batch_size, setting, options.repeats, options.warmup_batches, options.shuffle
             )
             if result["graphs_per_pass"] != sum(counts):
                 log.warning("%s: a pass yielded %d graphs, the manifest lists %d", setting.name,
@@ -177,17 +177,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data": {
             "manifest": os.path.abspath(manifest.path),
-            "split": args.split,
+            "split": options.split,
             "records": sum(counts),
             "shards": len(files),
             "compression": manifest.compression,
         },
         "parameters": {
-            "batch_sizes": list(args.batch_sizes),
-            "repeats": args.repeats,
-            "warmup_batches": args.warmup_batches,
-            "threads": args.threads,
-            "shuffle": args.shuffle,
+            "batch_sizes": list(options.batch_sizes),
+            "repeats": options.repeats,
+            "warmup_batches": options.warmup_batches,
+            "threads": options.threads,
+            "shuffle": options.shuffle,
         },
         "settings": {
             s.name: {

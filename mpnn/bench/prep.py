@@ -20,13 +20,12 @@ With ``--converter pdbbind`` the ``--inputs`` are PDBbind roots (``ROOT/<pdbid>/
 ``--index FILE ...`` names their index files, e.g. for a tree made by
 ``benchmarks/make_pdbbind_tree.py``::
 
-    python -m mpnn.bench prep --converter pdbbind --inputs /tmp/pdbbind-1000 \\
+    python -m mpnn.cli.bench prep --converter pdbbind --inputs /tmp/pdbbind-1000 \\
         --index /tmp/pdbbind-1000/index/INDEX_general_PL_data.2020 --workers 1 2 --prep-args "--cutoff 4.5"
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import logging
@@ -41,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mpnn.bench.common import BenchError, format_table, median, mib, positive_int
+from mpnn.bench.common import BenchError, format_table, median, mib
 from mpnn.graph_format.manifest import Manifest
 from mpnn.mpi_env import mpi_launch_environment
 
@@ -65,6 +64,53 @@ CONVERTERS = {
     "water": Converter("mpnn-prep-water", "data_prep.prep_water", "records"),
     "pdbbind": Converter("mpnn-prep-pdbbind", "data_prep.prep_pdbbind", "complexes"),
 }
+# Converter flags the benchmark sets itself (`PrepBenchOptions.prep_args` may not).
+SET_BY_THE_BENCHMARK = {"-o", "--output", "--workers", "--quiet", "--mpi", "--index"}
+
+
+@dataclass(frozen=True)
+class PrepBenchOptions:
+    """What ``mpnn-bench prep`` measures (`run`).
+
+    Attributes:
+        inputs: the converter's inputs: water files, directories or globs; for ``pdbbind``
+            PDBbind roots holding ``<pdbid>/`` directories.
+        converter: a key of `CONVERTERS`: ``water`` (rate in records/s) or ``pdbbind``
+            (complexes/s).
+        index: PDBbind index files (``--index`` of ``mpnn-prep-pdbbind``); required with
+            ``pdbbind``, none otherwise.
+        workers: process counts compared: conversion processes (this one and N - 1 spawned
+            workers), or MPI ranks with `mpi`.
+        repeats: timed runs per process count; the median is reported.
+        mpi: the processes are MPI ranks (``mpirun -np N``).
+        keep_output: a directory the data set of the last run is moved to (replacing it).
+        prep_args: further converter arguments, one word each (none of
+            `SET_BY_THE_BENCHMARK`).
+
+    Raises:
+        BenchError: `prep_args` sets what the benchmark sets, or `index` does not fit
+            `converter`.
+    """
+
+    inputs: tuple[str, ...]
+    converter: str = "water"
+    index: tuple[str, ...] = ()
+    workers: tuple[int, ...] = (1, 2)
+    repeats: int = 1
+    mpi: bool = False
+    keep_output: str | None = None
+    prep_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        forbidden = SET_BY_THE_BENCHMARK & {a.split("=")[0] for a in self.prep_args}
+        if forbidden:
+            raise BenchError(
+                f"--prep-args may not set {sorted(forbidden)}: the benchmark sets them (index files: --index)"
+            )
+        if self.converter == "pdbbind" and not self.index:
+            raise BenchError("--converter pdbbind needs --index FILE (the PDBbind index files of the inputs)")
+        if self.converter != "pdbbind" and self.index:
+            raise BenchError(f"--index applies to --converter pdbbind only, not {self.converter}")
 
 
 def convert_once(
@@ -174,57 +220,20 @@ def measure_in_this_process(module: str, result_path: str, argv_json: str) -> No
         json.dump(result, handle)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--converter", choices=sorted(CONVERTERS), default="water",
-        help="mpnn-prep-water (records/s) or mpnn-prep-pdbbind (complexes/s) (default %(default)s)",
-    )
-    parser.add_argument(
-        "--inputs", nargs="+", required=True,
-        help="inputs of the converter: water files, dirs or globs; PDBbind roots holding <pdbid>/ directories",
-    )
-    parser.add_argument(
-        "--index", nargs="+", default=[], metavar="FILE",
-        help="PDBbind index file(s), passed as mpnn-prep-pdbbind --index (required with --converter pdbbind)",
-    )
-    parser.add_argument(
-        "--workers", type=positive_int, nargs="+", default=[1, 2], metavar="N",
-        help="process counts to compare: conversion processes, or MPI ranks with --mpi (default %(default)s)",
-    )
-    parser.add_argument("--repeats", type=positive_int, default=1, help="runs per worker count; the median is reported")
-    parser.add_argument(
-        "--mpi", action="store_true",
-        help="the N processes are MPI ranks (mpirun -np N <converter> --mpi --workers 1: each rank converts its "
-        "share and writes its own shards) instead of this process and N - 1 spawned workers",
-    )
-    parser.add_argument(
-        "--keep-output", metavar="DIR",
-        help="move the data set converted by the last run to DIR (replacing DIR), e.g. to time the loader on it",
-    )
-    parser.add_argument(
-        "--prep-args", default="", metavar="ARGS",
-        help="further options of the converter, one quoted string: e.g. \"--shards 4 --test-every 10\"; "
-        "for pdbbind \"--cutoff 4.5\" (index files go in --index)",
-    )
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the comparison; returns the report's benchmark-specific part."""
-    converter = CONVERTERS[args.converter]
-    extra = shlex.split(args.prep_args)
-    forbidden = {"-o", "--output", "--workers", "--quiet", "--mpi", "--index"} & {a.split("=")[0] for a in extra}
-    if forbidden:
-        raise BenchError(f"--prep-args may not set {sorted(forbidden)}: the benchmark sets them (index files: --index)")
-    if args.converter == "pdbbind" and not args.index:
-        raise BenchError("--converter pdbbind needs --index FILE (the PDBbind index files of the inputs)")
-    if args.converter != "pdbbind" and args.index:
-        raise BenchError(f"--index applies to --converter pdbbind only, not {args.converter}")
-    index_args = [a for path in args.index for a in ("--index", path)]
+def run(options: PrepBenchOptions) -> dict[str, Any]:
+    """Run the comparison; returns the report's benchmark-specific part (rates in records,
+    or complexes, per second; times in seconds; peak memory in KiB;
+    `mpnn.bench.common.make_report` completes it)."""
+    converter = CONVERTERS[options.converter]
+    extra = list(options.prep_args)
+    index_args = [a for path in options.index for a in ("--index", path)]
     results = []
-    for workers in args.workers:
+    for workers in options.workers:
         runs = [
-            convert_once(converter, list(args.inputs), workers, [*index_args, *extra], args.mpi, args.keep_output)
-            for _ in range(args.repeats)
+            convert_once(
+                converter, list(options.inputs), workers, [*index_args, *extra], options.mpi, options.keep_output
+            )
+            for _ in range(options.repeats)
         ]
         worker_peaks = [r["peak_rss_worker_kib"] for r in runs if r["peak_rss_worker_kib"] is not None]
         records = runs[0]["converted"]
@@ -248,13 +257,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for result in results:
         result["speedup"] = result["records_per_second"] / base["records_per_second"]
     return {
-        "converter": args.converter,
-        "inputs": list(args.inputs),
+        "converter": options.converter,
+        "inputs": list(options.inputs),
         "parameters": {
-            "index": list(args.index),
-            "workers": list(args.workers),
-            "repeats": args.repeats,
-            "mpi": args.mpi,
+            "index": list(options.index),
+            "workers": list(options.workers),
+            "repeats": options.repeats,
+            "mpi": options.mpi,
             "prep_args": extra,
             "speedup_baseline_workers": base["workers"],
         },

@@ -34,49 +34,66 @@ variant such as ``batch_cut=1`` the cut.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from mpnn.config import Engine, ModelName
-from mpnn.bench.common import BenchError, format_table, mib, non_negative_int, positive_int
+from mpnn.bench.common import BenchError, format_table, mib
 from mpnn.host import peak_rss_kib
 
 log = logging.getLogger("mpnn-bench.train")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
-    parser.add_argument("--model", default="auto", choices=ModelName.values(),
-                        help="model family, or auto (the manifest's default)")
-    parser.add_argument("--widths", type=positive_int, nargs="+", default=[32, 64], metavar="W",
-                        help="model widths (default %(default)s)")
-    parser.add_argument("--message-steps", type=positive_int, help="message steps of the mpnn (default: the model's)")
-    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[64, 256, 1024], metavar="B",
-                        help="graphs per batch on each rank (default %(default)s)")
-    parser.add_argument("--steps", type=positive_int, default=30, help="timed training steps (default 30)")
-    parser.add_argument("--repeats", type=positive_int, default=1,
-                        help="timed runs of --steps steps per variant, interleaved across variants (default 1)")
-    parser.add_argument("--variants", nargs="+", default=["default"], metavar="OPTIONS",
-                        help="model variants to compare: 'default' or comma-separated model options and "
-                             "batch_cut, e.g. batch_cut=1 (default: default)")
-    parser.add_argument("--warmup-steps", type=non_negative_int, default=5, help="untimed steps first (default 5)")
-    parser.add_argument("--intra-op", type=non_negative_int, default=0,
-                        help="intra-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)")
-    parser.add_argument("--inter-op", type=non_negative_int, default=0,
-                        help="inter-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)")
-    parser.add_argument("--baseline", metavar="FILE.json",
-                        help="report of a 1-rank run of the same sweep: each result then gets its scaling "
-                             "efficiency, graphs/s / (ranks x the baseline's graphs/s); for weak scaling run both "
-                             "with the same per-rank batch and threads")
-    parser.add_argument("--engine", default="auto", choices=Engine.values(),
-                        help="distributed engine, as mpnn-train's --engine (default auto)")
-    parser.add_argument("--data-threads", type=non_negative_int, default=0,
-                        help="tf.data thread pool size per rank (0: tf.data's default, one per core)")
+@dataclass(frozen=True)
+class TrainBenchOptions:
+    """What ``mpnn-bench train`` measures (`run`).
+
+    Attributes:
+        data: the prepared data set (``manifest.json`` or its directory); its training split
+            is read.
+        family: the model family (`mpnn.models.FAMILIES`), or ``auto``: the manifest's default.
+        widths: model widths (features per atom), one measurement each.
+        message_steps: message steps of the families that have them; None: the family's default.
+        batch_sizes: graphs per batch on each rank, one measurement each.
+        steps: timed training steps per run.
+        repeats: timed runs of `steps` steps per variant, interleaved across the variants; the
+            median is reported.
+        variants: model variants compared: ``default`` or comma-separated model options and
+            ``batch_cut`` (`parse_variant`), each at most once.
+        warmup_steps: untimed training steps before the first timed run.
+        intra_op: intra-op threads; 0: mpnn-train's choice (`mpnn.distributed.thread_plan`).
+        inter_op: inter-op threads; 0: mpnn-train's choice.
+        baseline: the JSON report of a 1-rank run of the same sweep; each result then gets its
+            scaling efficiency, graphs/s / (ranks x the baseline's graphs/s).
+        engine: the distributed engine (`mpnn.config.Engine`), as mpnn-train's.
+        data_threads: tf.data's thread pool per rank; 0: tf.data's default (one per core).
+
+    Raises:
+        BenchError: `variants` lists a variant twice.
+    """
+
+    data: str
+    family: str = "auto"
+    widths: tuple[int, ...] = (32, 64)
+    message_steps: int | None = None
+    batch_sizes: tuple[int, ...] = (64, 256, 1024)
+    steps: int = 30
+    repeats: int = 1
+    variants: tuple[str, ...] = ("default",)
+    warmup_steps: int = 5
+    intra_op: int = 0
+    inter_op: int = 0
+    baseline: str | None = None
+    engine: str = "auto"
+    data_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if len(set(self.variants)) != len(self.variants):
+            raise BenchError(f"--variants lists a variant twice: {list(self.variants)}")
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -98,18 +115,18 @@ def parse_variant(text: str) -> dict[str, Any]:
     return options
 
 
-def message_steps(model_name: str, args: argparse.Namespace) -> int | None:
-    """``--message-steps`` (else the model's default) for a model family that has the option,
-    else None."""
+def message_steps(model_name: str, requested: int | None) -> int | None:
+    """The `requested` message steps (None: the model's default) for a model family that has
+    the option, else None."""
     from mpnn import models
 
     family = models.family(model_name)
     if "message_steps" not in family.option_names:
         return None
-    return args.message_steps if args.message_steps is not None else family.options().message_steps
+    return requested if requested is not None else family.options().message_steps
 
 
-def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: argparse.Namespace,
+def measure(manifest: Any, model_name: str, width: int, batch_size: int, options: TrainBenchOptions,
             rank: int, size: int, batch_cut: int) -> list[dict[str, Any]]:
     """Rates of one rank for one width and batch size, one entry per variant (see the
     module docstring); training cuts batches into `batch_cut` groups (for the models that
@@ -122,19 +139,17 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
     from mpnn.forces import force_trainer, takes_positions
     from mpnn.training import LOSS_CLASSES
 
-    if len(set(args.variants)) != len(args.variants):
-        raise BenchError(f"--variants lists a variant twice: {args.variants}")
     dataset = iterator = None
     steps: dict[str, Any] = {}
     parameters: dict[str, int] = {}
-    steps_option = message_steps(model_name, args)
-    options = {"width": width} if steps_option is None else {"width": width, "message_steps": steps_option}
-    for variant in args.variants:
+    steps_option = message_steps(model_name, options.message_steps)
+    model_options = {"width": width} if steps_option is None else {"width": width, "message_steps": steps_option}
+    for variant in options.variants:
         variant_options = parse_variant(variant)
         cut = variant_options.pop("batch_cut", models.batch_cut_for(model_name, batch_cut))
         with distributed.scope():
             try:
-                config = models.model_config(model_name, {**options, **variant_options})
+                config = models.model_config(model_name, {**model_options, **variant_options})
                 tf.keras.utils.set_random_seed(0)  # every variant starts from the same weights
                 network = models.build_from_manifest(model_name, config, manifest)
                 if takes_positions(network):
@@ -146,7 +161,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
             optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3))
             model.compile(optimizer=optimizer, loss=LOSS_CLASSES["mae"]())
         if dataset is None:
-            loader = LoaderOptions(cache=True, threads=args.data_threads)
+            loader = LoaderOptions(cache=True, threads=options.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
                                                        size=size, options=loader,
                                                        entries=models.batch_entries(network, manifest))
@@ -160,23 +175,23 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, args: a
         steps[variant] = tf.function(lambda x, y, model=model: distributed.run_step(model.train_step, (x, y)),
                                      input_signature=list(iterator.element_spec))
         parameters[variant] = int(model.count_params())
-        for _ in range(args.warmup_steps):
+        for _ in range(options.warmup_steps):
             steps[variant](*next(iterator))
-    timings: dict[str, list[tuple[int, int, float, float]]] = {variant: [] for variant in args.variants}
-    for _ in range(args.repeats):
-        for variant in args.variants:
-            timings[variant].append(_time_steps(steps[variant], iterator, args.steps))
+    timings: dict[str, list[tuple[int, int, float, float]]] = {variant: [] for variant in options.variants}
+    for _ in range(options.repeats):
+        for variant in options.variants:
+            timings[variant].append(_time_steps(steps[variant], iterator, options.steps))
     results = []
-    for variant in args.variants:
+    for variant in options.variants:
         rates = [graphs / seconds for graphs, _, seconds, _ in timings[variant]]
         median_run = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
         graphs, atoms, seconds, cpu_seconds = timings[variant][median_run]
         results.append({
             "rank": rank, "variant": variant, "width": width, "batch_size": batch_size,
-            "parameters": parameters[variant], "steps": args.steps, "graphs": graphs, "atoms": atoms,
+            "parameters": parameters[variant], "steps": options.steps, "graphs": graphs, "atoms": atoms,
             "seconds": seconds, "graphs_per_second": graphs / seconds, "atoms_per_second": atoms / seconds,
-            "steps_per_second": args.steps / seconds,
-            "cpu_seconds_per_step": cpu_seconds / args.steps, "repeats_graphs_per_second": rates,
+            "steps_per_second": options.steps / seconds,
+            "cpu_seconds_per_step": cpu_seconds / options.steps, "repeats_graphs_per_second": rates,
             "peak_rss_kib": peak_rss_kib(),
         })
     return results
@@ -200,7 +215,7 @@ def _time_steps(train_step: Any, iterator: Any, steps: int) -> tuple[int, int, f
     return graphs, atoms, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def baseline_rates(path: str, args: argparse.Namespace) -> dict[tuple[str, int, int], float]:
+def baseline_rates(path: str, options: TrainBenchOptions) -> dict[tuple[str, int, int], float]:
     """Graphs/s of a 1-rank ``mpnn-bench train`` report by (variant, width, batch size),
     for every combination this sweep measures.
 
@@ -217,34 +232,36 @@ def baseline_rates(path: str, args: argparse.Namespace) -> dict[tuple[str, int, 
         rates = {(r["variant"], r["width"], r["batch_size"]): r["graphs_per_second"] for r in report["results"]}
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise BenchError(f"--baseline {path}: cannot read an mpnn-bench train report ({exc})") from None
-    for key in itertools.product(args.variants, args.widths, args.batch_sizes):
+    for key in itertools.product(options.variants, options.widths, options.batch_sizes):
         if key not in rates:
             raise BenchError(f"--baseline {path}: no result for variant {key[0]!r}, width {key[1]}, batch {key[2]}")
     return rates
 
 
-def run(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run the sweep; returns the report's benchmark-specific part (on rank 0 only: the
-    other ranks exit here, so that one process prints and writes the report)."""
+def run(options: TrainBenchOptions) -> dict[str, Any] | None:
+    """Run the sweep; returns the report's benchmark-specific part (rates in graphs/s, atoms/s
+    and steps/s, times in seconds, peak memory in KiB; `mpnn.bench.common.make_report`
+    completes it) on rank 0 only: the other ranks return None, so that one process prints
+    and writes the report."""
     from mpnn import distributed, models
     from mpnn.data import Manifest
 
     # Before the first TensorFlow op (the runtime reads the thread settings once, when it
     # starts), and the same choice as mpnn-train's.
-    threads = distributed.init(args.intra_op, args.inter_op, engine=args.engine)
+    threads = distributed.init(options.intra_op, options.inter_op, engine=options.engine)
     rank, size = distributed.rank(), distributed.size()
-    baseline = baseline_rates(args.baseline, args) if args.baseline else {}
-    manifest = Manifest.load(args.data)
+    baseline = baseline_rates(options.baseline, options) if options.baseline else {}
+    manifest = Manifest.load(options.data)
     try:
-        model_name = models.choose_model(args.model, manifest)
+        model_name = models.choose_model(options.family, manifest)
     except ValueError as exc:
         raise BenchError(f"{manifest.path}: {exc}") from None
     results = []
-    for width in args.widths:
-        for batch_size in args.batch_sizes:
-            mine = measure(manifest, model_name, width, batch_size, args, rank, size, threads.batch_cut)
+    for width in options.widths:
+        for batch_size in options.batch_sizes:
+            mine = measure(manifest, model_name, width, batch_size, options, rank, size, threads.batch_cut)
             gathered = distributed.allgather_object(mine, f"bench_{width}_{batch_size}") if size > 1 else [mine]
-            for index, variant in enumerate(args.variants):
+            for index, variant in enumerate(options.variants):
                 ranks = [per_rank[index] for per_rank in gathered]
                 total = sum(r["graphs_per_second"] for r in ranks)
                 atoms_total = sum(r["atoms_per_second"] for r in ranks)
@@ -265,13 +282,13 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                  "records": manifest.split_records("train")},
         "model": model_name,
         "parameters": {
-            "widths": list(args.widths), "message_steps": message_steps(model_name, args),
-            "batch_sizes": list(args.batch_sizes), "steps": args.steps, "warmup_steps": args.warmup_steps,
-            "repeats": args.repeats, "variants": list(args.variants),
+            "widths": list(options.widths), "message_steps": message_steps(model_name, options.message_steps),
+            "batch_sizes": list(options.batch_sizes), "steps": options.steps, "warmup_steps": options.warmup_steps,
+            "repeats": options.repeats, "variants": list(options.variants),
             "intra_op_threads": threads.intra_op_threads, "inter_op_threads": threads.inter_op_threads,
             "batch_cut": threads.batch_cut,
-            "data_threads": args.data_threads, "ranks": size,
-            "baseline": os.path.abspath(args.baseline) if args.baseline else None,
+            "data_threads": options.data_threads, "ranks": size,
+            "baseline": os.path.abspath(options.baseline) if options.baseline else None,
             "optimizer": "adam", "loss": "mae", "engine": distributed.engine_name(),
         },
         "results": results,

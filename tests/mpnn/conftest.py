@@ -1,6 +1,6 @@
 """Small trained models shared by the tests of mpnn-predict, mpnn-export, the ASE calculator
 and the design search: one per session, trained in this process for a few seconds (the
-geometry model in about 20)."""
+geometry model in about 20); and the data sets they and the benchmarks' tests read."""
 
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ def topology_run(water_dataset, tmp_path_factory) -> Path:
     """A run directory of the MPNN trained for 2 epochs on 2,000 tutorial clusters
     (topology only: no distances), as the demo's model but small."""
     return _train(water_dataset, tmp_path_factory.mktemp("topology_run"), epochs=2, batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def prepared_minima(tmp_path_factory) -> Path:
+    """The 28 shipped minima prepared by mpnn-prep-water with its defaults (22 training
+    graphs; several shards per split, which the loader settings interleave)."""
+    from mpnn.cli.prep_water import main as prep_main
+
+    out = tmp_path_factory.mktemp("minima")
+    assert prep_main([str(MINIMA[0].parent), "-o", str(out), "--quiet"]) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

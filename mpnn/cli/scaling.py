@@ -1,4 +1,5 @@
-"""Entry point of ``mpnn-scaling`` / ``python -m mpnn.scaling`` (see `mpnn.scaling`)."""
+"""``mpnn-scaling`` (also ``python -m mpnn.cli.scaling``): the flags of each step of a scaling
+study (`mpnn.scaling`) -> the library's plan, run, submit and collect functions."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import sys
 from typing import Sequence
 
 import mpnn.scaling
+from mpnn.cli.runner import run
+from mpnn.cli.train import build_parser as build_train_parser
 from mpnn.scaling import collect, local, plan, submit
 
-log = logging.getLogger("mpnn-scaling")
+PROG = "mpnn-scaling"
+
+log = logging.getLogger(PROG)
 
 # plan flags: (name, type, nargs, help); each overrides the study file's key of that name.
 PLAN_FLAGS = [
@@ -29,7 +34,7 @@ PLAN_FLAGS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mpnn-scaling", description=mpnn.scaling.__doc__,
+    parser = argparse.ArgumentParser(prog=PROG, description=mpnn.scaling.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
@@ -77,9 +82,27 @@ def run_plan(args: argparse.Namespace) -> int:
         values["train_args"] = shlex.split(args.train_args)
     study = plan.make_study(values)
     runs = plan.expand(study)
+    check_train_args(study, runs[0])
     path = plan.write_plan(args.output, study, runs)
     log.info("%d runs planned in %s", len(runs), path)
     return 0
+
+
+def check_train_args(study: plan.Study, first: plan.Run) -> None:
+    """Let mpnn-train's own parser reject unknown flags or bad values of the study's runs
+    (all alike but for their numbers) now, not in a job.
+
+    Raises:
+        StudyError: naming the arguments mpnn-train rejects.
+    """
+    parser = build_train_parser()
+    parser.exit_on_error = False  # raise ArgumentError instead of printing usage and exiting
+    try:
+        _, unknown = parser.parse_known_args(first.mpnn_train_args(study, "."))
+    except argparse.ArgumentError as exc:
+        raise plan.StudyError(f"mpnn-train rejects the study's arguments {first.train_args}: {exc}") from None
+    if unknown:
+        raise plan.StudyError(f"mpnn-train does not know the arguments {unknown} (see mpnn-train --help)")
 
 
 def run_local(args: argparse.Namespace) -> int:
@@ -124,13 +147,8 @@ COMMANDS = {"plan": run_plan, "run": run_local, "submit": run_submit, "collect":
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (plan.StudyError, submit.SubmitError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 1
+    return run(PROG, lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":
