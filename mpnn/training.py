@@ -45,13 +45,13 @@ from mpnn.config import RESOLVED_ENGINE, RESOLVED_THREAD_PLAN, LrDecay, TrainCon
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.divergence import StopOnDivergence
 from mpnn.evaluate import (
-    Predictions,
     group_mean_baseline_mae,
     predict_split,
     split_metrics,
     split_targets,
     write_predictions_csv,
 )
+from mpnn.predictions import Predictions
 
 log = logging.getLogger("mpnn-train")
 

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from mpnn.evaluate import Predictions, split_metrics
+from mpnn.evaluate import split_metrics
+from mpnn.predictions import Predictions
 from mpnn.report import format_summary, main, markdown
 
 
