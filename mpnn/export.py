@@ -175,7 +175,7 @@ def export_run(run_dir: str, output: str) -> str:
     model = load_model(path)
     metadata = export_metadata(run_dir, model.input_names, model_cutoff(model))
     serving = _Serving(model)
-    # Inference only: the custom gradients of mpnn.layers are not saved (and not needed: a
+    # Inference only: the custom gradients of mpnn.models.layers are not saved (and not needed: a
     # geometry model's forces are taken inside the serving function, so saved as its ops).
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     tf.saved_model.save(serving, output, signatures={"serving_default": serving.serve}, options=options)

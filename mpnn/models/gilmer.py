@@ -20,7 +20,7 @@ import tensorflow as tf
 from nfp.layers import RBFExpansion
 
 from mpnn.graph_format.manifest import Manifest
-from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, per_type_energy
+from mpnn.models.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, per_type_energy
 
 
 @dataclass(frozen=True)
