@@ -10,4 +10,8 @@ Sub-commands (``python -m mpnn.bench SUBCOMMAND --help``):
 Each prints a plain-text table on stdout and writes a JSON report (``--output``, default
 ``bench-<subcommand>.json``) that records the machine, date, versions and command line
 (`mpnn.bench.common`). Every figure carries the peak resident memory of the process.
+
+`mpnn.bench.water_set` makes the synthetic water sets (perturbed minima, TIP4P energies and
+forces) of ``benchmarks/make_water_set.py``; its workers are spawned processes, so neither
+it nor this package imports TensorFlow.
 """
