@@ -355,8 +355,9 @@ def plan_water(inputs: Sequence[str], options: WaterOptions, parts: int) -> pipe
 
 
 def inputs_have_forces(files: Sequence[str]) -> bool:
-    """Whether the first structure of the first file of a format that can carry forces
-    (`data_prep.formats`; tutorial files cannot) that reads comes with forces: ``--forces auto``'s guess for the whole set."""
+    """Whether the first structure that reads, of the first file of a format that can carry
+    forces (`data_prep.formats`; tutorial files cannot), comes with forces: ``--forces
+    auto``'s guess for the whole set."""
     for path in files:
         if not input_format(path).forces:
             continue

@@ -87,8 +87,9 @@ class InputListing:
 def list_inputs(inputs: Sequence[str]) -> InputListing:
     """The files named by `inputs`: files as given, directories searched recursively for
     files of a water format (`data_prep.formats.water_format`; the others are
-    `passed_over`), and glob patterns (``**`` recursive). Sorted per input; each real file (``os.path.realpath``) once;
-    directory symlinks that lead back into a directory already searched are not followed.
+    `passed_over`), and glob patterns (``**`` recursive). Sorted per input; each real file
+    (``os.path.realpath``) once; directory symlinks that lead back into a directory already
+    searched are not followed.
 
     Raises:
         FileNotFoundError: an input that names nothing (no file, no glob match).

@@ -28,9 +28,10 @@ broadcast (collectives outside training hang a joining worker, see
 `mpnn.engines.horovod_elastic`): the refused rank 0 exits; and whichever worker is rank 0
 when the elastic loop (re)starts takes the lock if it does not hold it yet
 (`RunLock.ensure`), so a worker that becomes rank 0 after the first was refused is refused
-in turn, and one that follows a rank 0 that died takes its lock over. A worker of the same launch (the same ``horovodrun``: its rendezvous
-address, written in the lock) that still holds it, an earlier rank 0 now of another rank,
-is not a second job: the new rank 0 goes on without the lock.
+in turn, and one that follows a rank 0 that died takes its lock over. A worker of the same
+launch (the same ``horovodrun``: its rendezvous address, written in the lock) that still
+holds it, an earlier rank 0 now of another rank, is not a second job: the new rank 0 goes
+on without the lock.
 """
 
 from __future__ import annotations
