@@ -26,7 +26,7 @@ import ase.io
 import numpy as np
 from scipy.spatial import cKDTree
 
-from data_prep.water_set import molecules, tip4p_energies_and_forces
+from mpnn.bench.water_set import molecules, tip4p_energies_and_forces
 
 
 def water_pair_energies(waters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

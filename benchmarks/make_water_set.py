@@ -9,9 +9,9 @@ kcal/mol (the converter's default unit: no ``--energy-unit`` needed; each frame 
 standard per-atom ``forces`` column of extended XYZ, or the row's forces in a ``.db``:
 ``ase.io.read(...).get_forces()`` gives them in that unit; ``forces_unit=kcal/mol/Angstrom``).
 TIP4P holds each water rigid and has no intramolecular term: the forces are those of the
-other waters only (see `data_prep.water_set.tip4p_energies_and_forces`). With ``--energy
+other waters only (see `mpnn.bench.water_set.tip4p_energies_and_forces`). With ``--energy
 none`` both are 0.0 (for speed runs: the converter needs an energy). See
-`data_prep.water_set`. Output: ``OUTPUT/water_KKKK.extxyz`` (or ``.db``) and
+`mpnn.bench.water_set`. Output: ``OUTPUT/water_KKKK.extxyz`` (or ``.db``) and
 ``OUTPUT/water_set.json`` (options, counts, units, time). Examples::
 
     python benchmarks/make_water_set.py --count 30000 -o /tmp/water-30k --workers 2
@@ -26,7 +26,7 @@ import logging
 import sys
 from typing import Sequence
 
-from data_prep.water_set import WaterSetOptions, write_water_set
+from mpnn.bench.water_set import WaterSetOptions, write_water_set
 
 log = logging.getLogger("make_water_set")
 

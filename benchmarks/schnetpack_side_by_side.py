@@ -218,7 +218,8 @@ def run_schnetpack(options: SideBySideOptions) -> dict[str, Any]:
     (`mpnn.evaluate.split_metrics`, the code that gives ours)."""
     import numpy as np
 
-    from mpnn.evaluate import ForcePredictions, Predictions, split_metrics
+    from mpnn.evaluate import split_metrics
+    from mpnn.predictions import ForcePredictions, Predictions
 
     python = schnetpack_python(options.venv)
     workdir = os.path.join(options.workdir, "schnetpack")

@@ -1,6 +1,6 @@
 """Time `data_prep.water.water_graph` per structure on generated water clusters.
 
-Makes `--count` perturbed minima in memory (`data_prep.water_set`, sizes 3 to 30 waters
+Makes `--count` perturbed minima in memory (`mpnn.bench.water_set`, sizes 3 to 30 waters
 unless `--sizes`, no energies; those the converter would reject are left out), then times, in this process, the median over `--repeats`
 passes of: ASE's extended XYZ reader on the same frames (from memory: the read floor of
 conversion), and `water_graph` on every frame. Prints milliseconds per structure and the
@@ -21,8 +21,8 @@ from typing import Sequence
 
 from ase import Atoms
 
-from data_prep import water_set
 from data_prep.water import WaterGraphError, water_graph
+from mpnn.bench import water_set
 
 log = logging.getLogger("time_water_graph")
 

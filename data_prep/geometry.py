@@ -19,7 +19,7 @@ from ase import Atoms
 # (standard deviation) at 5 / 6 / 7 / 8 Angstrom, for 29 / 39 / 48 / 55 pairs per atom. 7 is
 # the smallest cutoff whose unseen spread is about the accuracy aimed at (0.03 kcal/mol
 # per water), at 1.24x the pairs of 6. The model's cutoff function takes each pair
-# smoothly to zero there (`mpnn.continuous_filter.CosineCutoff`).
+# smoothly to zero there (`mpnn.models.continuous_filter.CosineCutoff`).
 DEFAULT_CUTOFF = 7.0
 # Atoms closer than this are a broken structure (overlapping atoms, duplicated lines, a
 # unit error in the coordinates), not chemistry: the shortest bond of any molecule, H-H in

@@ -28,14 +28,13 @@ import numpy as np
 
 from data_prep import pipeline, records
 from data_prep.energy_scale import check_water_energies
+from data_prep.formats import input_format, is_compressed
 from data_prep.geometry import DEFAULT_CUTOFF, GeometryError, geometry_features
 from data_prep.pipeline import OutputOptions
 from data_prep.structures import (
     KCAL_PER_MOL_PER,
     Structure,
     count_database_rows,
-    is_compressed,
-    is_database,
     list_inputs,
     open_structure_file,
     read_database_rows,
@@ -44,7 +43,7 @@ from data_prep.structures import (
     read_xyz_chunk,
     scan_xyz_frames,
 )
-from data_prep.tutorial_records import is_tutorial_file, tutorial_graph
+from data_prep.tutorial_records import tutorial_graph
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
 from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import GEOMETRY, feature_dtypes
@@ -254,7 +253,7 @@ def plan_tasks(
     A file that cannot be read or counted here (unreadable, not a database, a damaged
     tutorial file) becomes one ``"skip"`` task with the reason.
     """
-    if any(is_tutorial_file(f) for f in files):
+    if not all(input_format(f).coordinates for f in files):
         with_distance, cutoff = False, 0.0
     names = [f for f in FEATURES if with_distance or f != "distance"]
     if cutoff > 0:
@@ -270,7 +269,7 @@ def plan_tasks(
 
     # With at least as many tutorial files as parts, whole files balance the load and no
     # worker decompresses records it does not convert.
-    whole_files = sum(map(is_tutorial_file, files)) >= parts
+    whole_files = sum(input_format(f).reader == "tutorial" for f in files) >= parts
     for path in files:
         try:
             _plan_file(path, add, parts, whole_files)
@@ -288,12 +287,13 @@ def skip_task(path: str, reason: str, features: tuple[tuple[str, str], ...] = ()
 
 def _plan_file(path: str, add: Callable[..., None], parts: int, whole_files: bool) -> None:
     """`add` the tasks of one input file (see `plan_tasks`)."""
-    if is_tutorial_file(path):
+    reader = input_format(path).reader
+    if reader == "tutorial":
         n = count_records(path)
         size = max(n, 1) if whole_files else max(TASK_FRAMES, math.ceil(n / parts))
         for start in range(0, n, size):
             add(path, "tutorial", start, min(n, start + size))
-    elif is_database(path):
+    elif reader == "db":
         n = count_database_rows(path)
         for start in range(0, max(n, 1), TASK_FRAMES):
             add(path, "db", start, min(max(n, 1), start + TASK_FRAMES))
@@ -372,10 +372,11 @@ def plan_water(inputs: Sequence[str], options: WaterOptions, parts: int) -> pipe
 
 
 def inputs_have_forces(files: Sequence[str]) -> bool:
-    """Whether the first structure of the first structure file (tutorial files have none)
-    that reads comes with forces: ``--forces auto``'s guess for the whole set."""
+    """Whether the first structure that reads, of the first file of a format that can carry
+    forces (`data_prep.formats`; tutorial files cannot), comes with forces: ``--forces
+    auto``'s guess for the whole set."""
     for path in files:
-        if is_tutorial_file(path):
+        if not input_format(path).forces:
             continue
         try:
             first = next(iter(read_first_structure(path)), None)

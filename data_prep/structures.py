@@ -3,9 +3,9 @@
 Supported: plain XYZ with the energy as the only thing on the comment line (the HydroNet
 minima), extended XYZ (energy in ``info`` or in the calculator, as ASE writes it), either
 optionally compressed (``.gz``, ``.bz2``, ``.xz``), and ASE databases (``.db``, energy from
-the row). A file may hold one or many structures. Every structure yields a `Structure`,
-which carries either the atoms or the reason they cannot be used, so a bad frame never
-hides the good ones around it.
+the row): the formats of `data_prep.formats` that ASE reads. A file may hold one or many
+structures. Every structure yields a `Structure`, which carries either the atoms or the
+reason they cannot be used, so a bad frame never hides the good ones around it.
 
 Large uncompressed XYZ files are cut into chunks of frames without parsing them:
 `scan_xyz_frames` finds the byte offset of every frame (a natoms line, a comment line,
@@ -16,14 +16,11 @@ parses only the bytes of one chunk with ASE.
 from __future__ import annotations
 
 import array
-import bz2
 import contextlib
 import errno
 import glob
-import gzip
 import io
 import logging
-import lzma
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -34,14 +31,12 @@ import ase.units
 import numpy as np
 from ase import Atoms
 
-from data_prep.tutorial_records import TUTORIAL_SUFFIXES
+from data_prep.formats import COMPRESSION, input_format, water_format
 
 log = logging.getLogger(__name__)
 
 # Energies enter the records in kcal/mol; this converts from the unit of the input files.
 KCAL_PER_MOL_PER = {"kcal/mol": 1.0, "eV": ase.units.mol / ase.units.kcal}
-STRUCTURE_SUFFIXES = (".xyz", ".extxyz", ".db")
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _SCAN_BLOCK = 1 << 24  # bytes read at a time by `scan_xyz_frames`
 ENERGY_KEYS = ("energy", "Energy", "total_energy", "E")
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -89,28 +84,12 @@ class InputListing:
     passed_over: list[tuple[str, str]]
 
 
-def is_structure_file(path: str) -> bool:
-    """A name ASE reads as structures, in any case (``.xyz``, ``.extxyz``, ``.db``, XYZ
-    compressed as ``.gz`` / ``.bz2`` / ``.xz``), or an ExaLearn tutorial TFRecord file."""
-    name = os.path.basename(path).lower()
-    if name.endswith(TUTORIAL_SUFFIXES):
-        return True
-    stem, suffix = os.path.splitext(name)
-    if suffix in COMPRESSED:
-        stem, suffix = os.path.splitext(stem)
-        return suffix in (".xyz", ".extxyz")
-    return suffix in STRUCTURE_SUFFIXES
-
-
-def is_database(path: str) -> bool:
-    return path.lower().endswith(".db")
-
-
 def list_inputs(inputs: Sequence[str]) -> InputListing:
     """The files named by `inputs`: files as given, directories searched recursively for
-    structure files (`is_structure_file`; the others are `passed_over`), and glob patterns
-    (``**`` recursive). Sorted per input; each real file (``os.path.realpath``) once;
-    directory symlinks that lead back into a directory already searched are not followed.
+    files of a water format (`data_prep.formats.water_format`; the others are
+    `passed_over`), and glob patterns (``**`` recursive). Sorted per input; each real file
+    (``os.path.realpath``) once; directory symlinks that lead back into a directory already
+    searched are not followed.
 
     Raises:
         FileNotFoundError: an input that names nothing (no file, no glob match).
@@ -167,7 +146,7 @@ def _walk(directory: str, passed_over: list[tuple[str, str]]) -> list[str]:
     for root, names in _walk_once(directory):
         for name in names:
             path = os.path.join(root, name)
-            if is_structure_file(name) or not os.path.exists(path):  # broken links: a problem, named
+            if water_format(name) or not os.path.exists(path):  # broken links: a problem, named
                 found.append(path)
             else:
                 suffix = "".join(Path(name).suffixes[-2:]) or "no suffix"
@@ -229,10 +208,6 @@ def database_problem(path: str) -> str | None:
     if "systems" not in tables:
         return "not an ASE database (an SQLite file without its 'systems' table)"
     return None
-
-
-def is_compressed(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in COMPRESSED
 
 
 @dataclass(frozen=True)
@@ -323,14 +298,14 @@ def _atom_count(line: bytes) -> int | None:
 
 def open_structure_file(path: str) -> BinaryIO:
     """`path` opened for binary reading, decompressed if its suffix says so."""
-    opener = COMPRESSED.get(os.path.splitext(path)[1].lower(), open)
+    opener = COMPRESSION.get(os.path.splitext(path)[1].lower(), open)
     return opener(path, "rb")
 
 
 def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Structure]:
     """Yield every structure in `path`, energies converted to kcal/mol (see `read_xyz_chunk`)."""
     factor = KCAL_PER_MOL_PER[energy_unit]
-    if is_database(path):
+    if input_format(path).reader == "db":
         yield from read_database_rows(path, factor)
         return
     if os.path.getsize(path) == 0:
@@ -345,7 +320,7 @@ def read_structures(path: str, energy_unit: str = "kcal/mol") -> Iterator[Struct
 def read_first_structure(path: str) -> Iterator[Structure]:
     """The first structure of `path` alone (energy and forces in the file's unit), read
     without reading the rest of the file; nothing for an empty or unreadable one."""
-    if is_database(path):
+    if input_format(path).reader == "db":
         yield from read_database_rows(path, 1.0, 0, 1)
         return
     with open_structure_file(path) as handle:

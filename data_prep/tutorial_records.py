@@ -21,13 +21,7 @@ from google.protobuf.message import DecodeError
 
 from mpnn.graph_format.example import Example
 
-TUTORIAL_SUFFIXES = (".proto.gz", ".proto", ".tfrecord", ".tfrecord.gz")
 _INT_FEATURES = ("n_atom", "n_bond", "n_waters", "atom", "bond", "connectivity")
-
-
-def is_tutorial_file(path: str) -> bool:
-    return path.endswith(TUTORIAL_SUFFIXES)
-
 
 REPAIRED_BOND_TYPES = "bond types re-derived from the O,H,H atom order (they disagreed with the connectivity)"
 

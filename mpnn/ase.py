@@ -20,7 +20,7 @@ and its forces to eV/Angstrom, the units ASE expects.
   `data_prep.geometry.MIN_DISTANCE`, more than `data_prep.geometry.MAX_NEIGHBOURS`
   neighbours, a periodic cell) is a `CalculationFailed` naming the reason. It relaxes
   clusters with `ase.optimize`; with a model trained on waters moved rigidly (the TIP4P
-  sets of `data_prep.water_set`), keep the waters rigid (`rigid_waters`).
+  sets of `mpnn.bench.water_set`), keep the waters rigid (`rigid_waters`).
 - A topology model gets the graph ``mpnn-prep-water`` would make (`data_prep.water.water_graph`)
   and gives no forces: the graph's hydrogen bonds switch on and off at hard geometric
   cutoffs, so the predicted energy jumps as atoms move and has no useful gradient. Use it to

@@ -216,7 +216,7 @@ def allgather_object(value: Any, name: str) -> list[Any]:
 
 def rank0_value(value: Any, name: str, elastic: bool) -> Any:
     """Rank 0's `value` on every rank (a broadcast), or under elastic training this rank's
-    own `value` (no collectives outside `fit` there: see `mpnn.elastic`)."""
+    own `value` (no collectives outside `fit` there: see `mpnn.engines.horovod_elastic`)."""
     return value if elastic else broadcast_object(value, name)
 
 

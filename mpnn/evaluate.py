@@ -20,43 +20,9 @@ from mpnn.data import Manifest, manifest_dataset
 from mpnn.forces import energy_and_forces
 from mpnn.metrics import force_metrics, group_metrics, per_member_mae, regression_metrics
 from mpnn.models import batch_entries, model_inputs
+from mpnn.predictions import ForcePredictions, Predictions
 from mpnn.settings import AT_LEAST_1, setting
 
-
-@dataclass
-class ForcePredictions:
-    """Forces on every atom of a set of records (target units per Angstrom).
-
-    Attributes:
-        true, predicted: ``[n_atoms, 3]``.
-        group: ``[n_atoms]``, the group of each atom's record (water: its cluster size).
-    """
-
-    true: np.ndarray
-    predicted: np.ndarray
-    group: np.ndarray
-
-    @classmethod
-    def concatenate(cls, parts: list["ForcePredictions"]) -> "ForcePredictions":
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("true", "predicted", "group")))
-
-
-@dataclass
-class Predictions:
-    """Predictions for a set of records (arrays of equal length, target units), and the
-    forces of its atoms for a model that sees geometry on records with forces."""
-
-    record_id: np.ndarray
-    group: np.ndarray
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    forces: ForcePredictions | None = None
-
-    @classmethod
-    def concatenate(cls, parts: list["Predictions"]) -> "Predictions":
-        arrays = (np.concatenate([getattr(p, name) for p in parts]) for name in ("record_id", "group", "y_true", "y_pred"))
-        with_forces = [p.forces for p in parts if p.forces is not None]
-        return cls(*arrays, forces=ForcePredictions.concatenate(with_forces) if with_forces else None)
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ def export_run(model_path: str, output: str) -> str:
     model = load_model(location.model_file)
     metadata = export_metadata(location.run, model.input_names, model_cutoff(model))
     serving = _Serving(model)
-    # Inference only: the custom gradients of mpnn.layers are not saved (and not needed: a
+    # Inference only: the custom gradients of mpnn.models.layers are not saved (and not needed: a
     # geometry model's forces are taken inside the serving function, so saved as its ops).
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     tf.saved_model.save(serving, output, signatures={"serving_default": serving.serve}, options=options)

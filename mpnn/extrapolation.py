@@ -14,14 +14,12 @@ e.g. on the 28 putative global minima (3 to 30 waters) of ``data/samples/water/m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from mpnn.data import Manifest, ManifestError, manifest_dataset
-
-if TYPE_CHECKING:  # mpnn.evaluate imports this module for its command line
-    from mpnn.evaluate import Predictions
+from mpnn.predictions import Predictions
 
 HYDROGEN_BOND = "hydrogen"
 # Cluster sizes inside and beyond the tutorial data's 3 to 11 waters.

@@ -44,9 +44,9 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm import tqdm
 
+from data_prep.formats import input_format
 from data_prep.prep_water import plan_tasks, task_graphs
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs
-from data_prep.tutorial_records import is_tutorial_file
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB
 from mpnn.data import merge_batch, parse_spec
 from mpnn.graph_format.example import serialize_graph
@@ -341,7 +341,7 @@ def check_inputs(model: TrainedModel, files: Sequence[str]) -> None:
     """Raise `ModelError` when `model` needs a feature that some input cannot provide
     (distances or positions from a topology-only tutorial file)."""
     if model.needs_coordinates:
-        tutorial = [f for f in files if is_tutorial_file(f)]
+        tutorial = [f for f in files if not input_format(f).coordinates]
         if tutorial:
             reads = "interatomic distances" if model.uses_distance else "atom positions"
             raise ModelError(

@@ -24,13 +24,14 @@ is presumed alive and refused, since its liveness cannot be checked from here. D
 
 Only rank 0 takes the lock; the other ranks wait for its answer (a broadcast), so that a
 refused start ends every rank with the same line. Under ``--elastic`` there is no
-broadcast (collectives outside training hang a joining worker, see `mpnn.elastic`): the
-refused rank 0 exits; and whichever worker is rank 0 when the elastic loop (re)starts
-takes the lock if it does not hold it yet (`RunLock.ensure`), so a worker that becomes rank
-0 after the first was refused is refused in turn, and one that follows a rank 0 that died
-takes its lock over. A worker of the same launch (the same ``horovodrun``: its rendezvous
-address, written in the lock) that still holds it, an earlier rank 0 now of another rank,
-is not a second job: the new rank 0 goes on without the lock.
+broadcast (collectives outside training hang a joining worker, see
+`mpnn.engines.horovod_elastic`): the refused rank 0 exits; and whichever worker is rank 0
+when the elastic loop (re)starts takes the lock if it does not hold it yet
+(`RunLock.ensure`), so a worker that becomes rank 0 after the first was refused is refused
+in turn, and one that follows a rank 0 that died takes its lock over. A worker of the same
+launch (the same ``horovodrun``: its rendezvous address, written in the lock) that still
+holds it, an earlier rank 0 now of another rank, is not a second job: the new rank 0 goes
+on without the lock.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def holding(run_dir: str, root: bool, share: bool = True) -> Iterator[RunLock]:
     Args:
         share: tell the other ranks whether rank 0 got the lock (a broadcast) so that a
             refusal ends every rank with rank 0's line; False under elastic training (no
-            collectives there, see `mpnn.elastic`).
+            collectives there, see `mpnn.engines.horovod_elastic`).
 
     Raises:
         RunLockedError: on every rank (with `share`) when another job holds it.

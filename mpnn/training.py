@@ -45,13 +45,13 @@ from mpnn.config import RESOLVED_ENGINE, RESOLVED_THREAD_PLAN, LrDecay, TrainCon
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.divergence import StopOnDivergence
 from mpnn.evaluate import (
-    Predictions,
     group_mean_baseline_mae,
     predict_split,
     split_metrics,
     split_targets,
     write_predictions_csv,
 )
+from mpnn.predictions import Predictions
 
 log = logging.getLogger("mpnn-train")
 
@@ -325,7 +325,7 @@ def fit(
         def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
             if rank == 0 and lock is not None:
                 lock.ensure()
-            if rank == 0:  # the membership policy (mpnn.elastic): per-rank batch and learning rate kept
+            if rank == 0:  # membership policy (mpnn.engines.horovod_elastic): per-rank batch and rate kept
                 log.info(
                     "elastic: %d rank(s) x %d graphs: global batch %d, learning rate %.3g (kept, not rescaled)",
                     ranks, plan.batch, ranks * plan.batch, plan.learning_rate,
@@ -335,9 +335,9 @@ def fit(
             return dict(x=data, steps_per_epoch=steps, validation_data=valid, validation_steps=valid_steps,
                         callbacks=callbacks, verbose=config.verbose if rank == 0 else 0)
 
-        from mpnn import elastic  # Horovod's: imported only where it runs
+        from mpnn.engines import horovod_elastic  # Horovod's: imported only where it runs
 
-        state = elastic.fit(trainer, state, config.epochs, fit_arguments)
+        state = horovod_elastic.fit(trainer, state, config.epochs, fit_arguments)
     elif state.stopped or start_epoch >= config.epochs:
         log.info("nothing left to train: %d of %d epochs done, stopped=%s", start_epoch, config.epochs, state.stopped)
     else:
@@ -429,7 +429,7 @@ def evaluate(config: TrainConfig, plan: RunPlan, manifest: Manifest, model: tf.k
     evaluated splits, on every rank. Under ``--elastic`` rank 0 predicts alone and the other
     ranks get nothing: the workers are outside the elastic loop now, where a collective
     would wait forever for a worker lost meanwhile, so losing any worker but rank 0's during
-    the final evaluation changes nothing (see `mpnn.elastic`)."""
+    the final evaluation changes nothing (see `mpnn.engines.horovod_elastic`)."""
     best = os.path.join(checkpoint.checkpoint_directory(config.run_dir), "best.weights.h5")
     if config.elastic:
         if not distributed.is_root():

@@ -162,9 +162,9 @@ def file_digests(directory: Path) -> dict[str, str]:
 
 def write_tip4p_clusters(path: Path, count: int, sizes: tuple[int, ...] = (3, 4, 5, 6), seed: int = 0) -> Path:
     """Write `count` perturbed minima of `sizes` waters with their TIP4P energies (kcal/mol)
-    and forces (kcal/mol/Angstrom) to the extended XYZ `path` (`data_prep.water_set`, the
+    and forces (kcal/mol/Angstrom) to the extended XYZ `path` (`mpnn.bench.water_set`, the
     library of benchmarks/make_water_set.py); returns `path`."""
-    from data_prep.water_set import WaterSetOptions, write_water_set
+    from mpnn.bench.water_set import WaterSetOptions, write_water_set
 
     directory = path.parent / f"{path.stem}-set"
     write_water_set(str(directory), WaterSetOptions(count=count, sizes=sizes, seed=seed))

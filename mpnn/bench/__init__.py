@@ -15,4 +15,8 @@ table; `mpnn.bench.common.make_report` adds the environment. The command line is
 `mpnn.cli.bench`: each sub-command prints the table on stdout and writes the JSON report
 (``--output``, default ``bench-<subcommand>.json``), which records the machine, date,
 versions and command line. Every figure carries the peak resident memory of the process.
+
+`mpnn.bench.water_set` makes the synthetic water sets (perturbed minima, TIP4P energies and
+forces) of ``benchmarks/make_water_set.py``; its workers are spawned processes, so neither
+it nor this package imports TensorFlow.
 """

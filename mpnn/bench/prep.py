@@ -1,7 +1,7 @@
 """``mpnn-bench prep``: conversion rate of ``mpnn-prep-water`` or ``mpnn-prep-pdbbind`` with 1, 2, ... processes.
 
-Each run calls the converter's ``main`` (``--converter water``: `data_prep.prep_water`;
-``pdbbind``: `data_prep.prep_pdbbind`) in a fresh Python process with the inputs, a fresh
+Each run calls the converter command's ``main`` (``--converter water``: `mpnn.cli.prep_water`;
+``pdbbind``: `mpnn.cli.prep_pdbbind`) in a fresh Python process with the inputs, a fresh
 temporary output directory and ``--workers N --quiet`` (plus ``--index`` for pdbbind and
 ``--prep-args``), and times it end to end after its imports: planning, conversion and
 writing of the shards (by that process and N - 1 spawned workers, each streaming its
@@ -61,8 +61,8 @@ class Converter:
 MEDIANS = ("serial_seconds", "serial_cpu_seconds", "parent_cpu_seconds", "workers_cpu_seconds")
 
 CONVERTERS = {
-    "water": Converter("mpnn-prep-water", "data_prep.prep_water", "records"),
-    "pdbbind": Converter("mpnn-prep-pdbbind", "data_prep.prep_pdbbind", "complexes"),
+    "water": Converter("mpnn-prep-water", "mpnn.cli.prep_water", "records"),
+    "pdbbind": Converter("mpnn-prep-pdbbind", "mpnn.cli.prep_pdbbind", "complexes"),
 }
 # Converter flags the benchmark sets itself (`PrepBenchOptions.prep_args` may not).
 SET_BY_THE_BENCHMARK = {"-o", "--output", "--workers", "--quiet", "--mpi", "--index"}

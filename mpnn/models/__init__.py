@@ -25,14 +25,13 @@ from typing import Any, Callable
 import tensorflow as tf
 from nfp.layers import RBFExpansion
 
-import mpnn.attention  # noqa: F401  (registers the attention layers with Keras)
-import mpnn.continuous_filter  # noqa: F401  (registers the geometry layers with Keras)
-import mpnn.layers  # noqa: F401  (registers our layers with Keras)
 from mpnn import settings
 from mpnn.errors import InputError, UsageError
 from mpnn.config import ModelName
 from mpnn.graph_format.manifest import Manifest
-from mpnn.models import gat_lspe, gilmer, schnet
+# attention, continuous_filter and layers register our layers with Keras (package "mpnn")
+# on import, so a saved model of any family loads once this package is imported.
+from mpnn.models import attention, continuous_filter, gat_lspe, gilmer, layers, schnet  # noqa: F401
 
 # nfp does not register its layers with Keras. Keras then resolves a serialised
 # "RBFExpansion" only where it is given as a custom object; elsewhere (e.g. when

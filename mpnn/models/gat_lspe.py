@@ -2,7 +2,7 @@
 model family ``gat-lspe`` of `mpnn.models`.
 
 Node features h (``atom_features``) and the random-walk positional encoding p (``rwpe``)
-are projected to `width`, then `layers` rounds of `mpnn.attention.GATLSPEUpdate`: h attends
+are projected to `width`, then `layers` rounds of `mpnn.models.attention.GATLSPEUpdate`: h attends
 over its neighbours with ``[h || p]``, p with p only (single-head GATv2). Each atom scores
 the complex with a per-node MLP (width -> 32 -> 16 -> 1, ReLU between) and the complex's
 score is the mean over its atoms, in the units of the target (-log10(K)). Edge types and
@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
-from mpnn.attention import GATLSPEUpdate
-from mpnn.layers import GraphMean
+from mpnn.models.attention import GATLSPEUpdate
+from mpnn.models.layers import GraphMean
 from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
 from mpnn.graph_format.manifest import Manifest
 from mpnn.settings import AT_LEAST_1, BELOW_1, setting

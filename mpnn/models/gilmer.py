@@ -20,8 +20,8 @@ import tensorflow as tf
 from nfp.layers import RBFExpansion
 
 from mpnn.graph_format.manifest import Manifest
+from mpnn.models.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, per_type_energy
 from mpnn.settings import AT_LEAST_0, AT_LEAST_1, BELOW_1, setting
-from mpnn.layers import EdgeUpdate, GatherSenders, GraphMean, GraphSum, NodeUpdate, ScalarOffset, per_type_energy
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from mpnn.continuous_filter import (
+from mpnn.models.continuous_filter import (
     ContinuousFilterInteraction,
     CosineCutoff,
     PairDistances,
@@ -28,8 +28,8 @@ from mpnn.continuous_filter import (
 )
 from mpnn.graph_format.features import GEOMETRY
 from mpnn.graph_format.manifest import Manifest, ManifestError
+from mpnn.models.layers import GraphSum, per_type_energy
 from mpnn.settings import AT_LEAST_0, AT_LEAST_1, Allowed, setting
-from mpnn.layers import GraphSum, per_type_energy
 
 # What the model takes from a merged batch (`mpnn.data`).
 INPUTS = ("atom", "positions", "pair_connectivity", "node_graph_indices")

@@ -13,9 +13,9 @@ import logging
 import pytest
 import tensorflow as tf
 
-from data_prep import water_set
 from data_prep.pipeline import OutputOptions
 from data_prep.prep_water import WaterOptions, prepare_water
+from mpnn.bench import water_set
 from tests.helpers import load_benchmark_script
 
 

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from data_prep import water_set
-from mpnn.graph_format.example import serialize_graph
 from data_prep.structures import read_structures
 from data_prep.water import (
     FEATURES,
@@ -21,6 +19,8 @@ from data_prep.water import (
     WaterGraphError,
     water_graph,
 )
+from mpnn.bench import water_set
+from mpnn.graph_format.example import serialize_graph
 from tests.helpers import MINIMA
 
 

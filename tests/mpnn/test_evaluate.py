@@ -9,7 +9,8 @@ import pytest
 
 from mpnn import extrapolation
 from mpnn.data import Manifest
-from mpnn.evaluate import Predictions, split_metrics
+from mpnn.evaluate import split_metrics
+from mpnn.predictions import Predictions
 from tests.helpers import MINIMA
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mpnn.attention import GATLSPEUpdate, GATv2Attention, segment_softmax
+from mpnn.models.attention import GATLSPEUpdate, GATv2Attention, segment_softmax
 from mpnn.models.gat_lspe import GATLSPEConfig, build_gat_lspe
 from mpnn.graph_format.features import N_ATOM_FEATURES, RWPE_ORDER
 

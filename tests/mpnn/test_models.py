@@ -10,7 +10,7 @@ import mpnn.models.gilmer
 from mpnn import models
 from mpnn.batch_cut import cut_batch, cut_batch_trainer
 from mpnn.data import Manifest, manifest_dataset, merge_batch
-from mpnn.layers import EdgeUpdate, NodeUpdate, gather_receivers, sum_onto_receivers, swish
+from mpnn.models.layers import EdgeUpdate, NodeUpdate, gather_receivers, sum_onto_receivers, swish
 from mpnn.models import load_model, only_model_inputs, save_for_inference
 from mpnn.models.gilmer import MPNNConfig, build_mpnn
 from tests.helpers import parse_batch, random_graph

@@ -28,7 +28,8 @@ def _evaluated(run_dir, dataset) -> dict[str, float]:
     """Predictions of mpnn-evaluate's code path on every split of a prepared data set, by
     record id (``file.xyz:index``)."""
     from mpnn.data import Manifest
-    from mpnn.evaluate import Predictions, predict_split
+    from mpnn.evaluate import predict_split
+    from mpnn.predictions import Predictions
     from mpnn.models import load_model
 
     model, manifest = load_model(str(run_dir / "model.keras")), Manifest.load(str(dataset))

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
-from mpnn.evaluate import Predictions, split_metrics
 from mpnn.cli.report import main
+from mpnn.evaluate import split_metrics
+from mpnn.predictions import Predictions
 from mpnn.report import format_summary, markdown
 
 

@@ -262,7 +262,7 @@ def tip4p_records(tmp_path_factory) -> Path:
     """240 TIP4P clusters of 3-6 waters with energies and forces, the geometry model's data
     (4 shards per split, so the two ranks read whole shards)."""
     from mpnn.cli.prep_water import main
-    from data_prep.water_set import WaterSetOptions, write_water_set
+    from mpnn.bench.water_set import WaterSetOptions, write_water_set
 
     root = tmp_path_factory.mktemp("tip4p")
     write_water_set(str(root / "structures"), WaterSetOptions(count=240, sizes=(3, 4, 5, 6), seed=5))

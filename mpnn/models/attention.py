@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mpnn.layers import sum_onto_receivers
+from mpnn.models.layers import sum_onto_receivers
 
 _PACKAGE = "mpnn"
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from mpnn.layers import sum_onto_receivers
+from mpnn.models.layers import sum_onto_receivers
 
 _PACKAGE = "mpnn"
 

@@ -40,17 +40,16 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 from ase import Atoms, units
 
+from data_prep.formats import WATER_FORMATS
 from data_prep.water import WaterGraphError, water_molecules
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MINIMA = os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "data", "samples", "water", "minima")
-)
+_REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
+DEFAULT_MINIMA = os.path.normpath(os.path.join(_REPO, "data", "samples", "water", "minima"))
 BLOCK_SIZE = 1000  # structures per random stream and per worker task
 ENERGY_UNIT = "kcal/mol"
 FORCE_UNIT = "kcal/mol/Angstrom"
-SUFFIXES = {"extxyz": ".extxyz", "db": ".db"}
 REPORT_NAME = "water_set.json"
 _MINIMUM_NAME = re.compile(r"w(\d+)_lowest\.xyz$")
 _KCAL_PER_MOL = units.kcal / units.mol  # eV
@@ -101,7 +100,7 @@ class WaterSetOptions:
             raise ValueError(f"shuffle fraction {self.shuffle_fraction} is not in [0, 1]")
         if min(self.rotation, self.translation, self.noise) < 0:
             raise ValueError("rotation, translation and noise must not be negative")
-        if self.file_format not in SUFFIXES or self.energy not in ("tip4p", "none"):
+        if self.file_format not in ("extxyz", "db") or self.energy not in ("tip4p", "none"):
             raise ValueError(f"unknown file format {self.file_format!r} or energy {self.energy!r}")
 
 
@@ -354,7 +353,7 @@ def write_water_set(output: str, options: WaterSetOptions, show_progress: bool =
 
     minima = load_minima(options.minima, options.sizes)
     os.makedirs(output, exist_ok=True)
-    suffix = SUFFIXES[options.file_format]
+    suffix = WATER_FORMATS[options.file_format].suffixes[0]
     paths = [os.path.join(output, f"water_{k:04d}{suffix}") for k in range(options.files)]
     existing = [p for p in paths if os.path.exists(p)]
     if existing:
