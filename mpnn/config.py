@@ -167,7 +167,7 @@ class TrainConfig:
     elastic: bool = setting(
         False,
         "Horovod elastic training (under horovodrun --min-np/--max-np --host-discovery-script, Gloo): keep training "
-        "when workers leave or join (see mpnn.elastic)",
+        "when workers leave or join (see mpnn.engines.horovod_elastic)",
     )
     engine: str = setting(
         "auto",

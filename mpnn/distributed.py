@@ -1,7 +1,7 @@
 """The distributed layer: the engine of this process, device and thread placement, batch
 and learning-rate policy.
 
-Works the same single-process (``python -m mpnn.train``: one rank) and with K ranks on
+Works the same single-process (``mpnn-train``: one rank) and with K ranks on
 either engine (`mpnn.engines`): Horovod (``horovodrun -np K``, ``mpirun``, ``srun``) or
 tf.distribute (``mpnn-launch -np K``, ``srun mpnn-launch --slurm``). The rest of the package
 calls the functions here, never an engine's library.
@@ -88,7 +88,7 @@ def init(
     Must run before TensorFlow creates its runtime (before the first op), else the threads
     stay as they were (with a warning). Returns the plan, whose ``batch_cut`` the training
     takes (`mpnn.batch_cut.cut_batch_trainer`). A second call keeps the engine started first
-    (and raises `mpnn.cli_checks.UsageError` if it asks for another one).
+    (and raises `mpnn.errors.UsageError` if it asks for another one).
 
     Args:
         timeline: write Horovod's timeline (Chrome trace JSON of every collective) to this

@@ -2,7 +2,7 @@
 
 Runs unchanged as one process and as K data-parallel ranks on either engine
 (`mpnn.engines`: Horovod under ``horovodrun -np K``, ``mpirun``, ``srun``; tf.distribute
-under ``mpnn-launch``); ``mpnn-train`` (`mpnn.train`) is its command-line shell, and the
+under ``mpnn-launch``); ``mpnn-train`` (`mpnn.cli.train`) is its command-line shell, and the
 notebooks, benchmarks and tests call `train` directly. The shape follows Horovod's Keras
 example: init and device pinning, learning rate scaled by the global batch with warm-up,
 an optimizer that averages the gradients over the ranks, rank 0's initial weights on every

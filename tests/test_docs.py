@@ -148,7 +148,7 @@ def test_the_known_citations_are_found():
     assert {
         ("mpnn/distributed.py", "RESULTS.md", "Training throughput"),
         ("mpnn/__init__.py", "ARCHITECTURE.md", "Keras on the current TensorFlow"),
-        ("mpnn/layers.py", "benchmarks/log/2026-11-23-training-throughput.md", "On the AMD machine"),
+        ("mpnn/models/layers.py", "benchmarks/log/2026-11-23-training-throughput.md", "On the AMD machine"),
         ("jobs/README.md", "docs/troubleshooting.md", "When things go wrong"),
         ("scripts/demo.sh", "RESULTS.md", "Water accuracy of the default MPNN"),
         ("mpnn/batch_cut.py", "RESULTS.md", "Training throughput"),   # wrapped in the quotes

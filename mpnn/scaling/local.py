@@ -1,6 +1,6 @@
 """``mpnn-scaling run --local``: train a study's runs one after another on this machine.
 
-Each run is ``horovodrun -np K -H localhost:K --gloo python -m mpnn.train ARGS --resume``,
+Each run is ``horovodrun -np K -H localhost:K --gloo python -m mpnn.cli.train ARGS --resume``,
 the command `jobs/local/train.sh` runs (called directly here so that it uses this Python
 environment wherever the package is installed). A run whose ``metrics.json`` exists is
 skipped and an unfinished one continues from its last checkpoint (``--resume``), so an
@@ -55,7 +55,7 @@ def horovodrun_path() -> str:
 def local_command(run: Run, study: Study, study_dir: str, controller: str = "gloo") -> list[str]:
     """The horovodrun command line of `run` on this machine."""
     return [horovodrun_path(), "-np", str(run.ranks), "-H", f"localhost:{run.ranks}", f"--{controller}",
-            sys.executable, "-m", "mpnn.train", *run.mpnn_train_args(study, study_dir), "--resume"]
+            sys.executable, "-m", "mpnn.cli.train", *run.mpnn_train_args(study, study_dir), "--resume"]
 
 
 def run_local(study: Study, runs: list[Run], study_dir: str, controller: str = "gloo",

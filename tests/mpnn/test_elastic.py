@@ -43,7 +43,7 @@ def _workers() -> dict[int, str]:
         except OSError:
             continue
         hosts = [v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"HOROVOD_HOSTNAME=")]
-        if b"mpnn.train" in cmdline and b"--elastic" in cmdline and hosts:  # not horovodrun itself
+        if b"mpnn.cli.train" in cmdline and b"--elastic" in cmdline and hosts:  # not horovodrun itself
             found[int(entry)] = hosts[0]
     return found
 
