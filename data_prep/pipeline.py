@@ -34,11 +34,11 @@ from typing import Any, Callable, Iterable, Sequence
 from tqdm import tqdm
 
 from data_prep import records
-from mpnn.graph_format.manifest import Manifest
 from mpnn import host, settings
 from mpnn.errors import UsageError
-from mpnn.settings import AT_LEAST_1, Allowed, setting
+from mpnn.graph_format.manifest import Manifest
 from mpnn.graph_format.tfrecord import COMPRESSIONS
+from mpnn.settings import AT_LEAST_1, Allowed, setting
 
 log = logging.getLogger(__name__)
 

@@ -36,11 +36,11 @@ from data_prep.pdbbind import (
 )
 from data_prep.pdbbind_index import IndexEntry, IndexFormatError, read_index
 from data_prep.pipeline import OutputOptions
+from mpnn import settings
+from mpnn.errors import UsageError
 from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import RWPE_ORDER, feature_dtypes
 from mpnn.graph_format.manifest import Manifest
-from mpnn import settings
-from mpnn.errors import UsageError
 from mpnn.settings import POSITIVE, setting
 
 log = logging.getLogger("mpnn-prep-pdbbind")

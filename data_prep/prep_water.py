@@ -45,11 +45,11 @@ from data_prep.structures import (
 )
 from data_prep.tutorial_records import tutorial_graph
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB, FEATURES, WaterGraphError, water_graph
+from mpnn import settings
 from mpnn.graph_format.example import NonFiniteFeatureError, serialize_graph
 from mpnn.graph_format.features import GEOMETRY, feature_dtypes
 from mpnn.graph_format.manifest import Manifest
 from mpnn.graph_format.tfrecord import count_records, read_records
-from mpnn import settings
 from mpnn.settings import Allowed, setting
 
 log = logging.getLogger("mpnn-prep-water")

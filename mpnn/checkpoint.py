@@ -55,8 +55,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from mpnn.errors import InputError
 from mpnn import atomic, distributed
+from mpnn.errors import InputError
 
 log = logging.getLogger(__name__)
 

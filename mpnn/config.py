@@ -99,7 +99,9 @@ class TrainConfig:
     epochs: int = setting(32, "training epochs", AT_LEAST_1)
     batch_size: int = setting(64, "graphs per batch: per rank (dbs) or in total (gbs)", AT_LEAST_1)
     batch_strategy: str = setting(
-        "dbs", "dbs: constant per-device batch; gbs: constant global batch, split across ranks", choices=BatchStrategy.values()
+        "dbs",
+        "dbs: constant per-device batch; gbs: constant global batch, split across ranks",
+        choices=BatchStrategy.values(),
     )
     learning_rate: float = setting(1e-3, "base learning rate (before scaling by the rank count)", POSITIVE)
     lr_scaling: str = setting(
@@ -126,7 +128,9 @@ class TrainConfig:
         "(e.g. 0.99; 0: off, the raw weights; default: the family's, 0 for all)",
         Allowed(lambda v: 0 <= v < 1, "a number in [0, 1) (0: off)"),
     )
-    early_stopping_patience: int = setting(0, "stop after this many epochs without a better val_loss (0: off)", AT_LEAST_0)
+    early_stopping_patience: int = setting(
+        0, "stop after this many epochs without a better val_loss (0: off)", AT_LEAST_0
+    )
     max_train_seconds: float = setting(
         0.0, "stop after the epoch that passes this many seconds of training (0: off)",
         Allowed(lambda v: v >= 0, "a number >= 0 (0: no limit)"),
@@ -150,7 +154,9 @@ class TrainConfig:
         0, "tf.data threads per rank (0: cores / local ranks, or tf.data's default for one rank)", AT_LEAST_0
     )
     parallel_calls: int = setting(-1, "parallel parse/merge calls of the loader (-1: AUTOTUNE)", AUTOTUNE_OR_AT_LEAST_1)
-    parallel_reads: int = setting(-1, "shard files read in parallel by the loader (-1: AUTOTUNE)", AUTOTUNE_OR_AT_LEAST_1)
+    parallel_reads: int = setting(
+        -1, "shard files read in parallel by the loader (-1: AUTOTUNE)", AUTOTUNE_OR_AT_LEAST_1
+    )
     shuffle_buffer: int = setting(100_000, "records in the shuffle buffer", AT_LEAST_1)
     cache: bool = setting(True, "cache records in memory (--no-cache: read records from disk each epoch)")
     cache_budget_gb: float = setting(

@@ -23,8 +23,8 @@ import math
 
 import tensorflow as tf
 
-from mpnn.errors import UserError
 from mpnn import distributed
+from mpnn.errors import UserError
 
 
 class TrainingDiverged(UserError, RuntimeError):

@@ -46,9 +46,9 @@ from data_prep.water import MAX_COVALENT_OH, MAX_HBOND_ANGLE, MAX_HBOND_OO
 from mpnn import atomic
 from mpnn.errors import InputError, ModelError
 from mpnn.forces import energy_and_forces, takes_positions
+from mpnn.graph_format.features import FEATURES, SCHEMA_VERSION
 from mpnn.predict import EV_PER_UNIT, check_force_units, check_water_metadata, run_metadata
 from mpnn.rundir import EXPORT_METADATA, RunDir, locate_model
-from mpnn.graph_format.features import FEATURES, SCHEMA_VERSION
 
 log = logging.getLogger("mpnn-export")
 

@@ -49,9 +49,9 @@ from data_prep.prep_water import plan_tasks, task_graphs
 from data_prep.structures import KCAL_PER_MOL_PER, expand_inputs
 from data_prep.water import ATOM_VOCAB, BOND_VOCAB
 from mpnn.data import merge_batch, parse_spec
+from mpnn.errors import ModelError
 from mpnn.graph_format.example import serialize_graph
 from mpnn.graph_format.features import GEOMETRY, REQUIRED, feature_dtypes
-from mpnn.errors import ModelError
 from mpnn.rundir import EXPORT_METADATA, RunDir, locate_model
 from mpnn.settings import AT_LEAST_1, setting
 

@@ -47,8 +47,8 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import IO, Iterator
 
-from mpnn.errors import UserError
 from mpnn import atomic, host
+from mpnn.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import os
 from typing import Iterable, Iterator
 
 from mpnn.errors import InputError, UsageError
-from mpnn.graph_format.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard
 from mpnn.graph_format.example import nonfinite_features
+from mpnn.graph_format.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard
 from mpnn.graph_format.tfrecord import TFRecordError, read_records, sha256_of
 
 __all__ = ["MANIFEST_NAME", "ShardError", "check_shards", "problems", "shard_problems", "check_data_path"]

@@ -7,8 +7,8 @@ import statistics
 import sys
 from typing import Any, Sequence
 
-from mpnn.errors import UserError
 from mpnn import atomic, host
+from mpnn.errors import UserError
 
 
 class BenchError(UserError, RuntimeError):

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=mpnn.design.search.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True, help=MODEL_ARGUMENT + " (of a model trained without distances)")
-    parser.add_argument("--start", required=True, help="start structure (xyz, extxyz, ASE db: the first) or network JSON")
+    parser.add_argument(
+        "--start", required=True, help="start structure (xyz, extxyz, ASE db: the first) or network JSON"
+    )
     add_settings_flags(parser, SearchOptions)
     parser.add_argument(
         "--weight", action="append", default=[], metavar="NAME=VALUE",

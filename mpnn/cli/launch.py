@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("-np", "--num-proc", dest="np", type=int, help="workers on this machine")
-    mode.add_argument("--slurm", action="store_true", help="this process is a Slurm task (srun): TF_CONFIG from SLURM_*")
+    mode.add_argument(
+        "--slurm", action="store_true", help="this process is a Slurm task (srun): TF_CONFIG from SLURM_*"
+    )
     mode.add_argument("--pbs", action="store_true", help="this process is a PBS rank (mpiexec): TF_CONFIG from "
                       "$PBS_NODEFILE and the MPI rank")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command each worker runs (e.g. mpnn-train ...)")

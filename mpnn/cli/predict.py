@@ -7,13 +7,13 @@ import argparse
 import sys
 from typing import Sequence
 
-import mpnn.predict
+from data_prep.structures import KCAL_PER_MOL_PER
 from mpnn import settings
 from mpnn.cli.flags import add_settings_flags
 from mpnn.cli.runner import run
+import mpnn.predict
 from mpnn.predict import EXTXYZ_SUFFIX, PredictOptions, load_trained, predict_files
 from mpnn.rundir import MODEL_ARGUMENT
-from data_prep.structures import KCAL_PER_MOL_PER
 
 PROG = "mpnn-predict"
 
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=mpnn.predict.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files, directories, globs or tutorial TFRecords")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="structure files, directories, globs or tutorial TFRecords"
+    )
     parser.add_argument("--model", required=True, help=MODEL_ARGUMENT)
     parser.add_argument(
         "-o",

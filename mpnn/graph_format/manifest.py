@@ -49,8 +49,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from mpnn.errors import InputError
 from mpnn.atomic import atomic_open
+from mpnn.errors import InputError
 from mpnn.graph_format.features import SCHEMA_VERSION
 
 MANIFEST_NAME = "manifest.json"

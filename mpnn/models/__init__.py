@@ -26,8 +26,8 @@ import tensorflow as tf
 from nfp.layers import RBFExpansion
 
 from mpnn import settings
-from mpnn.errors import InputError, UsageError
 from mpnn.config import ModelName
+from mpnn.errors import InputError, UsageError
 from mpnn.graph_format.manifest import Manifest
 # attention, continuous_filter and layers register our layers with Keras (package "mpnn")
 # on import, so a saved model of any family loads once this package is imported.

@@ -61,7 +61,9 @@ class MPNNConfig:
     global_readout: bool = True
     rbf_bins: int = setting(32, "mpnn: Gaussians of the distance expansion", AT_LEAST_1)
     rbf_max_distance: float = 4.0
-    readout_hidden: int = setting(0, "mpnn: hidden units of the per-atom energy readout MLP (0: a linear readout)", AT_LEAST_0)
+    readout_hidden: int = setting(
+        0, "mpnn: hidden units of the per-atom energy readout MLP (0: a linear readout)", AT_LEAST_0
+    )
     edge_updates: bool = setting(
         False,
         "mpnn: update the bond states at every message step (--no-edge-updates: bond states stay their type (and "

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from mpnn.errors import UserError
 from mpnn import atomic
 from mpnn.config import BatchStrategy, ModelName
+from mpnn.errors import UserError
 
 STUDY_FILE = "study.json"
 RUNS_SUBDIR = "runs"

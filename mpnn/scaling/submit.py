@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mpnn
-from mpnn.errors import UserError
 from mpnn import atomic
+from mpnn.errors import UserError
 from mpnn.scaling.local import is_finished
 from mpnn.scaling.plan import Run, Study, read_json
 

@@ -389,7 +389,9 @@ def _errors(capsys) -> list[str]:
     """The one-line errors a converter command printed (``mpnn-prep-*: error: MESSAGE``)."""
     err = capsys.readouterr().err
     assert "Traceback" not in err, err[-3000:]
-    return [line.split(": error: ", 1)[1] for line in err.splitlines() if line.startswith("mpnn-prep-") and ": error: " in line]
+    return [
+        line.split(": error: ", 1)[1] for line in err.splitlines() if line.startswith("mpnn-prep-") and ": error: " in line
+    ]
 
 
 @pytest.mark.parametrize("comment", ["inf", "nan", "-inf"])
