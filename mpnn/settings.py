@@ -102,8 +102,9 @@ def check_value(name: str, value: Any, declared: Setting) -> None:
     (None: a default chosen later, not checked) is allowed by `declared`."""
     if value is None:
         return
-    if declared.choices is not None:
-        check_choice(name, value, declared.choices)
+    if declared.choices is not None:  # of each value of a list-valued setting
+        for each in value if isinstance(value, (list, tuple)) else (value,):
+            check_choice(name, each, declared.choices)
     if declared.allowed is not None and not declared.allowed.test(value):
         raise UsageError(f"argument {flag(name)}: must be {declared.allowed.text}, got {value}")
 

@@ -25,7 +25,8 @@ def add_setting_flag(
     required: bool = False,
     default: Any = None,
 ) -> None:
-    """Add ``--name`` (a ``--name/--no-name`` pair for a bool) for one setting of type `kind`,
+    """Add ``--name`` (a ``--name/--no-name`` pair for a bool; one or more values for a list)
+    for one setting of type `kind`,
     with its help and choices. Ranges are checked by the options' validation
     (`mpnn.settings.check`), whose `UsageError` the runner reports as argparse would. The
     flag's value when not given is `default`, unless the parser's ``argument_default`` is
@@ -37,9 +38,12 @@ def add_setting_flag(
         )
         return
     base = _value_type(kind)
+    many = {"nargs": "+"} if typing.get_origin(kind) is list else {}
+    if many:
+        (base,) = typing.get_args(kind)
     choices = {"choices": declared.choices} if declared.choices is not None else {}
     parser.add_argument(
-        flag(name), dest=name, type=base, help=declared.help, required=required, **choices, **defaults
+        flag(name), dest=name, type=base, help=declared.help, required=required, **many, **choices, **defaults
     )
 
 
@@ -47,7 +51,10 @@ def add_settings_flags(parser: argparse.ArgumentParser | Any, options: type, ski
     """`add_setting_flag` for every declared setting with a flag of the dataclass `options`,
     defaulting to the field's default (required where the field has none)."""
     hints = typing.get_type_hints(options)
-    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    defaults = {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(options)
+    }
     for name, declared in settings_of(options).items():
         if declared.flag and name not in skip:
             required = defaults[name] is dataclasses.MISSING

@@ -11,27 +11,16 @@ import sys
 from typing import Sequence
 
 import mpnn.scaling
+from mpnn.cli.flags import add_settings_flags, warn_deprecated
 from mpnn.cli.runner import run
 from mpnn.cli.train import build_parser as build_train_parser
+from mpnn.config import ModelName
 from mpnn.scaling import collect, local, plan, submit
+from mpnn.settings import settings_of
 
 PROG = "mpnn-scaling"
 
 log = logging.getLogger(PROG)
-
-# plan flags: (name, type, nargs, help); each overrides the study file's key of that name.
-PLAN_FLAGS = [
-    ("data", str, None, "prepared data set (manifest.json or its directory)"),
-    ("ranks", int, "+", "rank counts (must include 1; default 1 2)"),
-    ("strategies", str, "+", "batch strategies: dbs and/or gbs (default both)"),
-    ("batch_sizes", int, "+", "--batch-size values: per rank for dbs, global for gbs (default 64 128)"),
-    ("repeats", int, None, "runs per configuration, seeds SEED, SEED+1, ... (default 1)"),
-    ("epochs", int, None, "epochs of every run (default 10)"),
-    ("model", str, None, "mpnn, gat-lspe or auto (default auto)"),
-    ("seed", int, None, "seed of the first repeat (default 0)"),
-    ("config", str, None, "mpnn-train --config file for every run"),
-]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=mpnn.scaling.__doc__,
@@ -42,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     sub.add_argument("study_file", nargs="?", metavar="STUDY.yaml", help="study settings (keys as the flags below)")
     sub.add_argument("-o", "--output", required=True, metavar="DIR", help="study directory")
-    for name, kind, nargs, help_text in PLAN_FLAGS:
-        sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, nargs=nargs, help=help_text)
+    add_settings_flags(sub, plan.Study)
+    # The family's flag before --family existed; --model names a trained model elsewhere.
+    sub.add_argument("--model", dest="legacy_family", choices=ModelName.values(), help=argparse.SUPPRESS)
     sub.add_argument("--train-args", dest="train_args", metavar="'FLAGS'",
                      help="further mpnn-train flags for every run, e.g. --train-args='--width 16 --verbose 0'")
 
@@ -77,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_plan(args: argparse.Namespace) -> int:
     values = plan.load_study_file(args.study_file) if "study_file" in args else {}
-    values.update({name: getattr(args, name) for name, *_ in PLAN_FLAGS if name in args})
+    if "legacy_family" in args:
+        warn_deprecated(PROG, "--model", "--family", "model family")
+        values["family"] = args.family if "family" in args else args.legacy_family
+    values.update({name: getattr(args, name) for name in settings_of(plan.Study) if name in args})
     if "train_args" in args:
         values["train_args"] = shlex.split(args.train_args)
     study = plan.make_study(values)

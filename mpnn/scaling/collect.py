@@ -259,7 +259,7 @@ def markdown(study: Study, rows: list[ScalingRow], results: list[RunResult]) -> 
     hosts = {(h.get("host"), h.get("cpu"), h.get("cores"), tuple(h.get("gpus") or ())) for h in
              (r.host for r in results if r.host)}
     dates = sorted(r.host["started"][:10] for r in results if r.host and r.host.get("started"))
-    lines = [f"Scaling study: data `{study.data}`, model {study.model}, {study.epochs} epochs planned, "
+    lines = [f"Scaling study: data `{study.data}`, family {study.family}, {study.epochs} epochs planned, "
              f"{study.repeats} repeat(s) with seeds {study.seed} to {study.seed + study.repeats - 1}."]
     for host, cpu, cores, gpus in sorted(hosts, key=str):
         lines.append(f"Machine: {host}, {cpu}, {cores} cores" + (f", GPUs {', '.join(gpus)}" if gpus else "") + ".")

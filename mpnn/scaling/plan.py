@@ -1,7 +1,7 @@
 """Expand a scaling study into runs and write them to ``DIR/study.json``.
 
 A study is ranks x strategies x batch sizes x repeats, each run an ``mpnn-train`` with the
-same data, epochs, model and extra settings. With one rank ``dbs`` and ``gbs`` train the
+same data, epochs, model family and extra settings. With one rank ``dbs`` and ``gbs`` train the
 same thing (per-rank batch = global batch = ``--batch-size``), so each batch size and
 repeat gets a single 1-rank run that is the baseline of both strategies. Repeat ``i``
 trains with seed ``seed + i`` in every configuration, so repeats differ from each other
@@ -17,15 +17,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from mpnn import atomic
-from mpnn.config import BatchStrategy, ModelName
-from mpnn.errors import UserError
+from mpnn import atomic, settings
+from mpnn.config import LEGACY_FAMILY_KEY, BatchStrategy, ModelName
+from mpnn.errors import UsageError, UserError
+from mpnn.settings import AT_LEAST_0, AT_LEAST_1, Allowed, setting
+
+log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.json"
 RUNS_SUBDIR = "runs"
@@ -38,44 +42,48 @@ class StudyError(UserError, ValueError):
     """A study that cannot be planned or read (the message names the file and the problem)."""
 
 
+POSITIVE_LIST = Allowed(lambda v: bool(v) and all(isinstance(x, int) and x >= 1 for x in v),
+                        "a non-empty list of whole numbers >= 1")
+
+
 @dataclass
 class Study:
-    """The settings of a scaling study (the keys of a study YAML file).
+    """The settings of a scaling study (the keys of a study YAML file, and the flags of
+    ``mpnn-scaling plan``, which override them): each declares its help and allowed values
+    (`mpnn.settings`).
 
     Paths are stored absolute, so runs and jobs can start from any working directory.
     """
 
-    data: str
-    ranks: list[int] = field(default_factory=lambda: [1, 2])
-    strategies: list[str] = field(default_factory=lambda: list(BatchStrategy.values()))
-    batch_sizes: list[int] = field(default_factory=lambda: [64, 128])
-    repeats: int = 1
-    epochs: int = 10
-    model: str = "auto"
-    seed: int = 0
-    config: str = ""  # an mpnn-train --config file, passed to every run
-    train_args: list[str] = field(default_factory=list)  # further mpnn-train flags for every run
+    data: str = setting("", "prepared data set (manifest.json or its directory)")
+    ranks: list[int] = setting(help="rank counts (must include 1; default 1 2)", allowed=POSITIVE_LIST,
+                               default_factory=lambda: [1, 2])
+    strategies: list[str] = setting(help="batch strategies: dbs and/or gbs (default both)",
+                                    allowed=Allowed(bool, "a non-empty list"), choices=BatchStrategy.values(),
+                                    default_factory=lambda: list(BatchStrategy.values()))
+    batch_sizes: list[int] = setting(help="--batch-size values: per rank for dbs, global for gbs (default 64 128)",
+                                     allowed=POSITIVE_LIST, default_factory=lambda: [64, 128])
+    repeats: int = setting(1, "runs per configuration, seeds SEED, SEED+1, ... (default 1)", AT_LEAST_1)
+    epochs: int = setting(10, "epochs of every run (default 10)", AT_LEAST_1)
+    family: str = setting("auto", "model family of every run: mpnn, gat-lspe, schnet or auto (default auto)",
+                          choices=ModelName.values())
+    seed: int = setting(0, "seed of the first repeat (default 0)", AT_LEAST_0)
+    config: str = setting("", "mpnn-train --config file for every run")
+    train_args: list[str] = setting(help="further mpnn-train flags for every run", flag=False,
+                                    default_factory=list)
 
     def validate(self) -> None:
         """Raise `StudyError` naming the first invalid setting."""
+        try:
+            settings.check(self)
+        except UsageError as exc:
+            raise StudyError(str(exc)) from None
         if not self.data:
             raise StudyError("no data: set `data` in the study file or pass --data")
         if not os.path.exists(self.data):
             raise StudyError(f"data {self.data}: no such file or directory")
         if self.config and not os.path.isfile(self.config):
             raise StudyError(f"config {self.config}: no such file")
-        for name in ("ranks", "batch_sizes"):
-            values = getattr(self, name)
-            if not values or any(not isinstance(v, int) or v < 1 for v in values):
-                raise StudyError(f"{name} must be a non-empty list of positive integers, got {values!r}")
-        if not self.strategies or set(self.strategies) - set(BatchStrategy.values()):
-            raise StudyError(f"strategies must be a non-empty subset of {BatchStrategy.values()}, got {self.strategies!r}")
-        for name, least in (("repeats", 1), ("epochs", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < least:
-                raise StudyError(f"{name} must be an integer of at least {least}, got {value!r}")
-        if self.model not in ModelName.values():
-            raise StudyError(f"model must be one of {ModelName.values()}, got {self.model!r}")
         if 1 not in self.ranks:
             raise StudyError(f"ranks {self.ranks} lack 1: time gain and metric loss are relative to 1 rank")
         if "gbs" in self.strategies:
@@ -128,6 +136,7 @@ def load_study_file(path: str) -> dict[str, Any]:
         raise StudyError(f"{path}: cannot read the study: {exc}") from exc
     if not isinstance(values, dict):
         raise StudyError(f"{path}: expected a mapping of study settings, got {type(values).__name__}")
+    values = with_family(values)
     unknown = set(values) - {f.name for f in dataclasses.fields(Study)}
     if unknown:
         raise StudyError(f"{path}: unknown study keys {sorted(unknown)}")
@@ -136,7 +145,7 @@ def load_study_file(path: str) -> dict[str, Any]:
 
 def make_study(values: dict[str, Any]) -> Study:
     """A validated `Study` from a dict (study file < flags), with absolute paths."""
-    values = dict(values)
+    values = with_family(dict(values))
     for name in ("ranks", "strategies", "batch_sizes", "train_args"):  # a single value or a string of words
         if isinstance(values.get(name), (str, int)):
             values[name] = str(values[name]).split() if name == "train_args" else [values[name]]
@@ -162,7 +171,7 @@ def expand(study: Study) -> list[Run]:
                     run_id = f"r1-b{batch}-rep{repeat}" if ranks == 1 else f"r{ranks}-{strategy}-b{batch}-rep{repeat}"
                     per_rank = batch if strategy == "dbs" else batch // ranks
                     args = ["--epochs", str(study.epochs), "--batch-size", str(batch), "--batch-strategy", strategy,
-                            "--seed", str(seed), "--family", study.model, *study.train_args]
+                            "--seed", str(seed), "--family", study.family, *study.train_args]
                     runs.append(Run(
                         id=run_id, ranks=ranks, strategy=strategy,
                         serves=list(study.strategies) if ranks == 1 else [strategy],
@@ -191,6 +200,16 @@ def write_plan(study_dir: str, study: Study, runs: list[Run]) -> str:
     return path
 
 
+def with_family(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with the family under ``family``: studies made before the key had its name
+    (still read, one release) call it ``model``."""
+    if LEGACY_FAMILY_KEY in values:
+        log.warning("the study key %r is deprecated for the model family, use 'family'", LEGACY_FAMILY_KEY)
+        values.setdefault("family", values.pop(LEGACY_FAMILY_KEY))
+        values.pop(LEGACY_FAMILY_KEY, None)
+    return values
+
+
 def load_plan(study_dir: str) -> tuple[Study, list[Run]]:
     """Read ``study_dir/study.json`` (written by `write_plan`)."""
     path = os.path.join(study_dir, STUDY_FILE)
@@ -198,7 +217,7 @@ def load_plan(study_dir: str) -> tuple[Study, list[Run]]:
         raise StudyError(f"{path}: no study here; run `mpnn-scaling plan ... -o {study_dir}` first")
     content = read_json(path)
     try:
-        return Study(**content["study"]), [Run(**run) for run in content["runs"]]
+        return Study(**with_family(content["study"])), [Run(**run) for run in content["runs"]]
     except (KeyError, TypeError) as exc:
         raise StudyError(f"{path}: not a study written by mpnn-scaling plan ({exc})") from None
 

@@ -278,3 +278,21 @@ def test_submit_uses_the_repository_job_scripts_by_default(tmp_path, fake_schedu
     study_dir, runs = planned(tmp_path)
     assert main(["submit", str(study_dir), "--scheduler", "slurm", "--cpus-per-node", "2", "--dry-run"]) == 0
     assert str(REPO / "jobs" / "slurm" / "train-cpu.sbatch") in capsys.readouterr().out
+
+
+def test_plan_names_the_family_with_family_and_still_reads_the_old_model_flag_and_key(tmp_path, capsys, caplog):
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["plan", "-o", str(tmp_path / "a"), "--data", str(data), "--family", "schnet"]) == 0
+    study, runs = plan.load_plan(str(tmp_path / "a"))
+    assert study.family == "schnet" and runs[0].train_args[-2:] == ["--family", "schnet"]
+    assert main(["plan", "-o", str(tmp_path / "b"), "--data", str(data), "--model", "mpnn"]) == 0
+    assert "mpnn-scaling: warning: --model is deprecated for the model family, use --family" in capsys.readouterr().err
+    assert plan.load_plan(str(tmp_path / "b"))[0].family == "mpnn"
+    (tmp_path / "old.yaml").write_text(f"data: {data}\nmodel: gat-lspe\n")
+    assert main(["plan", str(tmp_path / "old.yaml"), "-o", str(tmp_path / "c")]) == 0
+    assert plan.load_plan(str(tmp_path / "c"))[0].family == "gat-lspe"
+    assert "the study key 'model' is deprecated for the model family, use 'family'" in caplog.text
+    with pytest.raises(SystemExit) as exit_:  # argparse's own check of the declared choices
+        main(["plan", "-o", str(tmp_path / "d"), "--data", str(data), "--strategies", "dbs", "fast"])
+    assert exit_.value.code == 2 and "argument --strategies: invalid choice: 'fast'" in capsys.readouterr().err
