@@ -19,15 +19,12 @@ from mpnn.bench.common import make_report, write_report
 from mpnn.bench.loader import LoaderBenchOptions
 from mpnn.bench.prep import PrepBenchOptions
 from mpnn.bench.train import TrainBenchOptions
+from mpnn.cli.flags import add_legacy_family_flag
 from mpnn.cli.runner import run
 from mpnn.config import Engine, ModelName
 from mpnn.errors import UsageError
 
 PROG = "mpnn-bench"
-MODEL_FLAG_DEPRECATED = (
-    f"{PROG}: warning: --model is deprecated for the model family, use --family (it will be removed in the next "
-    "release)"
-)
 
 log = logging.getLogger(PROG)
 
@@ -141,22 +138,11 @@ def prep_options(args: argparse.Namespace) -> PrepBenchOptions:
     )
 
 
-class DeprecatedFamilyFlag(argparse.Action):
-    """``--model FAMILY``: as ``--family``, with a warning on stderr (``--model`` names a
-    model file in the other commands)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        print(MODEL_FLAG_DEPRECATED, file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
     parser.add_argument("--family", dest="model", default=default(TrainBenchOptions, "family"),
                         choices=ModelName.values(), help="model family, or auto (the manifest's default)")
-    parser.add_argument("--model", dest="model", choices=ModelName.values(), action=DeprecatedFamilyFlag,
-                        help="deprecated: use --family")
+    add_legacy_family_flag(parser, PROG, dest="model")
     parser.add_argument("--widths", type=positive_int, nargs="+", default=list(default(TrainBenchOptions, "widths")),
                         metavar="W", help="model widths (default %(default)s)")
     parser.add_argument("--message-steps", type=positive_int, help="message steps of the mpnn (default: the model's)")

@@ -11,6 +11,7 @@ import types
 import typing
 from typing import Any
 
+from mpnn.config import ModelName
 from mpnn.errors import UsageError
 from mpnn.settings import Setting, flag, settings_of
 
@@ -82,6 +83,20 @@ def run_argument(args: argparse.Namespace, prog: str, help: str) -> str:
     if args.model is None:
         raise UsageError(f"argument --model: required ({help})")
     return args.model
+
+
+def add_legacy_family_flag(parser: argparse.ArgumentParser | Any, prog: str, dest: str = "family") -> None:
+    """``--model FAMILY``, the model family's flag before ``--family`` existed (``--model``
+    names a trained model in the other commands): stored as ``--family`` is, with a
+    deprecation line on stderr. Kept for one release."""
+
+    class DeprecatedFamilyFlag(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            warn_deprecated(prog, "--model", "--family", "model family")
+            setattr(namespace, self.dest, values)
+
+    parser.add_argument("--model", dest=dest, choices=ModelName.values(), action=DeprecatedFamilyFlag,
+                        help=argparse.SUPPRESS)
 
 
 def warn_deprecated(prog: str, old: str, new: str, what: str) -> None:

@@ -11,10 +11,9 @@ import sys
 from typing import Sequence
 
 import mpnn.scaling
-from mpnn.cli.flags import add_settings_flags, warn_deprecated
+from mpnn.cli.flags import add_legacy_family_flag, add_settings_flags
 from mpnn.cli.runner import run
 from mpnn.cli.train import build_parser as build_train_parser
-from mpnn.config import ModelName
 from mpnn.scaling import collect, local, plan, submit
 from mpnn.settings import settings_of
 
@@ -32,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("study_file", nargs="?", metavar="STUDY.yaml", help="study settings (keys as the flags below)")
     sub.add_argument("-o", "--output", required=True, metavar="DIR", help="study directory")
     add_settings_flags(sub, plan.Study)
-    # The family's flag before --family existed; --model names a trained model elsewhere.
-    sub.add_argument("--model", dest="legacy_family", choices=ModelName.values(), help=argparse.SUPPRESS)
+    add_legacy_family_flag(sub, PROG)
     sub.add_argument("--train-args", dest="train_args", metavar="'FLAGS'",
                      help="further mpnn-train flags for every run, e.g. --train-args='--width 16 --verbose 0'")
 
@@ -67,9 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_plan(args: argparse.Namespace) -> int:
     values = plan.load_study_file(args.study_file) if "study_file" in args else {}
-    if "legacy_family" in args:
-        warn_deprecated(PROG, "--model", "--family", "model family")
-        values["family"] = args.family if "family" in args else args.legacy_family
     values.update({name: getattr(args, name) for name in settings_of(plan.Study) if name in args})
     if "train_args" in args:
         values["train_args"] = shlex.split(args.train_args)

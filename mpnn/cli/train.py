@@ -15,9 +15,9 @@ import typing
 from typing import Any, Sequence
 
 from mpnn import engines, models, verify
-from mpnn.cli.flags import add_setting_flag, add_settings_flags, warn_deprecated
+from mpnn.cli.flags import add_legacy_family_flag, add_setting_flag, add_settings_flags
 from mpnn.cli.runner import run
-from mpnn.config import ModelName, TrainConfig, config_from_values
+from mpnn.config import TrainConfig, config_from_values
 from mpnn.errors import UsageError
 from mpnn.report import format_summary
 from mpnn.training import train
@@ -36,8 +36,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="JSON or YAML file of settings; flags override it")
     add_settings_flags(parser, TrainConfig)
-    # The family's flag before --family existed; --model now names a trained model elsewhere.
-    parser.add_argument("--model", dest="legacy_family", choices=ModelName.values(), help=argparse.SUPPRESS)
+    add_legacy_family_flag(parser, prog)
     architecture = parser.add_argument_group("architecture (the family's options; others are an error)")
     for name, declared in models.option_settings().items():
         add_setting_flag(architecture, name, _option_type(name), declared)
@@ -53,10 +52,6 @@ def parse_config(argv: Sequence[str] | None, prog: str = PROG) -> TrainConfig:
         InputError: a ``--config`` file that cannot be read.
     """
     given = vars(build_parser(prog).parse_args(argv))
-    if "legacy_family" in given:
-        warn_deprecated(prog, "--model", "--family", "model family")
-        given.setdefault("family", given.pop("legacy_family"))
-        given.pop("legacy_family", None)
     config = config_from_values(given, frozenset(models.option_settings()))
     models.check_options(config.family, config.model_options)
     if config.elastic and not config.run_dir:
