@@ -297,3 +297,7 @@ def prepare_pdbbind(roots: Sequence[str], options: PdbbindOptions, comm: Any = N
         return pipeline.Plan(tasks, sources, spec, passed_over(roots))
 
     return pipeline.prepare_dataset(plan, convert_complex_task, out, rule, run_options, comm)
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m data_prep.prep_pdbbind: the command is mpnn-prep-pdbbind (or python -m mpnn.cli.prep_pdbbind)")

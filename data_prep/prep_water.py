@@ -385,3 +385,7 @@ def inputs_have_forces(files: Sequence[str]) -> bool:
         if first is not None and first.atoms is not None:
             return first.forces is not None
     return False
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m data_prep.prep_water: the command is mpnn-prep-water (or python -m mpnn.cli.prep_water)")

@@ -119,3 +119,7 @@ def write_predictions_csv(path: str, predictions: Predictions, group_name: str) 
             predictions.record_id, predictions.group, predictions.y_true, predictions.y_pred
         ):
             writer.writerow([rid, int(group), f"{true:.6g}", f"{pred:.6g}", f"{pred - true:.6g}"])
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m mpnn.evaluate: the command is mpnn-evaluate (or python -m mpnn.cli.evaluate)")

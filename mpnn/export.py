@@ -177,3 +177,7 @@ def export_run(model_path: str, output: str) -> str:
     metadata_path = os.path.join(output, EXPORT_METADATA)
     atomic.write_json(metadata_path, metadata)
     return metadata_path
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m mpnn.export: the command is mpnn-export (or python -m mpnn.cli.export)")

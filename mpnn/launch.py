@@ -118,3 +118,7 @@ def exec_as_task(cluster: cluster_env.Cluster, command: Sequence[str]) -> None:
     """Become `command` with this task's ``TF_CONFIG`` (does not return)."""
     os.environ["TF_CONFIG"] = cluster.tf_config()
     os.execvp(command[0], list(command))
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m mpnn.launch: the command is mpnn-launch (or python -m mpnn.cli.launch)")

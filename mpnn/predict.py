@@ -504,3 +504,7 @@ class ExtxyzWriter:
             atoms, energy=prediction.energy * self._ev, forces=prediction.forces * self._ev
         )
         ase.io.write(self._handle, atoms, format="extxyz")
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m mpnn.predict: the command is mpnn-predict (or python -m mpnn.cli.predict)")

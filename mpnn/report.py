@@ -189,3 +189,7 @@ def markdown(metrics: dict) -> str:
               for group, row in sorted(forces["by_group"].items(), key=lambda item: int(item[0]))),
         ]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m mpnn.report: the command is mpnn-report (or python -m mpnn.cli.report)")

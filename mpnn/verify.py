@@ -166,3 +166,7 @@ def check_data_path(path: str) -> None:
             f"{path}: no {MANIFEST_NAME}, not a prepared data set (make one with mpnn-prep-water "
             "or mpnn-prep-pdbbind)"
         )
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m mpnn.verify: the command is mpnn-verify (or python -m mpnn.cli.verify)")

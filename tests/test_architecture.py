@@ -171,3 +171,17 @@ def test_importing_mpnn_imports_no_tensorflow():
     code = "import sys, mpnn, mpnn.graph_format.manifest, data_prep.prep_water; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.integration  # fresh interpreters
+@pytest.mark.parametrize(
+    "module, command", [("data_prep.prep_water", "mpnn-prep-water"), ("mpnn.verify", "mpnn-verify")]
+)
+def test_a_library_module_run_as_a_command_names_the_command_instead_of_doing_nothing(module, command):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1
+    shell = f"mpnn.cli.{module.split('.')[-1]}"
+    assert done.stderr.strip() == f"python -m {module}: the command is {command} (or python -m {shell})"

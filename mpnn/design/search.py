@@ -230,3 +230,7 @@ def _scored(found: Found, model: TrainedModel) -> dict:
 
 def found_to_json(found: Found, model: TrainedModel) -> dict:
     return {**found.network.to_json(), "n_waters": found.network.n_waters, **_scored(found, model)}
+
+
+if __name__ == "__main__":  # the command line moved to mpnn.cli: say so rather than do nothing (one release)
+    raise SystemExit("python -m mpnn.design.search: the command is mpnn-design (or python -m mpnn.cli.design)")

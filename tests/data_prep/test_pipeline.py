@@ -187,7 +187,7 @@ def test_strict_mode_stops_and_leaves_no_shards(tmp_path):
 def test_two_mpi_ranks_write_the_same_data_set_as_one_process(tutorial_subset, tmp_path):
     args = [str(tutorial_subset), str(MINIMA[0].parent), "--test-every", "10", "--shards", "4", "--quiet"]
     single = _water([tutorial_subset, MINIMA[0].parent], tmp_path / "single", test_every=10)
-    command = [sys.executable, "-m", "data_prep.prep_water", *args, "-o", str(tmp_path / "mpi"), "--mpi"]
+    command = [sys.executable, "-m", "mpnn.cli.prep_water", *args, "-o", str(tmp_path / "mpi"), "--mpi"]
     result = subprocess.run(
         ["mpirun", "-np", "2", "--oversubscribe", *command, "--workers", "2"], capture_output=True, text=True,
         timeout=300,

@@ -288,7 +288,7 @@ def test_horovodrun_two_ranks_trains_the_geometry_model_on_energies_and_forces(t
     # Training on forces lowers the force error from the untrained model's (zero forces).
     assert float(log[-1]["force_mae"]) < float(log[0]["force_mae"])
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["model"] == "schnet" and config["model_options"]["force_weight"] > 0
+    assert config["family"] == "schnet" and config["model_options"]["force_weight"] > 0
 
     # Resumed on one rank, it continues from epoch 3 with its own architecture.
     run_checked([sys.executable, "-m", "mpnn.cli.train", *common, "--epochs", "4", "--resume"])

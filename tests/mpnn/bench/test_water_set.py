@@ -235,7 +235,7 @@ def test_small_set_converts_with_shuffled_structures_accepted(tmp_path):
               for f in ase.io.read(tmp_path / "set" / name, index=":", format="extxyz")]
     shuffled = sum(f.get_chemical_symbols() != ["O", "H", "H"] * (len(f) // 3) for f in frames)
     assert shuffled >= 30
-    command = [sys.executable, "-m", "data_prep.prep_water", str(tmp_path / "set"), "-o", str(tmp_path / "out"),
+    command = [sys.executable, "-m", "mpnn.cli.prep_water", str(tmp_path / "set"), "-o", str(tmp_path / "out"),
                "--quiet", "--fractions", "1", "0", "0"]
     subprocess.run(command, check=True, cwd=REPO, timeout=300)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
