@@ -109,11 +109,12 @@ class RunDir:
         return _read_json(self.file(HOST_INFO_FILE))
 
     def log_rows(self) -> list[dict[str, str]]:
-        """The rows of ``log.csv`` (one per epoch), [] when there is none yet."""
+        """The rows of ``log.csv`` (one per epoch), [] when there is none (yet) or it
+        cannot be read."""
         try:
             with open(self.log_path, newline="") as handle:
                 return list(csv.DictReader(handle))
-        except FileNotFoundError:
+        except OSError:
             return []
 
     def family(self) -> str | None:

@@ -28,12 +28,13 @@ of the K-rank runs. Runs that are missing, unfinished or disagree with the plan 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import statistics
 from dataclasses import dataclass, field
 
+from mpnn.errors import InputError
+from mpnn.rundir import RunDir
 from mpnn.scaling.plan import Run, Study, StudyError
 
 TABLE_CSV = "scaling.csv"
@@ -119,33 +120,34 @@ class ScalingRow:
 
 
 def read_run(run: Run, study_dir: str) -> RunResult:
-    """Read one run directory (``metrics.json``, ``log.csv``, ``host_info.json``)."""
-    path = os.path.join(study_dir, run.run_dir)
-    if not os.path.isdir(path):
-        return RunResult(run, "not started", f"{path}: no run directory")
-    metrics_path = os.path.join(path, "metrics.json")
-    if not os.path.isfile(metrics_path):
-        epochs = len(_read_log(path))
+    """Read one run directory (``metrics.json``, ``log.csv``, ``host_info.json``: `RunDir`)."""
+    run_dir = RunDir(os.path.join(study_dir, run.run_dir))
+    if not os.path.isdir(run_dir.path):
+        return RunResult(run, "not started", f"{run_dir.path}: no run directory")
+    metrics_path = run_dir.metrics_path
+    if not run_dir.has_metrics():
+        epochs = len(run_dir.log_rows())
         return RunResult(run, "unfinished", f"{metrics_path}: missing ({epochs} epoch(s) in log.csv)")
     try:
-        with open(metrics_path) as handle:
-            metrics = json.load(handle)
+        metrics = run_dir.metrics()
         planned = (run.ranks, run.batch_per_rank, run.global_batch)
         found = (metrics["ranks"], metrics["batch_per_rank"], metrics["global_batch"])
         test = metrics.get("test", {})
         values = {"train_seconds": float(metrics["train_seconds"]), **test_values(test)}
         epochs = int(metrics["epochs_run"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except InputError as exc:
+        return RunResult(run, "invalid", str(exc))
+    except (ValueError, KeyError, TypeError) as exc:
         return RunResult(run, "invalid", f"{metrics_path}: cannot read ({exc!r})")
     if found != planned:
         return RunResult(run, "invalid", f"{metrics_path}: ranks, batch per rank, global batch {found}, "
                                          f"planned {planned}")
-    log_rows = _read_log(path)
+    log_rows = run_dir.log_rows()
     steady = log_rows[1:] or log_rows
     for column in ("epoch_seconds", "graphs_per_second"):
         values[column] = statistics.fmean(float(r[column]) for r in steady) if steady else math.nan
     problem = "" if test else f"{metrics_path}: no test split"
-    return RunResult(run, "ok", problem, epochs, values, _read_host(path), metrics.get("resumed_from_epoch", []))
+    return RunResult(run, "ok", problem, epochs, values, _host_info(run_dir), metrics.get("resumed_from_epoch", []))
 
 
 def test_values(test: dict) -> dict[str, float]:
@@ -168,19 +170,10 @@ def test_values(test: dict) -> dict[str, float]:
     }
 
 
-def _read_log(run_path: str) -> list[dict[str, str]]:
+def _host_info(run_dir: RunDir) -> dict | None:
     try:
-        with open(os.path.join(run_path, "log.csv")) as handle:
-            return list(csv.DictReader(handle))
-    except OSError:
-        return []
-
-
-def _read_host(run_path: str) -> dict | None:
-    try:
-        with open(os.path.join(run_path, "host_info.json")) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        return run_dir.host_info()
+    except InputError:
         return None
 
 

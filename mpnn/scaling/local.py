@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from mpnn.mpi_env import mpi_launch_environment
+from mpnn.rundir import RunDir
 from mpnn.scaling.plan import Run, Study
 
 log = logging.getLogger("mpnn-scaling")
@@ -40,7 +41,8 @@ class Outcome:
 
 
 def is_finished(run: Run, study_dir: str) -> bool:
-    return os.path.isfile(os.path.join(study_dir, run.run_dir, "metrics.json"))
+    """Whether the run wrote its results (`RunDir.has_metrics`)."""
+    return RunDir(os.path.join(study_dir, run.run_dir)).has_metrics()
 
 
 def horovodrun_path() -> str:
