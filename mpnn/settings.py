@@ -41,6 +41,9 @@ POSITIVE = Allowed(lambda v: v > 0, "a number > 0")
 NON_NEGATIVE = Allowed(lambda v: v >= 0, "a number >= 0")
 FRACTION = Allowed(lambda v: 0 <= v <= 1, "a number in [0, 1]")
 BELOW_1 = Allowed(lambda v: 0 <= v < 1, "a number in [0, 1)")
+EACH_AT_LEAST_1 = Allowed(
+    lambda v: len(v) > 0 and all(x >= 1 for x in v), "one or more whole numbers >= 1"
+)
 AUTOTUNE_OR_AT_LEAST_1 = Allowed(lambda v: v == -1 or v >= 1, "-1 (AUTOTUNE) or a whole number >= 1")
 
 
@@ -106,7 +109,8 @@ def check_value(name: str, value: Any, declared: Setting) -> None:
         for each in value if isinstance(value, (list, tuple)) else (value,):
             check_choice(name, each, declared.choices)
     if declared.allowed is not None and not declared.allowed.test(value):
-        raise UsageError(f"argument {flag(name)}: must be {declared.allowed.text}, got {value}")
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value  # as typed after the flag
+        raise UsageError(f"argument {flag(name)}: must be {declared.allowed.text}, got {shown}")
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:

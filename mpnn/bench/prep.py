@@ -43,6 +43,8 @@ from typing import Any
 from mpnn.bench.common import BenchError, format_table, median, mib
 from mpnn.graph_format.manifest import Manifest
 from mpnn.mpi_env import mpi_launch_environment
+from mpnn.settings import AT_LEAST_1, EACH_AT_LEAST_1, setting
+from mpnn.settings import check as check_settings
 
 log = logging.getLogger("mpnn-bench.prep")
 
@@ -92,16 +94,35 @@ class PrepBenchOptions:
             `converter`.
     """
 
-    inputs: tuple[str, ...]
-    converter: str = "water"
-    index: tuple[str, ...] = ()
-    workers: tuple[int, ...] = (1, 2)
-    repeats: int = 1
-    mpi: bool = False
-    keep_output: str | None = None
-    prep_args: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = setting(
+        help="inputs of the converter: water files, dirs or globs; PDBbind roots holding <pdbid>/ directories"
+    )
+    converter: str = setting(
+        "water", "mpnn-prep-water (records/s) or mpnn-prep-pdbbind (complexes/s) (default water)",
+        choices=tuple(sorted(CONVERTERS)),
+    )
+    index: tuple[str, ...] = setting(
+        (), "PDBbind index file(s), passed as mpnn-prep-pdbbind --index (required with --converter pdbbind)"
+    )
+    workers: tuple[int, ...] = setting(
+        (1, 2), "process counts to compare: conversion processes, or MPI ranks with --mpi (default 1 2)",
+        EACH_AT_LEAST_1,
+    )
+    repeats: int = setting(1, "runs per worker count; the median is reported", AT_LEAST_1)
+    mpi: bool = setting(
+        False,
+        "the N processes are MPI ranks (mpirun -np N <converter> --mpi --workers 1: each rank converts its share "
+        "and writes its own shards) instead of this process and N - 1 spawned workers",
+    )
+    keep_output: str | None = setting(
+        None, "move the data set converted by the last run to DIR (replacing DIR), e.g. to time the loader on it"
+    )
+    prep_args: tuple[str, ...] = setting(
+        (), "further options of the converter (one word each)", flag=False
+    )
 
     def __post_init__(self) -> None:
+        check_settings(self)
         forbidden = SET_BY_THE_BENCHMARK & {a.split("=")[0] for a in self.prep_args}
         if forbidden:
             raise BenchError(

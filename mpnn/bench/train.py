@@ -43,7 +43,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpnn.bench.common import BenchError, format_table, mib
+from mpnn.config import Engine, ModelName
 from mpnn.host import peak_rss_kib
+from mpnn.settings import AT_LEAST_0, AT_LEAST_1, EACH_AT_LEAST_1, setting
+from mpnn.settings import check as check_settings
 
 log = logging.getLogger("mpnn-bench.train")
 
@@ -76,22 +79,37 @@ class TrainBenchOptions:
         BenchError: `variants` lists a variant twice.
     """
 
-    data: str
-    family: str = "auto"
-    widths: tuple[int, ...] = (32, 64)
-    message_steps: int | None = None
-    batch_sizes: tuple[int, ...] = (64, 256, 1024)
-    steps: int = 30
-    repeats: int = 1
-    variants: tuple[str, ...] = ("default",)
-    warmup_steps: int = 5
-    intra_op: int = 0
-    inter_op: int = 0
-    baseline: str | None = None
-    engine: str = "auto"
-    data_threads: int = 0
+    data: str = setting(help="prepared data set (manifest.json or its directory)")
+    family: str = setting("auto", "model family, or auto (the manifest's default)", choices=ModelName.values())
+    widths: tuple[int, ...] = setting((32, 64), "model widths (default 32 64)", EACH_AT_LEAST_1)
+    message_steps: int | None = setting(None, "message steps of the mpnn (default: the model's)", AT_LEAST_1)
+    batch_sizes: tuple[int, ...] = setting(
+        (64, 256, 1024), "graphs per batch on each rank (default 64 256 1024)", EACH_AT_LEAST_1
+    )
+    steps: int = setting(30, "timed training steps (default 30)", AT_LEAST_1)
+    repeats: int = setting(
+        1, "timed runs of --steps steps per variant, interleaved across variants (default 1)", AT_LEAST_1
+    )
+    variants: tuple[str, ...] = setting(
+        ("default",),
+        "model variants to compare: 'default' or comma-separated model options and batch_cut, e.g. batch_cut=1 "
+        "(default: default)",
+    )
+    warmup_steps: int = setting(5, "untimed steps first (default 5)", AT_LEAST_0)
+    intra_op: int = setting(0, "intra-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)", AT_LEAST_0)
+    inter_op: int = setting(0, "inter-op threads (0: mpnn-train's choice, see mpnn.distributed.thread_plan)", AT_LEAST_0)
+    baseline: str | None = setting(
+        None,
+        "report of a 1-rank run of the same sweep: each result then gets its scaling efficiency, graphs/s / (ranks x "
+        "the baseline's graphs/s); for weak scaling run both with the same per-rank batch and threads",
+    )
+    engine: str = setting("auto", "distributed engine, as mpnn-train's --engine (default auto)", choices=Engine.values())
+    data_threads: int = setting(
+        0, "tf.data thread pool size per rank (0: tf.data's default, one per core)", AT_LEAST_0
+    )
 
     def __post_init__(self) -> None:
+        check_settings(self)
         if len(set(self.variants)) != len(self.variants):
             raise BenchError(f"--variants lists a variant twice: {list(self.variants)}")
 

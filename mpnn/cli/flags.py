@@ -39,9 +39,9 @@ def add_setting_flag(
         )
         return
     base = _value_type(kind)
-    many = {"nargs": "+"} if typing.get_origin(kind) is list else {}
+    many = {"nargs": "+"} if typing.get_origin(kind) in (list, tuple) else {}
     if many:
-        (base,) = typing.get_args(kind)
+        base = typing.get_args(kind)[0]  # list[X], tuple[X, ...]
     choices = {"choices": declared.choices} if declared.choices is not None else {}
     parser.add_argument(
         flag(name), dest=name, type=base, help=declared.help, required=required, **many, **choices, **defaults
@@ -60,6 +60,18 @@ def add_settings_flags(parser: argparse.ArgumentParser | Any, options: type, ski
         if declared.flag and name not in skip:
             required = defaults[name] is dataclasses.MISSING
             add_setting_flag(parser, name, hints[name], declared, required, None if required else defaults[name])
+
+
+def options_from_args(options: type, args: argparse.Namespace, **given: Any) -> Any:
+    """The dataclass `options` made from the flags of `add_settings_flags` in `args` (lists
+    as the tuples a field of type ``tuple`` holds) and the other fields `given`."""
+    hints = typing.get_type_hints(options)
+    values = {}
+    for name, declared in settings_of(options).items():
+        if declared.flag and name not in given and hasattr(args, name):
+            value = getattr(args, name)
+            values[name] = tuple(value) if typing.get_origin(hints[name]) is tuple and value is not None else value
+    return options(**values, **given)
 
 
 def add_run_flag(parser: argparse.ArgumentParser, help: str) -> None:

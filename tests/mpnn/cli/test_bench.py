@@ -12,6 +12,7 @@ import pytest
 from mpnn.bench import train
 from mpnn.bench.train import TrainBenchOptions
 from mpnn.cli.bench import main
+from mpnn.errors import UsageError
 from tests.helpers import PDBBIND, PEAK_RSS_KIB, REPO, WITH_TENSORFLOW_KIB, check_bench_environment
 
 
@@ -23,10 +24,12 @@ def test_missing_manifest_fails_with_a_message(tmp_path, capsys):
 
 
 def test_rejects_non_positive_batch_size(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["loader", "--data", str(tmp_path), "--batch-sizes", "0"])
-    assert exit_info.value.code == 2
-    assert "mpnn-bench loader: error: argument --batch-sizes: must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["loader", "--data", str(tmp_path), "--batch-sizes", "8", "0"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mpnn-bench: error: argument --batch-sizes: must be one or more whole numbers >= 1, got 8 0"
+    ]
+    with pytest.raises(UsageError, match=r"^argument --warmup-steps: must be a whole number >= 0, got -1$"):
+        TrainBenchOptions(data="d", warmup_steps=-1)  # the library checks the same declarations
 
 
 def test_prep_pdbbind_needs_an_index(tmp_path, capsys):
