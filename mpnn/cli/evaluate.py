@@ -16,7 +16,7 @@ from mpnn.evaluate import EvaluateOptions, predict_split, split_metrics, write_p
 from mpnn.graph_format.manifest import Manifest
 from mpnn.models import load_model
 from mpnn.report import format_split
-from mpnn.rundir import MODEL_ARGUMENT, locate_model
+from mpnn.rundir import MODEL_ARGUMENT, export_source_run, locate_model
 from mpnn.settings import check_choice
 
 PROG = "mpnn-evaluate"
@@ -61,9 +61,10 @@ def evaluate(args: argparse.Namespace) -> int:
     verify.check_shards(args.data, [args.split])
     location = locate_model(args.model)
     if location.kind == "export":
+        source = export_source_run(location.path)
         raise InputError(
             f"{args.model}: an mpnn-export serves plain TensorFlow; mpnn-evaluate needs the Keras model: pass the "
-            f"run directory it was exported from ({location.path})"
+            "run directory it was exported from" + (f" ({source})" if source else "")
         )
     distributed.init()
     model = load_model(location.model_file)
