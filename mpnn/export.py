@@ -160,6 +160,7 @@ def export_run(model_path: str, output: str) -> str:
     Raises:
         InputError: no run's model at `model_path` (or an export, which is exported already).
         ModelError: the run's data manifest cannot be read.
+        WriteError: `output` cannot be written (naming it and the cause).
     """
     from mpnn.models import load_model
     from mpnn.models.schnet import model_cutoff
@@ -173,7 +174,9 @@ def export_run(model_path: str, output: str) -> str:
     # Inference only: the custom gradients of mpnn.models.layers are not saved (and not needed: a
     # geometry model's forces are taken inside the serving function, so saved as its ops).
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
-    tf.saved_model.save(serving, output, signatures={"serving_default": serving.serve}, options=options)
+    # TensorFlow's file system errors (a missing parent, a read-only or full disk) are ops' errors.
+    with atomic.naming(output, (OSError, tf.errors.OpError)):
+        tf.saved_model.save(serving, output, signatures={"serving_default": serving.serve}, options=options)
     metadata_path = os.path.join(output, EXPORT_METADATA)
     atomic.write_json(metadata_path, metadata)
     return metadata_path

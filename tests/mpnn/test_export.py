@@ -178,6 +178,15 @@ def test_a_run_without_its_manifest_cannot_be_exported(topology_run, tmp_path, c
     assert "manifest.json" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
+def test_an_export_that_cannot_be_written_is_one_line_naming_it(topology_run, tmp_path, capsys):
+    (tmp_path / "file").write_text("a file where the export's parent directory should be\n")
+    output = tmp_path / "file" / "export"
+    assert main(["--model", str(topology_run), "-o", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert f"mpnn-export: error: cannot write {output}: " in err and "Traceback" not in err
+
+
 @pytest.fixture(scope="module")
 def geometry_export(geometry_run, tmp_path_factory):
     export = tmp_path_factory.mktemp("exports") / "geometry"
