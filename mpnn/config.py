@@ -214,9 +214,7 @@ class TrainConfig:
         ran, are not settings)."""
         values = {key: value for key, value in values.items() if key not in (RESOLVED_THREAD_PLAN, RESOLVED_ENGINE)}
         if LEGACY_FAMILY_KEY in values:  # config.json of earlier runs, and config files written for them
-            if "family" not in values:
-                log.warning("the setting %r is deprecated for the model family, use 'family'", LEGACY_FAMILY_KEY)
-            values["family"] = values.get("family", values.pop(LEGACY_FAMILY_KEY))
+            values.setdefault("family", values.pop(LEGACY_FAMILY_KEY))
             values.pop(LEGACY_FAMILY_KEY, None)
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
@@ -277,7 +275,11 @@ def config_from_values(given: dict[str, Any], model_option_names: frozenset[str]
     given = dict(given)
     values: dict[str, Any] = saved_run_config(given.get("run_dir", "")) if given.get("resume") else {}
     if "config" in given:
-        values.update(load_config_file(given.pop("config")))
+        path = given.pop("config")
+        from_file = load_config_file(path)
+        if LEGACY_FAMILY_KEY in from_file:  # what the user can change; a resumed run's config.json is not
+            log.warning("%s: the key %r is deprecated for the model family, use 'family'", path, LEGACY_FAMILY_KEY)
+        values.update(from_file)
     model_values = dict(values.pop("model_options", {}) or {})
     for name in model_option_names & set(given):
         model_values[name] = given.pop(name)

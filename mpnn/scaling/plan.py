@@ -136,6 +136,8 @@ def load_study_file(path: str) -> dict[str, Any]:
         raise StudyError(f"{path}: cannot read the study: {exc}") from exc
     if not isinstance(values, dict):
         raise StudyError(f"{path}: expected a mapping of study settings, got {type(values).__name__}")
+    if LEGACY_FAMILY_KEY in values:  # a file the user writes; study.json (written by plan) is read quietly
+        log.warning("%s: the study key %r is deprecated for the model family, use 'family'", path, LEGACY_FAMILY_KEY)
     values = with_family(values)
     unknown = set(values) - {f.name for f in dataclasses.fields(Study)}
     if unknown:
@@ -204,7 +206,6 @@ def with_family(values: dict[str, Any]) -> dict[str, Any]:
     """`values` with the family under ``family``: studies made before the key had its name
     (still read, one release) call it ``model``."""
     if LEGACY_FAMILY_KEY in values:
-        log.warning("the study key %r is deprecated for the model family, use 'family'", LEGACY_FAMILY_KEY)
         values.setdefault("family", values.pop(LEGACY_FAMILY_KEY))
         values.pop(LEGACY_FAMILY_KEY, None)
     return values

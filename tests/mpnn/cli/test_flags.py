@@ -55,7 +55,7 @@ def test_the_old_family_flag_and_config_key_still_work_with_a_deprecation_line(t
     (tmp_path / "old.yaml").write_text("model: schnet\nepochs: 3\n")
     config = parse_config(["--data", "d", "--config", str(tmp_path / "old.yaml")])
     assert (config.family, config.epochs) == ("schnet", 3)
-    assert "the setting 'model' is deprecated for the model family, use 'family'" in caplog.text
+    assert f"{tmp_path / 'old.yaml'}: the key 'model' is deprecated for the model family, use 'family'" in caplog.text
 
 
 def test_an_architecture_option_is_checked_by_the_families_that_have_it():

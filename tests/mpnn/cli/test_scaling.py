@@ -292,7 +292,7 @@ def test_plan_names_the_family_with_family_and_still_reads_the_old_model_flag_an
     (tmp_path / "old.yaml").write_text(f"data: {data}\nmodel: gat-lspe\n")
     assert main(["plan", str(tmp_path / "old.yaml"), "-o", str(tmp_path / "c")]) == 0
     assert plan.load_plan(str(tmp_path / "c"))[0].family == "gat-lspe"
-    assert "the study key 'model' is deprecated for the model family, use 'family'" in caplog.text
+    assert f"{tmp_path / 'old.yaml'}: the study key 'model' is deprecated for the model family" in caplog.text
     with pytest.raises(SystemExit) as exit_:  # argparse's own check of the declared choices
         main(["plan", "-o", str(tmp_path / "d"), "--data", str(data), "--strategies", "dbs", "fast"])
     assert exit_.value.code == 2 and "argument --strategies: invalid choice: 'fast'" in capsys.readouterr().err
