@@ -213,9 +213,7 @@ class TrainConfig:
         (whose ``thread_plan`` and ``engine_as_run``, what the machine of that run chose and
         ran, are not settings)."""
         values = {key: value for key, value in values.items() if key not in (RESOLVED_THREAD_PLAN, RESOLVED_ENGINE)}
-        if LEGACY_FAMILY_KEY in values:  # config.json of earlier runs, and config files written for them
-            values.setdefault("family", values.pop(LEGACY_FAMILY_KEY))
-            values.pop(LEGACY_FAMILY_KEY, None)
+        values = with_family(values)  # config.json of earlier runs, and config files written for them
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -229,6 +227,17 @@ class TrainConfig:
         if legacy_cut is not None:
             values.setdefault("batch_cut", int(legacy_cut))
         return cls(**values)
+
+
+def with_family(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (settings by name) with the model family under ``family``; files written
+    before the key had its name (still read, one release) call it `LEGACY_FAMILY_KEY`, and
+    a ``family`` beside it wins."""
+    values = dict(values)
+    if LEGACY_FAMILY_KEY in values:
+        legacy = values.pop(LEGACY_FAMILY_KEY)
+        values.setdefault("family", legacy)
+    return values
 
 
 def load_config_file(path: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ line on stderr and an exit status:
 - anything else is a bug and keeps its traceback.
 
 A leaf module: it imports nothing of this package (nor TensorFlow), so every layer,
-the TensorFlow-free converters included, may raise these. The errors of one concern
+the TensorFlow-free converters included, may raise these (and `require_path`, the one
+wording of a missing input). The errors of one concern
 live beside it and derive from these (`mpnn.graph_format.manifest.ManifestError`,
 `mpnn.verify.ShardError`, `mpnn.checkpoint.CheckpointError`, `mpnn.atomic.WriteError`,
 `mpnn.run_lock.RunLockedError`, `mpnn.divergence.TrainingDiverged`,
@@ -20,6 +21,8 @@ live beside it and derive from these (`mpnn.graph_format.manifest.ManifestError`
 """
 
 from __future__ import annotations
+
+import os
 
 
 class UserError(Exception):
@@ -36,3 +39,10 @@ class InputError(UserError, RuntimeError):
 
 class ModelError(InputError, ValueError):
     """A model that cannot be used for the request (the message names the model and why)."""
+
+
+def require_path(path: str, flag: str, what: str) -> None:
+    """`path` exists; `InputError` naming it and the flag that takes it (`flag` takes
+    `what`) otherwise: the one wording of a missing input, for every command."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory ({flag} takes {what})")

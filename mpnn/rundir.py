@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mpnn import host
-from mpnn.errors import InputError
+from mpnn.errors import InputError, require_path
 from mpnn.graph_format.manifest import Manifest, ManifestError
 
 RUNS_ROOT = "runs"
@@ -180,8 +180,7 @@ def locate_model(path: str, flag: str = "--model") -> ModelLocation:
     Raises:
         InputError: `path` does not exist, or holds none of these (the message names it).
     """
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory ({flag} takes {MODEL_ARGUMENT})")
+    require_path(path, flag, MODEL_ARGUMENT)
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, EXPORT_METADATA)):
             return ModelLocation("export", path)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator
 
-from mpnn.errors import InputError, UsageError
+from mpnn.errors import InputError, UsageError, require_path
 from mpnn.graph_format.example import nonfinite_features
 from mpnn.graph_format.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard
 from mpnn.graph_format.tfrecord import TFRecordError, read_records, sha256_of
@@ -159,8 +159,7 @@ def check_data_path(path: str) -> None:
     """`path` is a ``manifest.json`` or a directory holding one; `InputError` otherwise."""
     if not path:
         raise UsageError("argument --data: required (a prepared data set: its directory or manifest.json)")
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory (--data takes a prepared data set)")
+    require_path(path, "--data", "a prepared data set")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, MANIFEST_NAME)):
         raise InputError(
             f"{path}: no {MANIFEST_NAME}, not a prepared data set (make one with mpnn-prep-water "

@@ -10,10 +10,10 @@ from typing import Sequence
 
 from mpnn import settings
 from mpnn.cli.flags import add_settings_flags
-from mpnn.cli.runner import require_path, run
+from mpnn.cli.runner import run
 from mpnn.design.reward import PenaltyWeights, score
 from mpnn.design.search import Found, SearchOptions, read_start, search, write_results
-from mpnn.errors import UsageError
+from mpnn.errors import UsageError, require_path
 from mpnn.predict import load_trained
 from mpnn.rundir import MODEL_ARGUMENT
 
@@ -65,7 +65,6 @@ def design(args: argparse.Namespace) -> int:
         parse_weights(args.weight),
     )
     settings.check(options)
-    require_path(args.model, "--model", MODEL_ARGUMENT)
     require_path(args.start, "--start", STRUCTURE_OR_NETWORK)
     if args.reference:
         require_path(args.reference, "--reference", STRUCTURE_OR_NETWORK)

@@ -14,12 +14,11 @@ exit status, and leaves the traceback of anything else (a bug) in place.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Callable
 
 from mpnn import verify
-from mpnn.errors import InputError, UsageError, UserError
+from mpnn.errors import UsageError, UserError
 
 USAGE_STATUS = 2
 INPUT_STATUS = 1
@@ -51,12 +50,6 @@ def run(prog: str, work: Callable[[], int], data: Callable[[], str | None] | Non
         if not found:
             raise
         return fail(prog, "damaged data set: " + "; ".join(found), INPUT_STATUS)
-
-
-def require_path(path: str, flag: str, what: str) -> None:
-    """`path` exists; `InputError` naming it and `flag` (which takes `what`) otherwise."""
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory ({flag} takes {what})")
 
 
 def fail(prog: str, message: object, status: int) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from mpnn import atomic, settings
-from mpnn.config import LEGACY_FAMILY_KEY, BatchStrategy, ModelName
+from mpnn.config import LEGACY_FAMILY_KEY, BatchStrategy, ModelName, with_family
 from mpnn.errors import UsageError, UserError
 from mpnn.settings import AT_LEAST_0, AT_LEAST_1, Allowed, setting
 
@@ -147,7 +147,7 @@ def load_study_file(path: str) -> dict[str, Any]:
 
 def make_study(values: dict[str, Any]) -> Study:
     """A validated `Study` from a dict (study file < flags), with absolute paths."""
-    values = with_family(dict(values))
+    values = with_family(values)
     for name in ("ranks", "strategies", "batch_sizes", "train_args"):  # a single value or a string of words
         if isinstance(values.get(name), (str, int)):
             values[name] = str(values[name]).split() if name == "train_args" else [values[name]]
@@ -200,15 +200,6 @@ def write_plan(study_dir: str, study: Study, runs: list[Run]) -> str:
     content["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     atomic.write_json(path, content)
     return path
-
-
-def with_family(values: dict[str, Any]) -> dict[str, Any]:
-    """`values` with the family under ``family``: studies made before the key had its name
-    (still read, one release) call it ``model``."""
-    if LEGACY_FAMILY_KEY in values:
-        values.setdefault("family", values.pop(LEGACY_FAMILY_KEY))
-        values.pop(LEGACY_FAMILY_KEY, None)
-    return values
 
 
 def load_plan(study_dir: str) -> tuple[Study, list[Run]]:
