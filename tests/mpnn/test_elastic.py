@@ -153,11 +153,16 @@ def test_a_worker_lost_during_the_final_evaluation_changes_nothing(water_dataset
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert victim is not None, "the second worker had ended before it could be killed: nothing was tested"
-    # Rank 0 evaluates alone and writes every result. horovodrun still exits 1, naming the
-    # killed worker's status 137: Horovod's driver counts every worker of the last round.
-    output = _finished(job, log_path, run_dir, water_dataset, epochs, status=1)
-    assert output.rstrip().endswith("one or more processes exited with non-zero status, thus causing the job to "
-                                    f"be terminated. The first process to do so was:\nProcess name: {host}[0]\n"
-                                    "Exit code: 137"), output[-3000:]
+    # Rank 0 evaluates alone and writes every result. horovodrun's own status is Horovod's
+    # race: 1, naming the killed worker's 137, when its driver records the failure before the
+    # discovery script drops the host; 0 when the host is gone first (the driver then ignores
+    # a worker of an unlisted host). The run directory is complete either way.
+    output = log_path.read_text()
+    assert job.returncode in (0, 1), output[-5000:]
+    if job.returncode == 1:
+        assert output.rstrip().endswith("one or more processes exited with non-zero status, thus causing the job "
+                                        f"to be terminated. The first process to do so was:\nProcess name: {host}[0]"
+                                        "\nExit code: 137"), output[-3000:]
+    output = _finished(job, log_path, run_dir, water_dataset, epochs, status=job.returncode)
     assert f"{epochs} epochs in " in output  # rank 0's summary
     assert json.loads((run_dir / "metrics.json").read_text())["weights_identical_across_ranks"] is None
