@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from mpnn import distributed
 from mpnn.atomic import atomic_open
-from mpnn.data import Manifest, manifest_dataset
-from mpnn.forces import energy_and_forces
+from mpnn.data import MODEL_NODE_EDGE_FEATURES, Manifest, manifest_dataset
+from mpnn.errors import InputError
+from mpnn.forces import energy_and_forces, takes_positions
 from mpnn.metrics import force_metrics, group_metrics, per_member_mae, regression_metrics
-from mpnn.models import batch_entries, model_inputs
 from mpnn.predictions import ForcePredictions, Predictions
 from mpnn.settings import AT_LEAST_1, setting
 
@@ -39,21 +40,51 @@ def predict_split(
     """Predict every record of `split` (with forces, for a model that sees geometry on
     records with forces); call on all ranks (it gathers across them), or with `alone` on
     one rank, which then predicts every record itself."""
-    entries = batch_entries(model, manifest)
+    forward_forces = (lambda inputs: energy_and_forces(model, inputs)) if takes_positions(model) else None
+    return predict_split_with(
+        tuple(model.input_names), lambda inputs: model(inputs, training=False), manifest, split, batch_size,
+        forward_forces=forward_forces, alone=alone,
+    )  # fmt: skip
+
+
+def predict_split_with(
+    input_names: Sequence[str],
+    forward: Callable[[dict[str, tf.Tensor]], tf.Tensor],
+    manifest: Manifest,
+    split: str,
+    batch_size: int,
+    forward_forces: Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor]] | None = None,
+    alone: bool = False,
+) -> Predictions:
+    """`predict_split` for any model given as functions (e.g. an ``mpnn-export``'s,
+    `mpnn.predict.TrainedModel`): `forward` maps a merged batch of the entries
+    `input_names` to energies ``[B]``; `forward_forces`, for a model that sees geometry, to
+    energies and forces ``[N, 3]`` (target units per Angstrom).
+
+    Raises:
+        InputError: the records lack a feature the model takes (e.g. ``distance`` in
+            records prepared from structures without coordinates).
+    """
+    missing = [name for name in input_names if name in MODEL_NODE_EDGE_FEATURES and name not in manifest.features]
+    if missing:
+        raise InputError(
+            f"{manifest.path}: its records have no {', '.join(missing)}, which the model takes: evaluate it on "
+            "records prepared like those it was trained on"
+        )
     rank, size = (0, 1) if alone else (distributed.rank(), distributed.size())
+    # Forces only where there are forces to compare with: no gradient pass for records without them.
+    with_forces = forward_forces is not None and "forces" in manifest.features
+    entries = [*input_names, "forces"] if with_forces else list(input_names)
     dataset, _ = manifest_dataset(
         manifest, split, batch_size, rank=rank, size=size, with_record_info=True, entries=entries
     )
-    # Forces only where there are forces to compare with (`batch_entries` asks for them only
-    # for a model that sees geometry): no gradient pass for records without them.
-    with_forces = "forces" in entries
     if with_forces:
-        forward = tf.function(lambda inputs: energy_and_forces(model, inputs), reduce_retracing=True)
+        call = tf.function(forward_forces, reduce_retracing=True)
     else:
-        forward = tf.function(lambda inputs: (model(inputs, training=False), None), reduce_retracing=True)
+        call = tf.function(lambda inputs: (forward(inputs), None), reduce_retracing=True)
     parts = []
     for inputs, target, info in dataset:
-        energy, forces = forward(model_inputs(model, inputs))
+        energy, forces = call({name: inputs[name] for name in input_names})
         batch = _predictions(info, target.numpy(), energy.numpy())
         if with_forces:
             atom_group = tf.gather(info["n_waters"], inputs["node_graph_indices"]).numpy() if "n_waters" in info else (

@@ -286,17 +286,30 @@ def check_force_units(source: str, units: str, stated: str | None) -> None:
 
 
 def _load_export(directory: str) -> TrainedModel:
-    with open(os.path.join(directory, EXPORT_METADATA)) as handle:
-        metadata = json.load(handle)
-    check_water_metadata(directory, metadata)
-    loaded = tf.saved_model.load(directory)
-    signature = loaded.signatures["serving_default"]
-    inputs = tuple(metadata["inputs"])
-    units = metadata["target"]["units"]
-    cutoff = None
-    if "positions" in inputs:
-        check_force_units(directory, units, metadata["outputs"]["forces"]["units"])
-        cutoff = float(metadata["geometry"]["cutoff"])
+    """Raises `ModelError` naming `directory` when its metadata or SavedModel is unreadable
+    or incomplete."""
+    try:
+        with open(os.path.join(directory, EXPORT_METADATA)) as handle:
+            metadata = json.load(handle)
+        if not isinstance(metadata, dict):
+            raise ValueError(f"expected a JSON object, got {type(metadata).__name__}")
+        check_water_metadata(directory, metadata)
+        inputs = tuple(metadata["inputs"])
+        units = metadata["target"]["units"]
+        cutoff = None
+        if "positions" in inputs:
+            check_force_units(directory, units, metadata["outputs"]["forces"]["units"])
+            cutoff = float(metadata["geometry"]["cutoff"])
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ModelError(f"{directory}: not a readable mpnn-export ({EXPORT_METADATA}: {detail})") from None
+    try:
+        loaded = tf.saved_model.load(directory)
+        signature = loaded.signatures["serving_default"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{directory}: not a readable mpnn-export ({exc})") from None
 
     def forward(batch: dict[str, tf.Tensor]) -> tf.Tensor:
         return signature(**batch)["energy"]

@@ -192,15 +192,6 @@ def locate_model(path: str, flag: str = "--model") -> ModelLocation:
     raise InputError(f"{path}: not a model ({flag} takes {MODEL_ARGUMENT})")
 
 
-def export_source_run(export_dir: str) -> str | None:
-    """The run directory an ``mpnn-export`` was made from (its metadata's ``source_run``),
-    None when the metadata does not say or cannot be read."""
-    try:
-        return _read_json(os.path.join(export_dir, EXPORT_METADATA)).get("source_run") or None
-    except InputError:
-        return None
-
-
 def _read_json(path: str, hint: str = "") -> dict[str, Any]:
     """The JSON object in `path`; `InputError` naming it when it is missing or unreadable."""
     try:

@@ -11,12 +11,13 @@ from typing import Sequence
 from mpnn import atomic, distributed, extrapolation, settings, verify
 from mpnn.cli.flags import add_settings_flags
 from mpnn.cli.runner import run
-from mpnn.errors import InputError, UsageError
-from mpnn.evaluate import EvaluateOptions, predict_split, split_metrics, write_predictions_csv
+from mpnn.errors import UsageError
+from mpnn.evaluate import EvaluateOptions, predict_split, predict_split_with, split_metrics, write_predictions_csv
 from mpnn.graph_format.manifest import Manifest
 from mpnn.models import load_model
 from mpnn.report import format_split
-from mpnn.rundir import MODEL_ARGUMENT, export_source_run, locate_model
+from mpnn.predict import load_trained
+from mpnn.rundir import MODEL_ARGUMENT, locate_model
 from mpnn.settings import check_choice
 
 PROG = "mpnn-evaluate"
@@ -24,7 +25,7 @@ PROG = "mpnn-evaluate"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    parser.add_argument("--model", required=True, help=MODEL_ARGUMENT + " (an export: use its run directory)")
+    parser.add_argument("--model", required=True, help=MODEL_ARGUMENT)
     parser.add_argument("--data", required=True, help="prepared data set (manifest.json or its directory)")
     add_settings_flags(parser, EvaluateOptions)
     parser.add_argument("--output", help="write the predictions to this CSV file")
@@ -60,15 +61,15 @@ def evaluate(args: argparse.Namespace) -> int:
     check_choice("split", args.split, sorted(manifest.splits))
     verify.check_shards(args.data, [args.split])
     location = locate_model(args.model)
-    if location.kind == "export":
-        source = export_source_run(location.path)
-        raise InputError(
-            f"{args.model}: an mpnn-export serves plain TensorFlow; mpnn-evaluate needs the Keras model: pass the "
-            "run directory it was exported from" + (f" ({source})" if source else "")
-        )
     distributed.init()
-    model = load_model(location.model_file)
-    predictions = predict_split(model, manifest, options.split, options.batch_size)
+    if location.kind == "export":
+        trained = load_trained(location.path)
+        predictions = predict_split_with(
+            trained.input_names, trained.forward, manifest, options.split, options.batch_size,
+            forward_forces=trained.forward_forces,
+        )  # fmt: skip
+    else:
+        predictions = predict_split(load_model(location.model_file), manifest, options.split, options.batch_size)
     if not distributed.is_root():
         return 0
     units = manifest.target.units

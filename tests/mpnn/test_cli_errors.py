@@ -206,8 +206,11 @@ EVALUATE_CASES = {
     "a directory without a model": (
         ["--model", "{tmp}"], 1, "{tmp}: neither a run directory with model.keras nor an export with mpnn_export.json"
     ),
-    "an export": (["--model", "{tmp}/export"], 1, "{tmp}/export: an mpnn-export serves plain TensorFlow; "
-                  "mpnn-evaluate needs the Keras model: pass the run directory it was exported from"),
+    "an export without inputs": (["--model", "{tmp}/export"], 1,
+                                 "{tmp}/export: not a readable mpnn-export (mpnn_export.json: no 'inputs')"),
+    "an export without its SavedModel": (["--model", "{tmp}/export-metadata-only"], 1,
+                                         "{tmp}/export-metadata-only: not a readable mpnn-export (SavedModel file "
+                                         "does not exist at: {tmp}/export-metadata-only/"),
     "garbage model": (["--model", "{tmp}/garbage.keras"], 1, "{tmp}/garbage.keras: not a readable saved model"),
     "truncated model": (["--model", "{tmp}/cut.keras"], 1, "{tmp}/cut.keras: not a readable saved model"),
     "unknown split": (["--model", "{model}", "--split", "nope"], 2,
@@ -224,6 +227,8 @@ def test_evaluate_misuse_and_broken_models(case, water_dataset, model_file, tmp_
     (tmp_path / "cut.keras").write_bytes(model_file.read_bytes()[:2000])
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "mpnn_export.json").write_text("{}")
+    (tmp_path / "export-metadata-only").mkdir()
+    (tmp_path / "export-metadata-only" / "mpnn_export.json").write_text('{"inputs": ["atom"], "target": {"units": "eV"}}')
     fill = dict(tmp=tmp_path, model=model_file)
     argv = ["--data", str(water_dataset), *[f.format(**fill) for f in flags]]
     assert evaluate.main(argv) == status

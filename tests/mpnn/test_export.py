@@ -261,3 +261,35 @@ def test_the_calculator_takes_a_geometry_export(geometry_run, geometry_export):
     (run_energy, run_forces), (export_energy, export_forces) = results
     assert export_energy == pytest.approx(run_energy, rel=1e-6)
     np.testing.assert_allclose(export_forces, run_forces, rtol=1e-5, atol=1e-6 * np.abs(run_forces).max())
+
+
+@pytest.mark.integration  # small models trained for the session (tests/mpnn/conftest.py)
+@pytest.mark.parametrize("model", ["distance", "geometry"])
+def test_mpnn_evaluate_takes_an_export_and_gives_the_metrics_of_its_run(
+    model, exports, geometry_export, geometry_run, minima_dataset, geometry_dataset, tmp_path
+):
+    from mpnn.cli.evaluate import main as evaluate
+
+    run_dir, export = exports["distance"] if model == "distance" else (geometry_run, geometry_export)
+    data = minima_dataset if model == "distance" else geometry_dataset
+    metrics = {}
+    for name, source in (("run", run_dir), ("export", export)):
+        assert evaluate(["--model", str(source), "--data", str(data), "--json", str(tmp_path / f"{name}.json")]) == 0
+        metrics[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    run, exported = metrics["run"], metrics["export"]
+    assert exported["count"] == run["count"] > 0
+    for key in ("mae", "rmse"):
+        assert exported[key] == pytest.approx(run[key], rel=1e-5, abs=1e-5), key
+    if model == "geometry":  # the forces come from the SavedModel's own gradient
+        assert exported["forces"]["mae"] == pytest.approx(run["forces"]["mae"], rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
+def test_mpnn_evaluate_on_records_without_an_input_of_the_model_is_one_line(exports, water_dataset, capsys):
+    from mpnn.cli.evaluate import main as evaluate
+
+    for source in exports["distance"]:  # the run, then its export: the same answer
+        assert evaluate(["--model", str(source), "--data", str(water_dataset)]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mpnn-evaluate:")]
+        assert errors == [f"mpnn-evaluate: error: {water_dataset / 'manifest.json'}: its records have no distance, "
+                          "which the model takes: evaluate it on records prepared like those it was trained on"]
