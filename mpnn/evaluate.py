@@ -34,6 +34,18 @@ class EvaluateOptions:
     batch_size: int = setting(256, "records per model call (default 256)", AT_LEAST_1)
 
 
+def check_records_fit(model: str, kind: str | None, vocab: dict[str, list[str]] | None, manifest: Manifest) -> None:
+    """Raise `InputError` when the records of `manifest` are of another kind (water,
+    pdbbind) or use other vocabularies than the model's training data (`kind`, `vocab`;
+    None: unknown, not checked): its type indices would mean other atoms and bonds."""
+    if kind is not None and kind != manifest.kind:
+        raise InputError(f"{manifest.path}: {manifest.kind} records; {model} was trained on {kind} records")
+    if vocab is not None and dict(vocab) != dict(manifest.vocab):
+        raise InputError(
+            f"{manifest.path}: vocabularies {dict(manifest.vocab)} differ from those {model} was trained with, {dict(vocab)}"
+        )
+
+
 def predict_split(
     model: tf.keras.Model, manifest: Manifest, split: str, batch_size: int, alone: bool = False
 ) -> Predictions:

@@ -12,12 +12,12 @@ from mpnn import atomic, distributed, extrapolation, settings, verify
 from mpnn.cli.flags import add_settings_flags
 from mpnn.cli.runner import run
 from mpnn.errors import UsageError
-from mpnn.evaluate import EvaluateOptions, predict_split, predict_split_with, split_metrics, write_predictions_csv
+from mpnn.evaluate import EvaluateOptions, check_records_fit, predict_split, predict_split_with, split_metrics, write_predictions_csv
 from mpnn.graph_format.manifest import Manifest
 from mpnn.models import load_model
 from mpnn.report import format_split
 from mpnn.predict import load_trained
-from mpnn.rundir import MODEL_ARGUMENT, locate_model
+from mpnn.rundir import MODEL_ARGUMENT, RunDir, locate_model
 from mpnn.settings import check_choice
 
 PROG = "mpnn-evaluate"
@@ -64,11 +64,15 @@ def evaluate(args: argparse.Namespace) -> int:
     distributed.init()
     if location.kind == "export":
         trained = load_trained(location.path)
+        check_records_fit(args.model, trained.metadata.get("kind"), trained.metadata.get("vocab"), manifest)
         predictions = predict_split_with(
             trained.input_names, trained.forward, manifest, options.split, options.batch_size,
             forward_forces=trained.forward_forces,
         )  # fmt: skip
     else:
+        trained_on = RunDir(location.path).manifest()  # None when the training data set cannot be read
+        if trained_on is not None:
+            check_records_fit(args.model, trained_on.kind, trained_on.vocab, manifest)
         predictions = predict_split(load_model(location.model_file), manifest, options.split, options.batch_size)
     if not distributed.is_root():
         return 0

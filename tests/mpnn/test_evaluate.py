@@ -9,7 +9,8 @@ import pytest
 
 from mpnn import extrapolation
 from mpnn.data import Manifest
-from mpnn.evaluate import split_metrics
+from mpnn.errors import InputError
+from mpnn.evaluate import check_records_fit, split_metrics
 from mpnn.predictions import Predictions
 from tests.helpers import MINIMA
 
@@ -72,3 +73,14 @@ def test_parse_ranges_rejects_nonsense():
     for bad in ("a-b", "9-3"):
         with pytest.raises(ValueError, match="size range"):
             extrapolation.parse_ranges([bad])
+
+
+def test_records_of_the_model_s_kind_and_vocabularies_fit_others_do_not(minima_test_set):
+    manifest = minima_test_set
+    check_records_fit("m", manifest.kind, manifest.vocab, manifest)
+    check_records_fit("m", None, None, manifest)  # unknown: not checked
+    with pytest.raises(InputError, match=r"manifest.json: water records; m was trained on pdbbind records$"):
+        check_records_fit("m", "pdbbind", None, manifest)
+    other = {"atom": ["H", "O"], "bond": manifest.vocab["bond"]}
+    with pytest.raises(InputError, match=r"differ from those m was trained with, \{'atom': \['H', 'O'\]"):
+        check_records_fit("m", manifest.kind, other, manifest)

@@ -293,3 +293,15 @@ def test_mpnn_evaluate_on_records_without_an_input_of_the_model_is_one_line(expo
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mpnn-evaluate:")]
         assert errors == [f"mpnn-evaluate: error: {water_dataset / 'manifest.json'}: its records have no distance, "
                           "which the model takes: evaluate it on records prepared like those it was trained on"]
+
+
+@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
+def test_mpnn_evaluate_on_records_of_another_kind_is_one_line(exports, pdbbind_dataset, capsys):
+    """A water model's type indices would mean other atoms in PDBbind records."""
+    from mpnn.cli.evaluate import main as evaluate
+
+    for source in exports["topology"]:  # the run, then its export: the same answer
+        assert evaluate(["--model", str(source), "--data", str(pdbbind_dataset)]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mpnn-evaluate:")]
+        assert errors == [f"mpnn-evaluate: error: {pdbbind_dataset / 'manifest.json'}: pdbbind records; {source} was "
+                          "trained on water records"]
