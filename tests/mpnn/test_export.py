@@ -284,24 +284,23 @@ def test_mpnn_evaluate_takes_an_export_and_gives_the_metrics_of_its_run(
         assert exported["forces"]["mae"] == pytest.approx(run["forces"]["mae"], rel=1e-5, abs=1e-5)
 
 
-@pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
-def test_mpnn_evaluate_on_records_without_an_input_of_the_model_is_one_line(exports, water_dataset, capsys):
-    from mpnn.cli.evaluate import main as evaluate
-
-    for source in exports["distance"]:  # the run, then its export: the same answer
-        assert evaluate(["--model", str(source), "--data", str(water_dataset)]) == 1
-        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mpnn-evaluate:")]
-        assert errors == [f"mpnn-evaluate: error: {water_dataset / 'manifest.json'}: its records have no distance, "
-                          "which the model takes: evaluate it on records prepared like those it was trained on"]
+# Records a model cannot read: (its run in `exports`, the data fixture, the message after "{data}: ").
+UNFIT_RECORDS = {
+    "without an input of the model": ("distance", "water_dataset", "its records have no distance, which the model "
+                                      "takes: evaluate it on records prepared like those it was trained on"),
+    # a water model's type indices would mean other atoms in PDBbind records
+    "of another kind": ("topology", "pdbbind_dataset", "pdbbind records; {model} was trained on water records"),
+}
 
 
 @pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
-def test_mpnn_evaluate_on_records_of_another_kind_is_one_line(exports, pdbbind_dataset, capsys):
-    """A water model's type indices would mean other atoms in PDBbind records."""
+@pytest.mark.parametrize("case", sorted(UNFIT_RECORDS))
+def test_mpnn_evaluate_on_records_the_model_cannot_read_is_one_line(case, exports, request, capsys):
     from mpnn.cli.evaluate import main as evaluate
 
-    for source in exports["topology"]:  # the run, then its export: the same answer
-        assert evaluate(["--model", str(source), "--data", str(pdbbind_dataset)]) == 1
+    name, fixture, message = UNFIT_RECORDS[case]
+    data = request.getfixturevalue(fixture)
+    for source in exports[name]:  # the run, then its export: the same answer
+        assert evaluate(["--model", str(source), "--data", str(data)]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mpnn-evaluate:")]
-        assert errors == [f"mpnn-evaluate: error: {pdbbind_dataset / 'manifest.json'}: pdbbind records; {source} was "
-                          "trained on water records"]
+        assert errors == [f"mpnn-evaluate: error: {data / 'manifest.json'}: {message.format(model=source)}"]
