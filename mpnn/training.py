@@ -45,6 +45,7 @@ from mpnn.config import RESOLVED_ENGINE, RESOLVED_THREAD_PLAN, LrDecay, TrainCon
 from mpnn.data import LoaderOptions, Manifest, cache_bytes_estimate, manifest_dataset
 from mpnn.divergence import StopOnDivergence
 from mpnn.evaluate import (
+    check_records_fit,
     group_mean_baseline_mae,
     predict_split,
     split_metrics,
@@ -167,7 +168,13 @@ def plan_run(config: TrainConfig, manifest: Manifest, threads: distributed.Threa
 
     Raises:
         mpnn.errors.UsageError: a global batch that does not split across the ranks.
+        mpnn.errors.InputError: ``--resume`` of a run trained on records of another kind or
+            vocabularies than `manifest`'s.
     """
+    if config.resume:
+        trained_on = rundir.RunDir(config.run_dir).manifest()  # None: nothing to resume, or unreadable
+        if trained_on is not None:
+            check_records_fit(config.run_dir, trained_on.kind, trained_on.vocab, manifest)
     model_name = models.choose_model(config.family, manifest)
     models.check_data(model_name, manifest)  # before the run directory is written
     family = models.family(model_name)

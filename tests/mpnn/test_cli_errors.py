@@ -177,7 +177,9 @@ def test_resume_without_a_usable_checkpoint_is_exit_1_naming_the_run_directory(w
 
 
 @pytest.mark.integration  # trains an epoch
-def test_resume_with_another_architecture_is_exit_1_saying_so(water_dataset, tmp_path, capsys):
+def test_resume_with_another_architecture_or_kind_of_records_is_exit_1_saying_so(
+    water_dataset, pdbbind_dataset, tmp_path, capsys
+):
     # E.g. a run of the MPNN's old default (4 steps with edge updates) resumed without its flags.
     run_dir = tmp_path / "run"
     assert train.main(["--data", str(water_dataset), "--run-dir", str(run_dir), *TINY]) == 0
@@ -188,6 +190,14 @@ def test_resume_with_another_architecture_is_exit_1_saying_so(water_dataset, tmp
     assert line.startswith(f"{run_dir}: no usable checkpoint in ") and "incompatible tensor" in line
     assert line.endswith("another architecture than the configured one: pass the run's model flags "
                          "(an MPNN run made before 2026-12-02 without them: --message-steps 4 --edge-updates)")
+    # Another data set of the same kind resumes (a moved copy); another kind is refused before
+    # anything is written (the family `auto` would pick another model for it).
+    saved = (run_dir / "config.json").read_bytes()
+    assert train.main(["--data", str(pdbbind_dataset), "--run-dir", str(run_dir), "--resume", "--epochs", "2"]) == 1
+    assert _one_error_line(capsys, "mpnn-train") == (
+        f"{pdbbind_dataset / 'manifest.json'}: pdbbind records; {run_dir} was trained on water records"
+    )
+    assert (run_dir / "config.json").read_bytes() == saved
 
 
 def test_resume_of_the_earlier_checkpoint_layout_is_exit_1(water_dataset, tmp_path, capsys):
