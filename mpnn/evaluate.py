@@ -21,6 +21,7 @@ from mpnn.data import MODEL_NODE_EDGE_FEATURES, Manifest, manifest_dataset
 from mpnn.errors import InputError
 from mpnn.forces import energy_and_forces, takes_positions
 from mpnn.metrics import force_metrics, group_metrics, per_member_mae, regression_metrics
+from mpnn.models import batch_entries
 from mpnn.predictions import ForcePredictions, Predictions
 from mpnn.settings import AT_LEAST_1, setting
 
@@ -71,7 +72,8 @@ def predict_split_with(
     """`predict_split` for any model given as functions (e.g. an ``mpnn-export``'s,
     `mpnn.predict.TrainedModel`): `forward` maps a merged batch of the entries
     `input_names` to energies ``[B]``; `forward_forces`, for a model that sees geometry, to
-    energies and forces ``[N, 3]`` (target units per Angstrom).
+    energies and forces ``[N, 3]`` (target units per Angstrom); required for a model that
+    takes ``positions``.
 
     Raises:
         InputError: the records lack a feature the model takes (e.g. ``distance`` in
@@ -84,9 +86,10 @@ def predict_split_with(
             "records prepared like those it was trained on"
         )
     rank, size = (0, 1) if alone else (distributed.rank(), distributed.size())
-    # Forces only where there are forces to compare with: no gradient pass for records without them.
-    with_forces = forward_forces is not None and "forces" in manifest.features
-    entries = [*input_names, "forces"] if with_forces else list(input_names)
+    # Forces only where there are forces to compare with (`batch_entries` asks for them only
+    # for a model that sees geometry): no gradient pass for records without them.
+    entries = batch_entries(input_names, manifest)
+    with_forces = "forces" in entries
     dataset, _ = manifest_dataset(
         manifest, split, batch_size, rank=rank, size=size, with_record_info=True, entries=entries
     )

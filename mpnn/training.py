@@ -286,7 +286,7 @@ def fit_data(
     repeat, so that Keras takes exactly `steps` batches (one pass) per epoch, and go to
     ``fit`` as the engine takes them (`mpnn.distributed.distribute`: this rank's share,
     never re-sharded)."""
-    entries = models.batch_entries(model, manifest)
+    entries = models.batch_entries(model.input_names, manifest)
     common = dict(rank=rank, size=ranks, options=plan.loader, entries=entries)
     train_data, train_steps = manifest_dataset(
         manifest, "train", plan.batch, shuffle=True, seed=seed + rank, **common

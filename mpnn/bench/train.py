@@ -182,7 +182,7 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, options
             loader = LoaderOptions(cache=True, threads=options.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
                                                        size=size, options=loader,
-                                                       entries=models.batch_entries(network, manifest))
+                                                       entries=models.batch_entries(network.input_names, manifest))
             dataset = distributed.distribute(models.only_model_inputs(dataset, model).repeat())
             iterator = iter(dataset)
             for _ in range(steps_per_pass):  # fills the cache

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 from nfp.layers import RBFExpansion
@@ -202,11 +202,11 @@ def model_inputs(model: tf.keras.Model, batch: dict[str, tf.Tensor]) -> dict[str
     return {name: batch[name] for name in model.input_names}
 
 
-def batch_entries(model: tf.keras.Model, manifest: Manifest) -> list[str]:
-    """The batch entries the loader should parse for training `model` (`mpnn.data.make_dataset`'s
-    `entries`): its inputs, and the forces of records that carry them for a model that
-    sees geometry."""
-    entries = list(model.input_names)
+def batch_entries(input_names: Sequence[str], manifest: Manifest) -> list[str]:
+    """The batch entries the loader should parse for a model taking `input_names`
+    (`mpnn.data.make_dataset`'s `entries`): its inputs, and the forces of records that carry
+    them for a model that sees geometry (takes ``positions``)."""
+    entries = list(input_names)
     if "positions" in entries and "forces" in manifest.features:
         entries.append("forces")
     return entries
