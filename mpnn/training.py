@@ -330,9 +330,12 @@ def fit(
     if config.elastic:  # also when nothing is left: every rank must reach the sync
 
         def fit_arguments(rank: int, ranks: int, training: checkpoint.TrainingState) -> dict:
-            if rank == 0 and lock is not None:
-                lock.ensure()
-            if rank == 0:  # membership policy (mpnn.engines.horovod_elastic): per-rank batch and rate kept
+            if rank == 0:
+                if lock is not None:
+                    lock.ensure()
+                # Rows of epochs after the last commit (a lost rank 0 wrote them): trained again now.
+                checkpoint.trim_log(os.path.join(config.run_dir, rundir.LOG_FILE), training.epochs_done)
+                # The membership policy (mpnn.engines.horovod_elastic): per-rank batch and rate kept.
                 log.info(
                     "elastic: %d rank(s) x %d graphs: global batch %d, learning rate %.3g (kept, not rescaled)",
                     ranks, plan.batch, ranks * plan.batch, plan.learning_rate,

@@ -33,6 +33,14 @@ than rank 0 lost during the final evaluation changes nothing. If rank 0 itself i
 then, the job fails; its checkpoints are complete, and ``--resume`` evaluates without
 training again.
 
+What a commit holds: rank 0 writes the epoch's log row and checkpoint in its epoch-end
+callbacks, and every rank then waits for it in one small collective (`RootWroteEpoch`)
+before the commit. So if rank 0 is lost before it has written an epoch (after the epoch's
+last gradient allreduce), the survivors do not commit that epoch without its row and
+checkpoint: they roll back and the new rank 0 trains it again. The `TrainingState` is
+committed as a copy (`EpochState`), so the rolled-back state is the committed one, not one
+an unfinished epoch's callbacks have changed since.
+
 A worker that joins later runs the set-up of `mpnn.training.train` alone, while the others
 wait in `KerasState.sync`: the set-up must not run collective operations (a broadcast there
 would wait forever for partners), so under ``--elastic`` every rank keeps its own values
@@ -41,6 +49,7 @@ would wait forever for partners), so under ``--elastic`` every rank keeps its ow
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from typing import Any, Callable
@@ -58,14 +67,33 @@ log = logging.getLogger(__name__)
 _EPOCH_END_ONLY = sys.maxsize
 
 
+class RootWroteEpoch(tf.keras.callbacks.Callback):
+    """Every rank waits at the end of an epoch until rank 0 has run its epoch-end callbacks
+    (log row, checkpoint): put it after them and before the commit. A rank 0 lost before
+    then makes this collective fail on the others, who roll back to the last commit instead
+    of committing an epoch that was never written."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        hvd.allreduce(tf.constant(0), op=hvd.Sum, name=f"rank0_wrote_epoch_{epoch}")
+
+
 class EpochState(hvd.elastic.UpdateEpochStateCallback):
     """`hvd.elastic.UpdateEpochStateCallback` for a `fit` that starts at
     ``initial_epoch=state.epoch``: Keras' epoch numbers are then absolute (our warm-up,
     schedule, log and checkpoint callbacks need them so), while Horovod's callback expects
-    them to start at 0 after each reset and would add the start epoch twice."""
+    them to start at 0 after each reset and would add the start epoch twice.
+
+    It also puts a copy of `training` (the `TrainingState` this fit's callbacks update) into
+    the state for the commit that follows: Horovod's commit keeps a reference, which the next
+    epoch's callbacks would change before that epoch is committed."""
+
+    def __init__(self, state: hvd.elastic.KerasState, training: TrainingState):
+        super().__init__(state)
+        self.training = training
 
     def on_epoch_end(self, epoch, logs=None):
         self.state.epoch = epoch + 1
+        self.state.training = copy.deepcopy(self.training)
 
 
 def _as_elastic_error(error: tf.errors.UnknownError) -> Exception:
@@ -94,7 +122,8 @@ def fit(
         epochs: the epoch to stop after.
         fit_arguments: ``(rank, size, training state) -> keyword arguments of model.fit``
             (data, steps, validation, callbacks, verbosity) for the current ring; called at
-            each (re)start with rank 0's training state.
+            each (re)start with a copy of rank 0's last committed training state, which the
+            callbacks it returns update.
 
     Returns:
         rank 0's training state at the end.
@@ -106,12 +135,14 @@ def fit(
     def train(state: hvd.elastic.KerasState) -> None:
         if state.epoch >= epochs or state.training.stopped:
             return
-        arguments = fit_arguments(hvd.rank(), hvd.size(), state.training)
+        training = copy.deepcopy(state.training)  # the committed state stays as it was
+        arguments = fit_arguments(hvd.rank(), hvd.size(), training)
         if hvd.rank() == 0:
             log.info("elastic: training on %d rank(s) from epoch %d", hvd.size(), state.epoch)
         arguments["callbacks"] = [
             *arguments.get("callbacks", []),
-            EpochState(state),
+            RootWroteEpoch(),
+            EpochState(state, training),
             hvd.elastic.CommitStateCallback(state, batches_per_commit=_EPOCH_END_ONLY),
         ]
         try:

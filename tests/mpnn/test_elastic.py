@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ import tensorflow as tf
 
 from mpnn import checkpoint
 
+HOSTS_FILE = "hosts.txt"
+LOST_RANK0_WORKER = Path(__file__).with_name("rank0_lost_worker.py")
 SMALL = ["--batch-size", "32", "--width", "16", "--message-steps", "2", "--verbose", "2"]
 
 
@@ -63,13 +66,16 @@ def _wait(condition, job: subprocess.Popen, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _start(water_dataset: Path, tmp_path: Path, epochs: int) -> tuple[subprocess.Popen, Path, Path, Path, str]:
+def _start(
+    water_dataset: Path, tmp_path: Path, epochs: int, worker: Sequence[str] = ("-m", "mpnn.cli.train")
+) -> tuple[subprocess.Popen, Path, Path, Path, str]:
     """Start ``horovodrun`` elastic training of `epochs` on two local workers with a constant
-    learning rate; returns the job, the hosts file the discovery script prints, the run
-    directory, the log file and the second worker's host name."""
+    learning rate, each worker ``python WORKER mpnn-train-arguments``; returns the job, the
+    hosts file the discovery script prints (`HOSTS_FILE` in `tmp_path`), the run directory,
+    the log file and the second worker's host name."""
     other_host = socket.gethostname()
     assert other_host != "localhost"
-    hosts = tmp_path / "hosts.txt"
+    hosts = tmp_path / HOSTS_FILE
     hosts.write_text(f"localhost:1\n{other_host}:1\n")
     discover = tmp_path / "discover.sh"
     discover.write_text(f"#!/bin/sh\ncat {hosts}\n")
@@ -79,7 +85,7 @@ def _start(water_dataset: Path, tmp_path: Path, epochs: int) -> tuple[subprocess
     command = [
         horovodrun, "-np", "2", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discover),
         "--network-interface", "lo", "--blacklist-cooldown-range", "1", "2",
-        sys.executable, "-m", "mpnn.cli.train", "--elastic", "--data", str(water_dataset), "--epochs", str(epochs),
+        sys.executable, *worker, "--elastic", "--data", str(water_dataset), "--epochs", str(epochs),
         "--run-dir", str(run_dir), "--lr-decay", "none", "--warmup-epochs", "0", *SMALL,
     ]  # fmt: skip
     log_path = tmp_path / "horovodrun.log"
@@ -109,7 +115,7 @@ def test_elastic_training_survives_a_killed_worker_and_takes_it_back(water_datas
     try:
         _wait(lambda: _epochs_done(run_dir) >= 1, job, 600, "the first epoch")
         time.sleep(0.5)  # into the second epoch
-        victim = _worker_on(other_host)
+        victim = _worker_on(other_host)  # rank 0 or 1: Horovod orders the discovered hosts as a set
         assert victim is not None
         hosts.write_text("localhost:1\n")
         os.kill(victim, signal.SIGKILL)
@@ -133,6 +139,29 @@ def test_elastic_training_survives_a_killed_worker_and_takes_it_back(water_datas
     with open(run_dir / "log.csv") as handle:
         rates = [float(row["lr"]) for row in csv.DictReader(handle)]
     assert rates == [pytest.approx(2e-3)] * epochs
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("point", ["before-log", "after-checkpoint"])
+def test_a_rank_0_lost_at_the_end_of_an_epoch_leaves_every_epoch_logged_once(water_dataset, tmp_path, point):
+    """Rank 0 lost at the end of epoch 1, after the epoch's collectives (the worker kills
+    itself there, see rank0_lost_worker.py): the survivor rolls back to the commit of epoch 0
+    and trains epoch 1 again, whether or not the lost rank 0 had written its row and
+    checkpoint. Before the fix the survivor committed epoch 1 unwritten (log.csv without its
+    row), or kept the lost rank 0's row and wrote a second one."""
+    epochs = 3
+    hosts = tmp_path / HOSTS_FILE
+    worker = [str(LOST_RANK0_WORKER), point, "1", str(hosts)]
+    job, _, run_dir, log_path, _ = _start(water_dataset, tmp_path, epochs, worker=worker)
+    try:
+        job.wait(timeout=600)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    output = log_path.read_text()
+    assert hosts.with_name(HOSTS_FILE + ".lost").exists(), f"rank 0 was never lost: nothing was tested\n{output[-3000:]}"
+    assert "elastic: training on 1 rank(s) from epoch 1" in output, output[-5000:]
+    _finished(job, log_path, run_dir, water_dataset, epochs)
 
 
 @pytest.mark.integration
