@@ -35,16 +35,32 @@ class EvaluateOptions:
     batch_size: int = setting(256, "records per model call (default 256)", AT_LEAST_1)
 
 
-def check_records_fit(model: str, kind: str | None, vocab: dict[str, list[str]] | None, manifest: Manifest) -> None:
+def check_records_fit(
+    model: str,
+    kind: str | None,
+    vocab: dict[str, list[str]] | None,
+    manifest: Manifest,
+    type_counts: dict[str, int] | None = None,
+) -> None:
     """Raise `InputError` when the records of `manifest` are of another kind (water,
     pdbbind) or use other vocabularies than the model's training data (`kind`, `vocab`;
-    None: unknown, not checked): its type indices would mean other atoms and bonds."""
+    None: unknown, not checked), or, where the vocabularies are unknown (a model file
+    without its run), other numbers of types than the model's embeddings take
+    (`type_counts`, `mpnn.models.type_counts`): its type indices would mean other atoms and
+    bonds, or none."""
     if kind is not None and kind != manifest.kind:
         raise InputError(f"{manifest.path}: {manifest.kind} records; {model} was trained on {kind} records")
     if vocab is not None and dict(vocab) != dict(manifest.vocab):
         raise InputError(
             f"{manifest.path}: vocabularies {dict(manifest.vocab)} differ from those {model} was trained with, {dict(vocab)}"
         )
+    for name, count in (type_counts or {}).items():
+        types = manifest.vocab.get(name)
+        if types is not None and len(types) != count:
+            raise InputError(
+                f"{manifest.path}: {len(types)} {name} types {types}; {model} takes {count} (records of another "
+                "kind or vocabulary than it was trained on)"
+            )
 
 
 def predict_split(

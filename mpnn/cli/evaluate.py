@@ -14,7 +14,7 @@ from mpnn.cli.runner import run
 from mpnn.errors import UsageError
 from mpnn.evaluate import EvaluateOptions, check_records_fit, predict_split, predict_split_with, split_metrics, write_predictions_csv
 from mpnn.graph_format.manifest import Manifest
-from mpnn.models import load_model
+from mpnn.models import load_model, type_counts
 from mpnn.report import format_split
 from mpnn.predict import load_trained
 from mpnn.rundir import MODEL_ARGUMENT, RunDir, locate_model
@@ -70,10 +70,11 @@ def evaluate(args: argparse.Namespace) -> int:
             forward_forces=trained.forward_forces,
         )  # fmt: skip
     else:
+        model = load_model(location.model_file)
         trained_on = RunDir(location.path).manifest()  # None when the training data set cannot be read
-        if trained_on is not None:
-            check_records_fit(args.model, trained_on.kind, trained_on.vocab, manifest)
-        predictions = predict_split(load_model(location.model_file), manifest, options.split, options.batch_size)
+        kind, vocab = (trained_on.kind, trained_on.vocab) if trained_on is not None else (None, None)
+        check_records_fit(args.model, kind, vocab, manifest, type_counts(model))
+        predictions = predict_split(model, manifest, options.split, options.batch_size)
     if not distributed.is_root():
         return 0
     units = manifest.target.units

@@ -202,6 +202,24 @@ def model_inputs(model: tf.keras.Model, batch: dict[str, tf.Tensor]) -> dict[str
     return {name: batch[name] for name in model.input_names}
 
 
+def type_counts(model: tf.keras.Model) -> dict[str, int]:
+    """``{input name: number of types}`` for each type-index input of `model` (``atom``,
+    ``bond``) that one of its embeddings reads: what a model file alone tells of the
+    vocabularies it was trained with (their names are in its run's manifest). Empty for a
+    model whose embeddings sit in a nested model or that takes no type indices."""
+    inputs = model.input if isinstance(model.input, dict) else {}
+    counts = {}
+    for layer in model.layers:
+        if not isinstance(layer, tf.keras.layers.Embedding):
+            continue
+        try:
+            read = layer.input
+        except AttributeError:  # Keras' answer for a layer called more than once: not an input's
+            continue
+        counts.update({name: layer.input_dim for name, tensor in inputs.items() if tensor is read})
+    return counts
+
+
 def batch_entries(input_names: Sequence[str], manifest: Manifest) -> list[str]:
     """The batch entries the loader should parse for a model taking `input_names`
     (`mpnn.data.make_dataset`'s `entries`): its inputs, and the forces of records that carry

@@ -84,3 +84,7 @@ def test_records_of_the_model_s_kind_and_vocabularies_fit_others_do_not(minima_t
     other = {"atom": ["H", "O"], "bond": manifest.vocab["bond"]}
     with pytest.raises(InputError, match=r"differ from those m was trained with, \{'atom': \['H', 'O'\]"):
         check_records_fit("m", manifest.kind, other, manifest)
+    # A model file alone: only how many types its embeddings take is known.
+    check_records_fit("m", None, None, manifest, {"atom": len(manifest.vocab["atom"])})
+    with pytest.raises(InputError, match=r"manifest.json: 2 atom types \['O', 'H'\]; m takes 8 \(records of another"):
+        check_records_fit("m", None, None, manifest, {"atom": 8})

@@ -4,6 +4,7 @@ predicts what the run's model predicts; its metadata says how to feed it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -284,23 +285,30 @@ def test_mpnn_evaluate_takes_an_export_and_gives_the_metrics_of_its_run(
         assert exported["forces"]["mae"] == pytest.approx(run["forces"]["mae"], rel=1e-5, abs=1e-5)
 
 
-# Records a model cannot read: (its run in `exports`, the data fixture, the message after "{data}: ").
+# Records a model cannot read: (its run in `exports`, the data fixture, the message after
+# "{data}: " for the run and its export, the message for its model file alone).
 UNFIT_RECORDS = {
-    "without an input of the model": ("distance", "water_dataset", "its records have no distance, which the model "
-                                      "takes: evaluate it on records prepared like those it was trained on"),
-    # a water model's type indices would mean other atoms in PDBbind records
-    "of another kind": ("topology", "pdbbind_dataset", "pdbbind records; {model} was trained on water records"),
+    "without an input of the model": ("distance", "water_dataset", *["its records have no distance, which the model "
+                                      "takes: evaluate it on records prepared like those it was trained on"] * 2),
+    # a water model's type indices would mean other atoms in PDBbind records; a model file
+    # without its run (no training manifest) still knows how many atom types it takes
+    "of another kind": ("topology", "pdbbind_dataset", "pdbbind records; {model} was trained on water records",
+                        "8 atom types ['B', 'C', 'N', 'O', 'F', 'P', 'S', 'other']; {model} takes 2 (records of "
+                        "another kind or vocabulary than it was trained on)"),
 }
 
 
 @pytest.mark.integration  # a small model trained for the session (tests/mpnn/conftest.py)
 @pytest.mark.parametrize("case", sorted(UNFIT_RECORDS))
-def test_mpnn_evaluate_on_records_the_model_cannot_read_is_one_line(case, exports, request, capsys):
+def test_mpnn_evaluate_on_records_the_model_cannot_read_is_one_line(case, exports, request, tmp_path, capsys):
     from mpnn.cli.evaluate import main as evaluate
 
-    name, fixture, message = UNFIT_RECORDS[case]
+    name, fixture, message, alone_message = UNFIT_RECORDS[case]
     data = request.getfixturevalue(fixture)
-    for source in exports[name]:  # the run, then its export: the same answer
+    run_dir, export = exports[name]
+    alone = tmp_path / "model.keras"  # copied out of its run directory
+    shutil.copy(run_dir / "model.keras", alone)
+    for source, expected in ((run_dir, message), (export, message), (alone, alone_message)):
         assert evaluate(["--model", str(source), "--data", str(data)]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mpnn-evaluate:")]
-        assert errors == [f"mpnn-evaluate: error: {data / 'manifest.json'}: {message.format(model=source)}"]
+        assert errors == [f"mpnn-evaluate: error: {data / 'manifest.json'}: {expected.format(model=source)}"]

@@ -235,3 +235,14 @@ def test_a_distance_model_nested_in_another_clones():
     clone.set_weights(outer.get_weights())
     batch = _batch(seed=5)
     np.testing.assert_allclose(clone(batch).numpy(), outer(batch).numpy(), rtol=1e-6)
+
+
+def test_type_counts_are_the_sizes_of_the_embeddings_of_type_inputs(tmp_path):
+    from mpnn.models.schnet import SchNetConfig, build_schnet
+
+    mpnn_model = build_mpnn(MPNNConfig(width=8, message_steps=1), 3, 2, [-1.0, 0.5, 0.2], 0.0)
+    schnet_model = build_schnet(SchNetConfig(width=8, message_steps=1, rbf_bins=4, readout_hidden=4), 5, 4.0, [0.0] * 5)
+    path = str(tmp_path / "model.keras")
+    mpnn_model.save(path)
+    assert models.type_counts(load_model(path)) == models.type_counts(mpnn_model) == {"atom": 3, "bond": 2}
+    assert models.type_counts(schnet_model) == {"atom": 5}
