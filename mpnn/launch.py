@@ -94,9 +94,9 @@ def launch_local(workers: int, command: Sequence[str]) -> int:
 
 def _wait_all(processes: list[subprocess.Popen]) -> list[int]:
     """Wait for every process; once one fails, stop the others (SIGTERM, then SIGKILL after
-    `STOP_GRACE_SECONDS`)."""
+    `STOP_GRACE_SECONDS`). Returns as soon as the last one has exited."""
     pending = set(range(len(processes)))
-    stopping = False
+    killer: threading.Timer | None = None
     while pending:
         for index in sorted(pending):
             try:
@@ -104,13 +104,15 @@ def _wait_all(processes: list[subprocess.Popen]) -> list[int]:
             except subprocess.TimeoutExpired:
                 continue
             pending.discard(index)
-            if status != 0 and not stopping:
-                stopping = True
+            if status != 0 and killer is None:
                 print(f"mpnn-launch: worker {index} exited with status {status}; stopping the others",
                       file=sys.stderr, flush=True)
                 for other in pending:
                     processes[other].terminate()
-                threading.Timer(STOP_GRACE_SECONDS, lambda: [p.kill() for p in processes if p.poll() is None]).start()
+                killer = threading.Timer(STOP_GRACE_SECONDS, lambda: [p.kill() for p in processes if p.poll() is None])
+                killer.start()
+    if killer is not None:
+        killer.cancel()  # else the launcher would wait out the grace period after its workers
     return [process.returncode for process in processes]
 
 
