@@ -102,6 +102,22 @@ class CutBatchTrainer(tf.keras.Model):
         # The class's own `result`: Keras wraps each metric's instance method in a sync.
         return {metric.name: type(metric).result(metric) for metric in self.metrics}
 
+    # Autograph is off in the steps and in all they call (the layers, the engine's gradient
+    # allreduce): none of it branches or loops on tensors, and converting it to graph code
+    # was the larger part of tracing the step at every training process's start. Subclasses
+    # that override a step decorate it the same way (`mpnn.forces.ForceTrainer`).
+    @tf.autograph.experimental.do_not_convert
+    def train_step(self, data):
+        return super().train_step(data)
+
+    @tf.autograph.experimental.do_not_convert
+    def test_step(self, data):
+        return super().test_step(data)
+
+    @tf.autograph.experimental.do_not_convert
+    def predict_step(self, data):
+        return super().predict_step(data)
+
     def call(self, inputs, training=None, mask=None):
         if self.groups == 1:
             return super().call(inputs, training=training, mask=mask)

@@ -109,10 +109,12 @@ def predict_split_with(
     dataset, _ = manifest_dataset(
         manifest, split, batch_size, rank=rank, size=size, with_record_info=True, entries=entries
     )
+    # No autograph: the forward passes hold no control flow on tensors (as the training steps,
+    # `mpnn.batch_cut.CutBatchTrainer`).
     if with_forces:
-        call = tf.function(forward_forces, reduce_retracing=True)
+        call = tf.function(forward_forces, reduce_retracing=True, autograph=False)
     else:
-        call = tf.function(lambda inputs: (forward(inputs), None), reduce_retracing=True)
+        call = tf.function(lambda inputs: (forward(inputs), None), reduce_retracing=True, autograph=False)
     parts = []
     for inputs, target, info in dataset:
         energy, forces = call({name: inputs[name] for name in input_names})

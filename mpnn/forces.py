@@ -86,6 +86,7 @@ class ForceTrainer(CutBatchTrainer):
         self._force_mae.update_state(tf.reshape(forces_true, [-1]), tf.reshape(forces, [-1]))
         return {m.name: m.result() for m in self.metrics}
 
+    @tf.autograph.experimental.do_not_convert  # as CutBatchTrainer's steps
     def train_step(self, data):
         with tf.GradientTape() as tape:
             loss, *predictions = self._loss_and_predictions(data, training=True)
@@ -94,6 +95,7 @@ class ForceTrainer(CutBatchTrainer):
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         return self._update_metrics(loss, *predictions)
 
+    @tf.autograph.experimental.do_not_convert  # as CutBatchTrainer's steps
     def test_step(self, data):
         loss, *predictions = self._loss_and_predictions(data, training=False)
         return self._update_metrics(loss, *predictions)
