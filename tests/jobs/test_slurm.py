@@ -28,14 +28,32 @@ JOB_SECONDS = 900
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2 * JOB_SECONDS + 300)]
 
 
-def sbatch(cluster: SlurmCluster, submit_dir: Path, data: Path, epochs: int, *options: str, **variables: str) -> str:
-    """Submit the CPU script from `submit_dir`; its job id (after the job ends with --wait)."""
+def sbatch(cluster: SlurmCluster, submit_dir: Path, data: Path, epochs: int, **variables: str) -> str:
+    """Submit the CPU script from `submit_dir`; its job id."""
     env = job_env(DATA=str(data), TRAIN_ARGS=f"--epochs {epochs} {SMALL_MODEL}", MPNN_ENGINE=ENGINE, **variables)
     env["SLURM_CONF"] = str(cluster.conf)
-    done = subprocess.run(["sbatch", "--parsable", *RESOURCES, *options, str(SCRIPT)], env=env, cwd=submit_dir,
-                          capture_output=True, text=True, timeout=JOB_SECONDS)
+    done = subprocess.run(["sbatch", "--parsable", *RESOURCES, str(SCRIPT)], env=env, cwd=submit_dir,
+                          capture_output=True, text=True, timeout=60)
     job_id = done.stdout.strip().split(";")[0]
     assert done.returncode == 0, f"{done.stderr}\n{job_output(submit_dir, job_id)}"
+    return job_id
+
+
+# The states of a job that has ended (`scontrol show job`'s JobState).
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+         "PREEMPTED"}
+
+
+def sbatch_to_the_end(cluster: SlurmCluster, submit_dir: Path, data: Path, epochs: int, **variables: str) -> str:
+    """`sbatch`, then wait until the job has ended and check it completed with status 0; its
+    job id. Polls every half second: ``sbatch --wait`` polls at growing intervals and
+    returned about 20 s after the job had ended here."""
+    job_id = sbatch(cluster, submit_dir, data, epochs, **variables)
+    assert wait_for(lambda: cluster.job_field(job_id, "JobState") in ENDED, JOB_SECONDS), (
+        cluster.describe(job_id) + job_output(submit_dir, job_id)
+    )
+    ended = (cluster.job_field(job_id, "JobState"), cluster.job_field(job_id, "ExitCode"))
+    assert ended == ("COMPLETED", "0:0"), f"{ended}\n{job_output(submit_dir, job_id)}"
     return job_id
 
 
@@ -64,7 +82,7 @@ def assert_one_run_of(run_dir: Path, epochs: int) -> dict:
 
 
 def test_sbatch_cpu_script(slurm_cluster, water_dataset, tmp_path):
-    job_id = sbatch(slurm_cluster, tmp_path, water_dataset, 2, "--wait")
+    job_id = sbatch_to_the_end(slurm_cluster, tmp_path, water_dataset, 2)
     metrics = assert_one_run_of(tmp_path / "runs" / job_id, 2)
     # The metrics cover the whole test set (its size is the split's hash draw, about 200).
     assert metrics["test"]["count"] == Manifest.load(str(water_dataset)).split_records("test")
@@ -80,7 +98,7 @@ def test_killed_job_resumes_when_resubmitted(slurm_cluster, water_dataset, tmp_p
     assert wait_for(lambda: slurm_cluster.job_field(first, "JobState") == "CANCELLED", 60)
     assert len(epochs_logged(run_dir)) < epochs, "the job ended before it was cancelled; nothing to resume"
 
-    sbatch(slurm_cluster, tmp_path, water_dataset, epochs, "--wait", RUN_DIR=str(run_dir))
+    sbatch_to_the_end(slurm_cluster, tmp_path, water_dataset, epochs, RUN_DIR=str(run_dir))
     metrics = assert_one_run_of(run_dir, epochs)
     assert metrics["resumed_from_epoch"]
 
