@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,6 +152,39 @@ def test_a_saved_config_with_the_old_model_cut_resumes_with_the_cut_as_a_trainin
     assert parse_config(["--data", "a", "--batch-cut", "1"]).batch_cut == 1
     with pytest.raises(UsageError, match=r"argument --batch-cut: must be a whole number >= 0, got -1"):
         parse_config(["--data", "a", "--batch-cut", "-1"])
+
+
+@pytest.mark.parametrize("family, dataset", [
+    ("mpnn", "water_dataset"),
+    pytest.param("schnet", "geometry_dataset", marks=pytest.mark.integration),  # TIP4P clusters made for it
+])
+def test_every_variable_of_the_trainer_exists_before_fit_so_its_step_is_traced_once(family, dataset, request):
+    # A tf.function that makes variables on its first call is traced twice; the training
+    # step's trace is the longest part of a process's start.
+    import tensorflow as tf
+
+    from mpnn import distributed
+    from mpnn.config import TrainConfig
+    from mpnn.training import build_trainer, fit_data, plan_run
+
+    distributed.init()
+    data = str(request.getfixturevalue(dataset))
+    manifest = Manifest.load(data)
+    config = TrainConfig(data=data, family=family, batch_size=16, model_options={"width": 8, "message_steps": 1})
+    plan = plan_run(config, manifest, distributed.ThreadPlan(intra_op_threads=1, inter_op_threads=1, batch_cut=2))
+    model, trainer = build_trainer(plan, manifest)
+    train_data, _, valid_data, _ = fit_data(plan, manifest, model, seed=0, rank=0, ranks=1)
+    created = []
+
+    def record(next_creator, **kwargs):
+        created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(record):
+        trainer.fit(train_data, steps_per_epoch=2, validation_data=valid_data, validation_steps=1, verbose=0)
+    assert created == []
+    assert trainer.train_function.experimental_get_tracing_count() == 1
+    assert trainer.test_function.experimental_get_tracing_count() == 1
 
 
 @pytest.fixture(scope="module")
