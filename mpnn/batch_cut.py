@@ -102,6 +102,13 @@ class CutBatchTrainer(tf.keras.Model):
         # The class's own `result`: Keras wraps each metric's instance method in a sync.
         return {metric.name: type(metric).result(metric) for metric in self.metrics}
 
+    def compile(self, *args, **kwargs):
+        """Keras' ``compile``, then the optimizer's variables (its slots): made in the first
+        training step instead, they would have the step's ``tf.function`` traced twice, and
+        that trace is the longest part of every training process's start."""
+        super().compile(*args, **kwargs)
+        self.optimizer.build(self.trainable_variables)
+
     # Autograph is off in the steps and in all they call (the layers, the engine's gradient
     # allreduce): none of it branches or loops on tensors, and converting it to graph code
     # was the larger part of tracing the step at every training process's start. Subclasses

@@ -236,11 +236,8 @@ def stack() -> dict[str, str]:
 def build_trainer(plan: RunPlan, manifest: Manifest) -> tuple[tf.keras.Model, tf.keras.Model]:
     """The model (the same on every machine: it is checkpointed, evaluated and saved) and
     its compiled training twin, which cuts batches for this rank's threads; both built in
-    the engine's scope (`mpnn.distributed.scope`).
-
-    Every variable of the trainer (the optimizer's slots and the metrics' totals included)
-    exists before ``fit``: a ``tf.function`` that creates variables on its first call is
-    traced twice, and Keras' training step is the longest trace of every process's start."""
+    the engine's scope (`mpnn.distributed.scope`). Every variable of the trainer exists
+    before ``fit`` (the optimizer's: `mpnn.batch_cut.CutBatchTrainer.compile`)."""
     with distributed.scope():
         model = models.build_from_manifest(plan.model_name, plan.architecture, manifest)
         optimizer = distributed.distributed_optimizer(make_optimizer(plan.learning_rate, plan.weight_decay))
@@ -248,13 +245,12 @@ def build_trainer(plan: RunPlan, manifest: Manifest) -> tuple[tf.keras.Model, tf
             # Energies per atom and forces (`mpnn.forces`); its own metrics.
             trainer = forces.force_trainer(model, plan.threads.batch_cut, plan.architecture.force_weight)
             trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss]())
-        else:
-            trainer = cut_batch_trainer(model, plan.threads.batch_cut)
-            # A metric object, not the string "mae": Keras makes a string's metric (and its
-            # variables) inside the first training step.
-            mae = tf.keras.metrics.MeanAbsoluteError(name="mae")
-            trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss](), metrics=[mae])
-        optimizer.build(trainer.trainable_variables)
+            return model, trainer
+        trainer = cut_batch_trainer(model, plan.threads.batch_cut)
+        # A metric object, not the string "mae": Keras makes a string's metric (and its
+        # variables) inside the first training step, which is then traced twice.
+        mae = tf.keras.metrics.MeanAbsoluteError(name="mae")
+        trainer.compile(optimizer=optimizer, loss=LOSS_CLASSES[plan.loss](), metrics=[mae])
     return model, trainer
 
 

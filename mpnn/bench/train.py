@@ -178,7 +178,6 @@ def measure(manifest: Any, model_name: str, width: int, batch_size: int, options
                 raise BenchError(f"variant {variant!r}: {exc}") from None
             optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(1e-3))
             model.compile(optimizer=optimizer, loss=LOSS_CLASSES["mae"]())
-            optimizer.build(model.trainable_variables)  # else made in the first step, which is then traced twice
         if dataset is None:
             loader = LoaderOptions(cache=True, threads=options.data_threads)
             dataset, steps_per_pass = manifest_dataset(manifest, "train", batch_size, shuffle=True, seed=0, rank=rank,
